@@ -1,0 +1,70 @@
+"""``cornernet-deploy`` command line: one module per subcommand in ``cornernet_deploy.commands``.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported lazily so that ``infer`` never pays for (or needs) torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UserError
+
+# name -> module under cornernet_deploy.commands, in the order --help lists them
+COMMANDS = {
+    "info": "Architectures, parameter counts, input and output sizes",
+    "export": "Export a checkpoint to ONNX (corner pooling as a custom op or standard ops)",
+    "infer": "Run a model (.onnx or TensorRT .engine) on images and write detections",
+    "plugin": "Build the TensorRT corner-pool plugin library",
+    "build": "Build a TensorRT engine from an exported ONNX model",
+    "profile": "Measure per-stage latency across backends and precisions",
+    "compare": "Compare raw heads and detections of two models",
+    "train": "Fine-tune a model on a COCO-format dataset",
+    "eval": "COCO mAP of a model on a COCO-format dataset",
+    "demo": "Export the bundled tiny model, detect objects in a generated scene, draw them",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"cornernet_deploy.commands.{name}")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="cornernet-deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cornernet-deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported (others may need torch or TensorRT).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            try:
+                module = _load(name)
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("cornernet_deploy.commands"):
+                    print(f"error: command '{name}' is not available in this build", file=sys.stderr)
+                    return 2
+                print(f"error: command '{name}' needs the Python package '{exc.name}' "
+                      f"(pip install {exc.name})", file=sys.stderr)
+                return 2
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
