@@ -247,6 +247,8 @@ def _crop_centre(rng, image_side, input_side, lo, hi, has_ref, centered):
     if not has_ref or not centered:
         cmin = max(hi - input_side, 0) if has_ref else 0
         cmax = min(image_side - input_side, lo) if has_ref else image_side - input_side
+        if int(cmin) > int(cmax):  # object larger than the input (only with inputs < 255)
+            cmin = cmax = (cmin + cmax) / 2
         return int(rng.integers(int(cmin), int(cmax) + 1)) + input_side // 2
     mid = (lo + hi) // 2
     cmin = max(mid - int(rng.integers(0, 15)), 0)

@@ -1,0 +1,332 @@
+"""Training loop: official sampler + loss + Adam, with atomic checkpoints and exact resume.
+
+Data order and augmentation are a pure function of ``(seed, iteration)``: image slot ``s`` of
+iteration ``i`` is position ``p = i * batch + s`` of epoch ``p // n`` in the permutation
+``default_rng((seed, epoch))``, augmented with ``default_rng((seed, i, s))``. A resumed run
+therefore continues with exactly the batches the uninterrupted run would have seen, whatever the
+number of loader workers.
+
+Checkpoints use the loader's format (``cornernet_deploy.models.checkpoint``):
+``{"format": "cornernet_deploy", "arch": name, "spec": {...}, "state_dict": {...}}`` plus
+``iteration``, ``optimizer`` (Adam state dict), ``train`` (the run's settings), ``torch_rng``
+and ``losses``: tensors, dicts, lists, strings and numbers only, so ``torch.load(...,
+weights_only=True)`` reads them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..fileio import write_text_atomic
+from .augment import AugmentConfig, augment_cornernet, augment_saccade
+from .dataset import CocoDataset
+from .losses import CornerNetLoss, collate_targets, targets_to
+from .targets import SACCADE_ATT_RANGES, cornernet_targets, saccade_targets
+
+OFFICIAL_LR = 2.5e-4
+OFFICIAL_SEED = 317
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "cornernet-squeeze"
+    data: str = ""                      # COCO JSON
+    images: str = ""                    # image directory
+    output: str = "runs/train"
+    width: float | None = None          # channel multiplier (ArchSpec.scaled)
+    stacks: int | None = None
+    levels: int | None = None
+    input_size: int | None = None       # square training input, k * size_multiple - 1
+    iterations: int | None = None
+    epochs: float | None = None
+    batch_size: int = 4
+    lr: float = OFFICIAL_LR
+    lr_step: int | None = None          # divide the lr by 10 from this iteration on
+    seed: int = OFFICIAL_SEED
+    snapshot: int = 500                 # checkpoint every this many iterations (0: only at the end)
+    keep_snapshots: bool = False        # also keep iter_XXXXXXX.pt besides last.pt
+    workers: int = 0
+    device: str = "auto"
+    resume: str | None = None
+    init: str | None = None
+    augment: bool = True
+    border: int | None = None           # crop border (official 128); default scales with input
+    log_every: int = 10
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # further ArchSpec overrides
+
+
+# --------------------------------------------------------------------------- samples
+class TrainSamples(torch.utils.data.Dataset):
+    """``samples[(index, iteration, slot)]`` -> (image CHW float32, targets dict of numpy)."""
+
+    def __init__(self, coco: CocoDataset, spec, input_hw, seed: int, augment: bool = True,
+                 border: int = 128):
+        self.coco = coco
+        self.spec = spec
+        self.input_hw = tuple(int(s) for s in input_hw)
+        self.output_hw = spec.output_size(self.input_hw)
+        self.seed = int(seed)
+        self.augment = augment
+        self.aug_cfg = AugmentConfig(input_size=self.input_hw, border=border)
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, key):
+        index, iteration, slot = key
+        rng = np.random.default_rng((self.seed, int(iteration), int(slot)))
+        image = self.coco.load_image(index)
+        rec = self.coco.records[index]
+        spec = self.spec
+        if spec.attention:
+            image, boxes, labels, kept = augment_saccade(image, rec.boxes, rec.labels, rng,
+                                                         self.aug_cfg, train=self.augment)
+            ratios = tuple(spec.stride * 2 ** (spec.levels - 1 - i) for i in range(spec.levels))
+            ranges = SACCADE_ATT_RANGES[-spec.levels:] if spec.levels <= 3 else \
+                SACCADE_ATT_RANGES + ((0, 32),) * (spec.levels - 3)
+            targets = saccade_targets(boxes, labels, kept, spec.num_classes, self.input_hw,
+                                      self.output_hw, spec.gaussian_iou, att_ratios=ratios,
+                                      att_ranges=ranges)
+        else:
+            image, boxes, labels = augment_cornernet(image, rec.boxes, rec.labels, rng,
+                                                     self.aug_cfg, train=self.augment)
+            targets = cornernet_targets(boxes, labels, spec.num_classes, self.input_hw,
+                                        self.output_hw, spec.gaussian_iou)
+        return np.ascontiguousarray(image.transpose(2, 0, 1)), targets
+
+
+class IterationSampler(torch.utils.data.Sampler):
+    """Batches of ``(index, iteration, slot)`` keys for iterations ``start .. stop - 1``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int):
+        self.n, self.batch_size, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+        self._perm_epoch, self._perm = None, None
+
+    def _order(self, epoch):
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch(self, iteration: int) -> list:
+        keys = []
+        for slot in range(self.batch_size):
+            p = iteration * self.batch_size + slot
+            keys.append((int(self._order(p // self.n)[p % self.n]), iteration, slot))
+        return keys
+
+    def __iter__(self):
+        for it in range(self.start, self.stop):
+            yield self.batch(it)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def collate(items):
+    images = torch.from_numpy(np.stack([im for im, _ in items]))
+    return images, collate_targets([t for _, t in items])
+
+
+# --------------------------------------------------------------------------- model/spec
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"bad --device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+def build_train_spec(cfg: TrainConfig, coco: CocoDataset):
+    from ..models import build_spec
+    overrides = dict(cfg.extra)
+    if cfg.stacks is not None:
+        overrides["stacks"] = cfg.stacks
+    if cfg.levels is not None:
+        overrides["levels"] = cfg.levels
+    try:
+        spec = build_spec(cfg.arch, num_classes=coco.num_classes, width=cfg.width, **overrides)
+        spec = spec.replace(class_names=coco.class_names, category_ids=coco.category_ids)
+        if cfg.input_size is not None:
+            spec.check_input_size((cfg.input_size, cfg.input_size))
+            spec = spec.replace(input_size=(cfg.input_size, cfg.input_size))
+        else:
+            spec.check_input_size(spec.input_size)
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc)) from None
+    return spec
+
+
+def load_matching_weights(model, path) -> tuple[int, list]:
+    """Initialise from a checkpoint (official or ours): every tensor whose name and shape match.
+
+    Returns ``(loaded, skipped_names)``; raises UserError if less than half of the model's
+    tensors match (wrong architecture). Heat heads of another class count are skipped, which is
+    what fine-tuning a COCO model on a new dataset needs.
+    """
+    from ..models.checkpoint import read_checkpoint, unwrap_state_dict
+    state, _ = unwrap_state_dict(read_checkpoint(path))
+    own = model.state_dict()
+    loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    skipped = sorted(k for k in own if k not in loadable and not k.endswith("num_batches_tracked"))
+    counted = [k for k in own if not k.endswith("num_batches_tracked")]
+    if len([k for k in loadable if not k.endswith("num_batches_tracked")]) < len(counted) / 2:
+        raise UserError(f"--init {path}: only {len(loadable)} of {len(counted)} tensors fit "
+                        f"architecture '{model.spec.name}' (wrong --arch/--width?)")
+    own.update(loadable)
+    model.load_state_dict(own)
+    return len(loadable), skipped
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    return json.loads(json.dumps(d))  # plain types only (weights_only-safe)
+
+
+def save_training_checkpoint(path, model, optimizer, iteration: int, cfg: TrainConfig,
+                             losses: dict | None = None) -> None:
+    from ..models.checkpoint import save_checkpoint
+    save_checkpoint(model, path, iteration=int(iteration), optimizer=optimizer.state_dict(),
+                    train=_config_dict(cfg), torch_rng=torch.get_rng_state(),
+                    losses={k: float(v) for k, v in (losses or {}).items()})
+
+
+def _lr_at(cfg: TrainConfig, iteration: int) -> float:
+    if cfg.lr_step is not None and iteration >= cfg.lr_step:
+        return cfg.lr / 10
+    return cfg.lr
+
+
+# --------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train per ``cfg``; returns ``{"checkpoint", "iterations", "losses", "spec"}``."""
+    from ..models import build_model
+    from ..models.checkpoint import load_state_dict_strict, read_checkpoint, spec_from_dict
+    from ..models.checkpoint import unwrap_state_dict
+
+    if cfg.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if cfg.lr <= 0:
+        raise UserError("--lr must be positive")
+    resume_obj = None
+    if cfg.resume:
+        resume_obj = read_checkpoint(cfg.resume)
+        if "iteration" not in resume_obj or "optimizer" not in resume_obj:
+            raise UserError(f"--resume {cfg.resume}: not a training checkpoint (no iteration/"
+                            "optimizer state); use --init to start from its weights")
+        saved = resume_obj.get("train") or {}
+        # the data stream is a function of the seed: keep the interrupted run's
+        cfg.seed = int(saved.get("seed", cfg.seed))
+
+    coco = CocoDataset(cfg.data, cfg.images, category_ids=None)
+    coco.check_images()
+    if resume_obj is not None and resume_obj.get("spec"):
+        spec = spec_from_dict(resume_obj["spec"])
+        if tuple(spec.category_ids) != tuple(coco.category_ids):
+            raise UserError(f"--resume {cfg.resume}: trained on categories {list(spec.category_ids)}"
+                            f", but {cfg.data} has {list(coco.category_ids)}")
+    else:
+        spec = build_train_spec(cfg, coco)
+    input_hw = tuple(spec.input_size)
+
+    n = len(coco)
+    if cfg.iterations is None and cfg.epochs is None:
+        raise UserError("give --iterations or --epochs")
+    total = int(cfg.iterations) if cfg.iterations is not None else \
+        max(1, math.ceil(float(cfg.epochs) * n / cfg.batch_size))
+
+    device = _pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = 0
+    if resume_obj is not None:
+        state, _ = unwrap_state_dict(resume_obj)
+        load_state_dict_strict(model, state, source=str(cfg.resume))
+        try:
+            optimizer.load_state_dict(resume_obj["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise UserError(f"--resume {cfg.resume}: optimizer state does not fit ({exc})") from None
+        start = int(resume_obj["iteration"])
+        if "torch_rng" in resume_obj:
+            torch.set_rng_state(resume_obj["torch_rng"])
+        log(f"resumed from {cfg.resume} at iteration {start}")
+    elif cfg.init:
+        loaded, skipped = load_matching_weights(model, cfg.init)
+        log(f"initialised {loaded} tensors from {cfg.init}"
+            + (f"; {len(skipped)} kept fresh (e.g. {skipped[0]})" if skipped else ""))
+
+    if start >= total:
+        log(f"nothing to do: the checkpoint is at iteration {start} >= {total}")
+        return {"checkpoint": str(cfg.resume), "iterations": start,
+                "losses": dict(resume_obj.get("losses") or {}), "spec": spec}
+    out_dir = Path(cfg.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "config.json", json.dumps(_config_dict(cfg), indent=1))
+    border = cfg.border if cfg.border is not None else min(128, max(input_hw) // 4 + 1)
+    samples = TrainSamples(coco, spec, input_hw, cfg.seed, augment=cfg.augment, border=border)
+    sampler = IterationSampler(n, cfg.batch_size, cfg.seed, start, total)
+    loader = torch.utils.data.DataLoader(samples, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.workers,
+                                         persistent_workers=False)
+    criterion = CornerNetLoss(attention=spec.attention)
+    model.train()
+    last_path = out_dir / "last.pt"
+    terms_avg: dict = {}
+    log_path = out_dir / "train_log.jsonl"
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=start, desc="train", unit="it", dynamic_ncols=True)
+    t0 = time.time()
+    iteration = start
+    losses = {}
+    try:
+        for images, targets in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(cfg, iteration)
+            images = images.to(device, non_blocking=True)
+            targets = targets_to(targets, device)
+            outputs = model(images)
+            loss, terms = criterion(outputs, targets)
+            if not torch.isfinite(loss):
+                raise UserError(f"loss became {loss.item()} at iteration {iteration} "
+                                "(try a lower --lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            losses = {"loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()}}
+            for k, v in losses.items():
+                terms_avg[k] = 0.9 * terms_avg.get(k, v) + 0.1 * v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in terms_avg.items()}, refresh=False)
+            if cfg.log_every and iteration % cfg.log_every == 0:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"iteration": iteration, "lr": _lr_at(cfg, iteration - 1),
+                                        "time": round(time.time() - t0, 2), **losses}) + "\n")
+            if cfg.snapshot and iteration % cfg.snapshot == 0 and iteration < total:
+                save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
+                if cfg.keep_snapshots:
+                    save_training_checkpoint(out_dir / f"iter_{iteration:07d}.pt", model,
+                                             optimizer, iteration, cfg, losses)
+    finally:
+        if bar is not None:
+            bar.close()
+    save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
+    log(f"saved {last_path} (iteration {iteration})")
+    return {"checkpoint": str(last_path), "iterations": iteration, "losses": losses, "spec": spec}
