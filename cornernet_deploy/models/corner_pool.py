@@ -57,7 +57,7 @@ def right_pool(x: torch.Tensor) -> torch.Tensor:
 
 def corner_pool(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
     """The fused op: ``top_left`` = top_pool(a) + left_pool(b); ``bottom_right`` = bottom + right."""
-    if a.shape != b.shape:
+    if not torch.jit.is_tracing() and a.shape != b.shape:
         raise ValueError(f"corner_pool inputs must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.dim() != 4:
         raise ValueError(f"corner_pool expects NCHW tensors, got {a.dim()} dimensions")

@@ -1,0 +1,110 @@
+"""The standard-op body of the ``cornernet_deploy::CornerPool`` custom op, as an ONNX FunctionProto.
+
+One exported file serves two runtimes: TensorRT maps the custom node to our plugin (the engine
+builder removes this function before parsing so that the plugin always wins), and ONNX Runtime,
+which knows no such op, inlines this function instead.
+
+Body: the ``mode`` attribute picks a branch of an ``If``; each branch computes the two directional
+cumulative maxima by log-step doubling (``cur = Max(cur, shift(cur, s))`` for s = 1, 2, 4, ...,
+filling with -inf), which is exact and correct for any size up to 2**steps. The string attribute is
+turned into a boolean with ``ai.onnx.ml.LabelEncoder`` because ``Equal`` on strings needs opset 19
+and we keep opset 17 for older TensorRT parsers. Torch-free (needs only ``onnx``).
+"""
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+DOMAIN = "cornernet_deploy"
+OP_TYPE = "CornerPool"
+ML_DOMAIN = "ai.onnx.ml"
+INT64_MAX = 2**63 - 1
+
+
+class _Body:
+    """Accumulates nodes with unique names; ``prefix`` keeps subgraph names distinct."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.nodes, self.count = prefix, [], 0
+
+    def add(self, op: str, inputs, **attrs) -> str:
+        self.count += 1
+        out = f"{self.prefix}{op.lower()}{self.count}"
+        self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
+        return out
+
+    def const_ints(self, values) -> str:
+        return self.add("Constant", [], value=helper.make_tensor(f"{self.prefix}c{self.count}",
+                                                                  TensorProto.INT64, [len(values)], values))
+
+
+def _cummax(body: _Body, x: str, axis: int, reverse: bool, steps: int, neg_inf: str) -> str:
+    axes = body.const_ints([axis])
+    cur = x
+    for i in range(steps):
+        s = 1 << i
+        zero, s_c = body.const_ints([0]), body.const_ints([s])
+        head = body.add("Slice", [cur, zero, s_c, axes])  # first s elements (fewer if shorter)
+        fill = body.add("Expand", [neg_inf, body.add("Shape", [head])])
+        if reverse:  # out[y] = max(out[y], out[y + s])
+            rest = body.add("Slice", [cur, s_c, body.const_ints([INT64_MAX]), axes])
+            shifted = body.add("Concat", [rest, fill], axis=axis)
+        else:  # out[y] = max(out[y], out[y - s])
+            rest = body.add("Slice", [cur, zero, body.const_ints([-s]), axes])
+            shifted = body.add("Concat", [fill, rest], axis=axis)
+        cur = body.add("Max", [cur, shifted])
+    return cur
+
+
+def _branch(mode: str, steps: int) -> onnx.GraphProto:
+    body = _Body(f"{mode}_")
+    neg_inf_f32 = body.add("Constant", [], value=helper.make_tensor("ninf", TensorProto.FLOAT, [], [float("-inf")]))
+    neg_inf = body.add("CastLike", [neg_inf_f32, "a"])  # same dtype as the input (fp32 or fp16)
+    reverse = mode == "top_left"  # Top/Left look towards higher indices
+    vertical = _cummax(body, "a", 2, reverse, steps, neg_inf)
+    horizontal = _cummax(body, "b", 3, reverse, steps, neg_inf)
+    body.nodes.append(helper.make_node("Add", [vertical, horizontal], [f"{mode}_out"]))
+    untyped_output = onnx.ValueInfoProto(name=f"{mode}_out")  # fp32 or fp16: follows the input
+    return helper.make_graph(body.nodes, mode, [], [untyped_output])
+
+
+def corner_pool_function(steps: int, opset: int) -> onnx.FunctionProto:
+    """FunctionProto ``cornernet_deploy.CornerPool(a, b; mode)`` exact for sides up to 2**steps."""
+    mode_ref = onnx.AttributeProto()
+    mode_ref.name, mode_ref.ref_attr_name, mode_ref.type = "value_string", "mode", onnx.AttributeProto.STRING
+    read_mode = helper.make_node("Constant", [], ["mode"])
+    read_mode.attribute.append(mode_ref)
+    nodes = [
+        read_mode,
+        helper.make_node("LabelEncoder", ["mode"], ["mode_code"], domain=ML_DOMAIN,
+                         keys_strings=["top_left", "bottom_right"], values_int64s=[1, 0], default_int64=1),
+        helper.make_node("Cast", ["mode_code"], ["is_top_left"], to=TensorProto.BOOL),
+        helper.make_node("If", ["is_top_left"], ["out"], then_branch=_branch("top_left", steps),
+                         else_branch=_branch("bottom_right", steps)),
+    ]
+    return helper.make_function(DOMAIN, OP_TYPE, ["a", "b"], ["out"], nodes,
+                                [helper.make_opsetid("", opset), helper.make_opsetid(ML_DOMAIN, 2)],
+                                attributes=["mode"], doc_string=__doc__.splitlines()[0])
+
+
+def attach_corner_pool_function(model: onnx.ModelProto, steps: int) -> None:
+    """Declare our domain and add the function body to a model that uses the custom node."""
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    for domain, version in ((DOMAIN, 1), (ML_DOMAIN, 2)):
+        if not any(o.domain == domain for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(domain, version))
+    del model.functions[:]
+    model.functions.append(corner_pool_function(steps, opset))
+
+
+def strip_corner_pool_function(model: onnx.ModelProto) -> int:
+    """Remove our function bodies (for TensorRT, so the parser maps every node to the plugin on all
+    10.x/11.x versions: up to 10.6 a same-named local function always wins). Returns how many."""
+    ours = [f for f in model.functions if f.domain == DOMAIN]
+    for f in ours:
+        model.functions.remove(f)
+    ml_used = any(n.domain == ML_DOMAIN for n in model.graph.node)
+    for o in list(model.opset_import):
+        if o.domain == ML_DOMAIN and not ml_used:
+            model.opset_import.remove(o)
+    return len(ours)
