@@ -109,7 +109,7 @@ def _size(image_size, rng) -> tuple:
 def render_scene(seed, image_size=192, num_objects: Sequence[int] = (1, 4),
                  classes: Sequence[str] = SHAPE_CLASSES, min_size: int = 16,
                  max_size: int | None = None, max_box_iou: float = 0.2, gap: int = 2,
-                 noise: float = 4.0):
+                 noise: float = 4.0, return_masks: bool = False):
     """Render one scene in memory: ``(image_bgr uint8 [H, W, 3], boxes float32 [N, 4], labels)``.
 
     ``seed``: int, sequence of ints or a ``Generator``. ``image_size``: int (square), ``(h, w)``,
@@ -117,13 +117,15 @@ def render_scene(seed, image_size=192, num_objects: Sequence[int] = (1, 4),
     Boxes are ``[x1, y1, x2, y2]`` (continuous: ``x2`` is one past the last shape column);
     labels index ``classes``. Shapes keep ``gap`` pixels between each other and box IoU below
     ``max_box_iou``; fewer than asked are placed if the image is too crowded.
+    ``return_masks=True`` appends the list of boolean shape masks.
     """
-    return _render(seed, image_size, num_objects, classes, min_size, max_size, max_box_iou, gap,
-                   noise)[:3]
+    out = _render(seed, image_size, num_objects, classes, min_size, max_size, max_box_iou, gap,
+                  noise)
+    return out[:3] + (out[4],) if return_masks else out[:3]
 
 
 def _render(seed, image_size, num_objects, classes, min_size, max_size, max_box_iou, gap, noise):
-    """render_scene plus the shapes' pixel areas (COCO ``area``)."""
+    """render_scene plus the shapes' pixel areas (COCO ``area``) and masks."""
     rng = _rng(seed)
     h, w = _size(image_size, rng)
     for kind in classes:
@@ -137,7 +139,7 @@ def _render(seed, image_size, num_objects, classes, min_size, max_size, max_box_
     occupied = np.zeros((h, w), bool)
     kernel = np.ones((2 * gap + 1, 2 * gap + 1), np.uint8)
     n_target = int(rng.integers(num_objects[0], num_objects[1] + 1))
-    boxes, labels, areas = [], [], []
+    boxes, labels, areas, masks = [], [], [], []
     for _ in range(n_target):
         for _attempt in range(60):
             label = int(rng.integers(len(classes)))
@@ -163,12 +165,13 @@ def _render(seed, image_size, num_objects, classes, min_size, max_size, max_box_
             boxes.append(box)
             labels.append(label)
             areas.append(int(mask.sum()))
+            masks.append(mask)
             break
     if noise > 0:
         image = image + rng.normal(0, noise, image.shape).astype(np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return (image, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64),
-            np.array(areas, np.int64))
+            np.array(areas, np.int64), masks)
 
 
 def scene_to_coco(boxes, labels, image_id: int, first_ann_id: int, areas=None) -> list:
@@ -199,8 +202,8 @@ def generate_shapes_dataset(out_dir, num_images: int, seed: int = 0, image_size=
     for i in range(int(num_images)):
         kw = dict(max_box_iou=0.2, gap=2, noise=4.0)
         kw.update(scene_kwargs)
-        image, boxes, labels, areas = _render((int(seed), i), image_size, num_objects, classes,
-                                              min_size, max_size, **kw)
+        image, boxes, labels, areas, _ = _render((int(seed), i), image_size, num_objects, classes,
+                                                 min_size, max_size, **kw)
         file_name = f"{i:06d}.png"
         ok, buf = cv2.imencode(".png", image)
         if not ok:
