@@ -1,0 +1,279 @@
+"""Image loading and the official test-time pre-processing (numpy + OpenCV, no torch).
+
+What the official ``cornernet_inference`` (``core/test/cornernet.py``) does per test scale ``s``
+to a BGR uint8 image of ``H x W`` (as ``cv2.imread`` returns it):
+
+1. ``h' = int(H*s)``, ``w' = int(W*s)``; ``cv2.resize`` (INTER_LINEAR) unless the size is unchanged.
+2. The network input is ``inp_h x inp_w`` with ``inp = h' | 127``: the smallest ``k*128 - 1 >= h'``.
+   Generalised here to the architecture's ``size_multiple`` m: the smallest ``k*m - 1 >= h'``
+   (identical for the official m = 128).
+3. The scaled image is placed in a zero canvas by the official ``crop_image`` rule (centre
+   ``(h'//2, w'//2)`` goes to ``(inp_h//2, inp_w//2)``). Quirk kept on purpose: when ``h'`` is
+   already of the form ``k*m - 1`` (odd, ``inp_h == h'``) the window ``[c - inp//2, c + inp//2)``
+   is one pixel short, so the image's **last row (column) is dropped** and the border is
+   ``[0, h'-1]``, exactly as the official code does.
+4. ``/255`` (float64, stored as float32), then ``(x - mean) / std`` per channel in float32,
+   **BGR order**; the padding becomes ``-mean/std``. CHW float32.
+5. The flip test adds the canvas mirrored along the width (``flip_tensor``).
+
+Fixed-size models (static ONNX/TensorRT engines, input ``H0 x W0``): the scale is shrunk just
+enough that the scaled image fits (``s' = min(s, H0/H, W0/W)``), and the image is placed in the
+``H0 x W0`` canvas by the same centring rule. This is identical to the official pipeline whenever
+the image's own padded size equals the model input (e.g. any image whose ``int(H*s)`` and
+``int(W*s)`` pad to 511 for a 511x511 engine); otherwise the padding differs (the official code
+would have run the network at a different input size) and detections can differ slightly.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from cornernet_deploy.errors import UserError
+from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
+
+__all__ = ["ImageMeta", "ImageConversionWarning", "load_image", "check_image", "padded_size",
+           "crop_image", "normalize", "preprocess", "flip_tensor"]
+
+
+class ImageConversionWarning(UserWarning):
+    """An image was converted (grayscale/alpha/16-bit) on its way to 8-bit BGR."""
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Geometry of one pre-processed image, everything needed to map detections back.
+
+    ``borders`` = ``[top, bottom, left, right]`` of the image inside the network input (float32
+    values like the official ``crop_image``), ``ratios`` = ``(out_h/inp_h, out_w/inp_w)`` stored
+    as float32 as the official code does, ``scale`` the scale actually used (can be smaller than
+    ``requested_scale`` for a fixed-size model).
+    """
+
+    image_hw: Tuple[int, int]
+    scale: float
+    scaled_hw: Tuple[int, int]
+    input_hw: Tuple[int, int]
+    output_hw: Tuple[int, int]
+    borders: Tuple[float, float, float, float]
+    ratios: Tuple[float, float]
+    requested_scale: float = 1.0
+
+    @property
+    def top(self) -> float:
+        return self.borders[0]
+
+    @property
+    def left(self) -> float:
+        return self.borders[2]
+
+
+# --------------------------------------------------------------------------------------------
+# input validation and loading
+# --------------------------------------------------------------------------------------------
+
+def check_image(image, name: str = "image") -> np.ndarray:
+    """Validate an in-memory image; return it as an HxWx3 uint8 BGR array.
+
+    Accepted: uint8 ``HxWx3`` (BGR, as ``cv2.imread`` gives). Grayscale (``HxW`` or ``HxWx1``)
+    is converted to BGR with an ``ImageConversionWarning`` (exactly what ``cv2.imread`` does to a
+    gray file). Refused with a one-line ``UserError``: non-arrays, empty images, any dtype other
+    than uint8 (16-bit, float: scale to 8-bit yourself; ``load_image`` does it for 16-bit files),
+    and 4-channel arrays (we cannot know whether they are BGRA or RGBA: pass ``img[..., :3]`` of
+    a BGRA array).
+    """
+    if not isinstance(image, np.ndarray):
+        raise UserError(f"{name}: expected a numpy array (HxWx3 uint8 BGR), got {type(image).__name__}")
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise UserError(f"{name}: expected an HxWx3 image, got shape {tuple(image.shape)}")
+    if image.dtype != np.uint8:
+        raise UserError(
+            f"{name}: expected 8-bit pixels (uint8), got {image.dtype}; convert first, e.g. "
+            f"(img >> 8).astype(np.uint8) for 16-bit, or use load_image() on the file")
+    if image.ndim == 3 and image.shape[2] == 4:
+        raise UserError(
+            f"{name}: 4-channel (BGRA/RGBA) array; drop the alpha channel first "
+            f"(img[..., :3] for BGRA as cv2 gives it), the model needs 3-channel BGR")
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
+        raise UserError(f"{name}: expected 3 channels (BGR), got {image.shape[2]}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        warnings.warn(f"{name}: grayscale image converted to 3-channel BGR", ImageConversionWarning,
+                      stacklevel=3)
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return image
+
+
+def _is_jpeg(data: np.ndarray) -> bool:
+    return data.size >= 3 and data[0] == 0xFF and data[1] == 0xD8 and data[2] == 0xFF
+
+
+def load_image(path) -> np.ndarray:
+    """Read an image file as the official code sees it: HxWx3 uint8 BGR (``cv2.imread`` default).
+
+    The file is decoded with ``cv2.IMREAD_UNCHANGED`` to find out what it holds; grayscale,
+    alpha (RGBA/BGRA) and 16-bit files are then decoded with ``cv2.IMREAD_COLOR`` -- the exact
+    conversion the official ``cv2.imread(path)`` applies (gray replicated to BGR, alpha dropped,
+    16-bit reduced to 8-bit) -- and an ``ImageConversionWarning`` says so. JPEG files are decoded
+    with ``IMREAD_COLOR`` directly (so EXIF orientation is applied as in the official code).
+    Float or other exotic pixel types are refused. Every failure is a one-line ``UserError``.
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise UserError(f"{p}: no such file")
+    if os.path.isdir(p):
+        raise UserError(f"{p}: is a directory, not an image file")
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read file ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise UserError(f"{p}: empty file")
+    if _is_jpeg(data):
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if image is None:
+            raise UserError(f"{p}: cannot decode the image (corrupt or truncated JPEG)")
+        return image
+    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise UserError(f"{p}: cannot decode the image (corrupt file or unsupported format)")
+    notes = []
+    if raw.dtype == np.uint16:
+        notes.append("16-bit pixels reduced to 8-bit")
+    elif raw.dtype != np.uint8:
+        raise UserError(f"{p}: unsupported pixel type {raw.dtype}; save the image as 8-bit")
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    if channels == 1:
+        notes.append("grayscale converted to BGR")
+    elif channels == 4:
+        notes.append("alpha channel dropped")
+    elif channels != 3:
+        raise UserError(f"{p}: unsupported number of channels ({channels})")
+    if not notes:
+        return raw
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{p}: cannot convert the image to 8-bit BGR")
+    warnings.warn(f"{p}: " + ", ".join(notes) + " (as cv2.imread does)", ImageConversionWarning,
+                  stacklevel=2)
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# geometry
+# --------------------------------------------------------------------------------------------
+
+def padded_size(side: int, multiple: int) -> int:
+    """Smallest ``k * multiple - 1 >= side`` (k >= 1); ``side | 127`` for multiple 128."""
+    side = int(side)
+    k = max(1, -(-(side + 1) // multiple))
+    return k * multiple - 1
+
+
+def crop_image(image: np.ndarray, center: Sequence[int], size: Sequence[int]):
+    """The official ``crop_image`` (``core/sample/utils.py``) with output size == ``size``.
+
+    Places the window ``[cy - h//2, cy + h//2) x [cx - w//2, cx + w//2)`` of ``image`` (clipped to
+    the image) in a zero canvas of ``size`` so that ``center`` lands on ``(h//2, w//2)``. Returns
+    ``(canvas, border float32 [top, bottom, left, right], offset [cy - h//2, cx - w//2])``.
+    """
+    cty, ctx = int(center[0]), int(center[1])
+    height, width = int(size[0]), int(size[1])
+    im_h, im_w = image.shape[:2]
+    canvas = np.zeros((height, width) + image.shape[2:], dtype=image.dtype)
+    x0, x1 = max(0, ctx - width // 2), min(ctx + width // 2, im_w)
+    y0, y1 = max(0, cty - height // 2), min(cty + height // 2, im_h)
+    left, right = ctx - x0, x1 - ctx
+    top, bottom = cty - y0, y1 - cty
+    ccy, ccx = height // 2, width // 2
+    canvas[ccy - top:ccy + bottom, ccx - left:ccx + right] = image[y0:y1, x0:x1]
+    border = np.array([ccy - top, ccy + bottom, ccx - left, ccx + right], dtype=np.float32)
+    offset = np.array([cty - height // 2, ctx - width // 2])
+    return canvas, border, offset
+
+
+def _norm_lut(mean, std) -> np.ndarray:
+    """[3, 256] float32 table: ``(float32(v/255.) - float32(mean)) / float32(std)`` per channel."""
+    mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1)
+    std32 = np.asarray(std, dtype=np.float32).reshape(3, 1)
+    v = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32).reshape(1, 256)
+    return ((v - mean32) / std32).astype(np.float32)
+
+
+_LUT_CACHE: dict = {}
+
+
+def normalize(canvas_u8: np.ndarray, mean=COCO_MEAN_BGR, std=COCO_STD_BGR) -> np.ndarray:
+    """HxWx3 uint8 BGR -> 3xHxW float32, bit-identical to the official float32 arithmetic.
+
+    (The official code stores ``u8 / 255.`` as float32, then subtracts and divides by float32
+    mean/std tensors; a 256-entry table per channel gives the same numbers.)
+    """
+    key = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    lut = _LUT_CACHE.get(key)
+    if lut is None:
+        lut = _LUT_CACHE[key] = _norm_lut(mean, std)
+    out = np.empty((3,) + canvas_u8.shape[:2], dtype=np.float32)
+    for c in range(3):
+        np.take(lut[c], canvas_u8[:, :, c], out=out[c])
+    return out
+
+
+def normalize_float(chw: np.ndarray, mean=COCO_MEAN_BGR, std=COCO_STD_BGR) -> np.ndarray:
+    """3xHxW values in [0, 1] (any float dtype) -> float32 ``(x - mean) / std`` in float32."""
+    mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std32 = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return ((chw.astype(np.float32) - mean32) / std32).astype(np.float32)
+
+
+def preprocess(image: np.ndarray, spec: ArchSpec, scale: float = 1.0,
+               input_hw: Optional[Sequence[int]] = None, mean=COCO_MEAN_BGR, std=COCO_STD_BGR,
+               ) -> Tuple[np.ndarray, ImageMeta]:
+    """One test scale of the official pre-processing: returns ``(tensor 3xHxW float32, meta)``.
+
+    ``input_hw=None`` (dynamic-size model): the input is the padded size of the scaled image
+    (``padded_size(h', spec.size_multiple)``), as the official code. ``input_hw=(H0, W0)`` (fixed
+    model): the scale is shrunk just enough to fit (see the module docstring).
+    """
+    image = check_image(image)
+    height, width = image.shape[:2]
+    requested = float(scale)
+    if not (requested > 0 and math.isfinite(requested)):
+        raise UserError(f"test scale must be a positive number, got {scale!r}")
+    s = requested
+    if input_hw is not None:
+        h0, w0 = int(input_hw[0]), int(input_hw[1])
+        if int(height * s) > h0 or int(width * s) > w0:
+            s = min(s, h0 / height, w0 / width)
+    new_h, new_w = int(height * s), int(width * s)
+    if new_h < 1 or new_w < 1:
+        raise UserError(f"image {height}x{width} at scale {s:g} is smaller than one pixel")
+    if input_hw is None:
+        inp_h = padded_size(new_h, spec.size_multiple)
+        inp_w = padded_size(new_w, spec.size_multiple)
+    else:
+        inp_h, inp_w = int(input_hw[0]), int(input_hw[1])
+    out_h, out_w = spec.output_size((inp_h, inp_w))
+
+    if (new_h, new_w) != (height, width):
+        resized = cv2.resize(image, (new_w, new_h))      # INTER_LINEAR, as the official call
+    else:
+        resized = image
+    canvas, border, _ = crop_image(resized, (new_h // 2, new_w // 2), (inp_h, inp_w))
+    tensor = normalize(canvas, mean, std)
+    ratios = np.array([out_h / inp_h, out_w / inp_w], dtype=np.float32)
+    meta = ImageMeta(
+        image_hw=(int(height), int(width)), scale=s, scaled_hw=(new_h, new_w),
+        input_hw=(inp_h, inp_w), output_hw=(int(out_h), int(out_w)),
+        borders=tuple(float(b) for b in border), ratios=(float(ratios[0]), float(ratios[1])),
+        requested_scale=requested)
+    return tensor, meta
+
+
+def flip_tensor(tensor: np.ndarray) -> np.ndarray:
+    """The flip-test copy: the whole input (padding included) mirrored along the width."""
+    return np.ascontiguousarray(tensor[..., ::-1])
