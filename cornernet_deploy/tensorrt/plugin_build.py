@@ -1,0 +1,329 @@
+"""Build and locate the TensorRT corner-pool plugin library (``libcornernet_deploy_plugins.so``).
+
+* :func:`build_plugin` runs CMake on ``plugins/`` of a source checkout (``cornernet-deploy plugin build``).
+* :func:`find_plugin_library` tells the engine builder and the runtime which library to load:
+  ``$CORNERNET_DEPLOY_PLUGIN`` if set (a file, or a directory holding the library), else the default
+  build output ``<checkout>/build/lib/libcornernet_deploy_plugins.so`` (outside a checkout:
+  ``$XDG_CACHE_HOME/cornernet_deploy/lib``).
+* :func:`load_plugin_library` registers it with a TensorRT module's plugin registry.
+
+Only TensorRT *headers* are needed to build: the library registers through the exported
+``getCreators``/``setLoggerFinder`` and links no TensorRT library. Header search order (first hit wins):
+``--tensorrt-root`` (``DIR/include`` or ``DIR`` itself), ``$TENSORRT_INCLUDE_DIR``, ``$TENSORRT_ROOT/include``,
+the system (``/usr/include/<arch>-linux-gnu`` from the libnvinfer-dev package, ``/usr/include``,
+``/usr/local/tensorrt/include``, ``/opt/tensorrt/include``), then an ``include/`` directory inside an
+installed ``tensorrt_libs`` / ``tensorrt`` Python package (the PyPI wheels currently ship none).
+
+Importing this module imports neither TensorRT nor torch.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from ..errors import UserError
+from ..fileio import atomic_path
+
+PLUGIN_LIBRARY_NAME = "libcornernet_deploy_plugins.so"
+PLUGIN_ENV = "CORNERNET_DEPLOY_PLUGIN"
+# The creator the ONNX parser looks up for a CornerPool node (docs/CONTRACTS.md).
+PLUGIN_NAME = "CornerPool"
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = "cornernet_deploy"
+
+# Where Debian/Ubuntu/JetPack packages (libnvinfer-dev) and tar installs put the headers.
+SYSTEM_INCLUDE_DIRS = (
+    "/usr/include/x86_64-linux-gnu",
+    "/usr/include/aarch64-linux-gnu",
+    "/usr/include",
+    "/usr/local/tensorrt/include",
+    "/opt/tensorrt/include",
+)
+# Python distributions that might carry TensorRT files (libs and, in some builds, include/).
+PYTHON_TENSORRT_PACKAGES = ("tensorrt_libs", "tensorrt_lean_libs", "tensorrt")
+
+_HEADER = "NvInferRuntime.h"
+_ARCH_PATTERN = re.compile(r"^(?:sm_|compute_)?(\d{2,3}[af]?)(-real|-virtual)?$")
+
+
+@dataclass(frozen=True)
+class TensorRTHeaders:
+    include_dir: Path
+    version: Optional[str]  # "10.3.0", from NvInferVersion.h
+    found_via: str          # which rule found them, for messages
+
+
+def checkout_root() -> Optional[Path]:
+    """The source checkout this package runs from, or None when installed without sources."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "plugins" / "CMakeLists.txt").is_file() else None
+
+
+def plugin_source_dir() -> Path:
+    root = checkout_root()
+    if root is None:
+        raise UserError("the plugin sources (plugins/CMakeLists.txt) are not next to this installation; "
+                        "run `cornernet-deploy plugin build` from a source checkout of cornernet-deploy")
+    return root / "plugins"
+
+
+def default_build_dir() -> Path:
+    root = checkout_root()
+    return (root / "build" / "plugins") if root else _cache_dir() / "build"
+
+
+def default_output_dir() -> Path:
+    root = checkout_root()
+    return (root / "build" / "lib") if root else _cache_dir() / "lib"
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cornernet_deploy"
+
+
+# --------------------------------------------------------------------------------------------------------
+# TensorRT headers
+
+def tensorrt_header_version(include_dir: Path) -> Optional[str]:
+    """"MAJOR.MINOR.PATCH" from NvInferVersion.h (10.x defines NV_TENSORRT_*, newer TRT_*_ENTERPRISE)."""
+    try:
+        text = (Path(include_dir) / "NvInferVersion.h").read_text(errors="replace")
+    except OSError:
+        return None
+    parts = []
+    for part in ("MAJOR", "MINOR", "PATCH"):
+        m = (re.search(rf"#define\s+TRT_{part}_ENTERPRISE\s+(\d+)", text)
+             or re.search(rf"#define\s+NV_TENSORRT_{part}\s+(\d+)", text))
+        if not m:
+            return None
+        parts.append(m.group(1))
+    return ".".join(parts)
+
+
+def _headers_at(include_dir: Path, found_via: str) -> Optional[TensorRTHeaders]:
+    include_dir = Path(include_dir)
+    if (include_dir / _HEADER).is_file():
+        return TensorRTHeaders(include_dir.resolve(), tensorrt_header_version(include_dir), found_via)
+    return None
+
+
+def _python_package_dirs(names: Iterable[str]) -> list[Path]:
+    dirs = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)  # locates without importing the package
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            dirs.extend(Path(p) for p in spec.submodule_search_locations)
+    return dirs
+
+
+def find_tensorrt_headers(tensorrt_root=None, *, system_dirs: Iterable[str] = SYSTEM_INCLUDE_DIRS,
+                          python_packages: Iterable[str] = PYTHON_TENSORRT_PACKAGES) -> TensorRTHeaders:
+    """Locate the TensorRT headers (see the module docstring for the order); UserError if none."""
+    if tensorrt_root:
+        root = Path(tensorrt_root).expanduser()
+        found = _headers_at(root / "include", "--tensorrt-root") or _headers_at(root, "--tensorrt-root")
+        if found is None:
+            raise UserError(f"--tensorrt-root {root}: no {_HEADER} in {root / 'include'} or {root}")
+        return found
+    env_include = os.environ.get("TENSORRT_INCLUDE_DIR")
+    if env_include:
+        found = _headers_at(Path(env_include), "TENSORRT_INCLUDE_DIR")
+        if found is None:
+            raise UserError(f"TENSORRT_INCLUDE_DIR={env_include} does not contain {_HEADER}")
+        return found
+    env_root = os.environ.get("TENSORRT_ROOT")
+    if env_root:
+        found = _headers_at(Path(env_root) / "include", "TENSORRT_ROOT")
+        if found is None:
+            raise UserError(f"TENSORRT_ROOT={env_root}: no {_HEADER} in {Path(env_root) / 'include'}")
+        return found
+    searched = []
+    for d in system_dirs:
+        searched.append(d)
+        found = _headers_at(Path(d), "system")
+        if found:
+            return found
+    for pkg_dir in _python_package_dirs(python_packages):
+        searched.append(str(pkg_dir / "include"))
+        found = _headers_at(pkg_dir / "include", f"Python package {pkg_dir.name}")
+        if found:
+            return found
+    raise UserError(
+        "TensorRT headers not found (searched " + ", ".join(searched) + "). Install them (Debian/Ubuntu/"
+        "JetPack: apt install libnvinfer-dev; or unpack a TensorRT tar) and pass --tensorrt-root DIR or set "
+        "TENSORRT_ROOT / TENSORRT_INCLUDE_DIR. The PyPI tensorrt wheels contain no headers.")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tools
+
+def find_nvcc() -> Path:
+    candidates = []
+    if os.environ.get("CUDACXX"):
+        candidates.append(Path(os.environ["CUDACXX"]))
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]) / "bin" / "nvcc")
+    which = shutil.which("nvcc")
+    if which:
+        candidates.append(Path(which))
+    candidates.append(Path("/usr/local/cuda/bin/nvcc"))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise UserError("nvcc (the CUDA compiler) not found: install the CUDA toolkit, put nvcc on PATH or set "
+                    "CUDA_HOME (JetPack: /usr/local/cuda)")
+
+
+def find_cmake() -> Path:
+    which = shutil.which("cmake")
+    if not which:
+        raise UserError("cmake not found on PATH (3.18 or newer is needed: apt install cmake or pip install cmake)")
+    return Path(which)
+
+
+def normalize_cuda_archs(spec: str) -> str:
+    """'75,87 sm_90' -> '75;87;90' (CMAKE_CUDA_ARCHITECTURES); also 'native', 'all', 'all-major',
+    and CMake's -real/-virtual suffixes. UserError on anything else."""
+    items = [s for s in re.split(r"[,;\s]+", spec.strip()) if s]
+    if not items:
+        raise UserError("--cuda-arch is empty; give e.g. 87 (Jetson Orin) or 75,80,86,89,90")
+    if len(items) == 1 and items[0] in ("native", "all", "all-major"):
+        return items[0]
+    out = []
+    for item in items:
+        m = _ARCH_PATTERN.match(item)
+        if not m:
+            raise UserError(f"--cuda-arch: '{item}' is not a CUDA architecture (examples: 75, sm_87, 90-virtual, native)")
+        out.append(m.group(1) + (m.group(2) or ""))
+    return ";".join(out)
+
+
+def python_nvinfer_library() -> Optional[Path]:
+    """libnvinfer(.so.N) of a pip-installed TensorRT (full, else lean), for static registration builds."""
+    dirs = _python_package_dirs(PYTHON_TENSORRT_PACKAGES)
+    for pattern in ("libnvinfer.so*", "libnvinfer_lean.so*"):
+        for d in dirs:
+            hits = sorted(d.glob(pattern))
+            if hits:
+                return hits[0]
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Build
+
+def cmake_configure_command(cmake: Path, source_dir: Path, build_dir: Path, headers: TensorRTHeaders,
+                            nvcc: Path, cuda_archs: Optional[str] = None,
+                            static_registration: bool = False, extra: Iterable[str] = ()) -> list[str]:
+    cmd = [str(cmake), "-S", str(source_dir), "-B", str(build_dir),
+           f"-DTENSORRT_INCLUDE_DIR={headers.include_dir}",
+           f"-DCMAKE_CUDA_COMPILER={nvcc}",
+           "-DCMAKE_BUILD_TYPE=Release"]
+    if cuda_archs:
+        cmd.append(f"-DCMAKE_CUDA_ARCHITECTURES={normalize_cuda_archs(cuda_archs)}")
+    if static_registration:
+        cmd.append("-DCORNERNET_DEPLOY_STATIC_REGISTRATION=ON")
+    cmd.extend(extra)
+    return cmd
+
+
+def _run_logged(cmd: list[str], log_path: Path, what: str) -> None:
+    with open(log_path, "ab") as log:
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-40:]
+        raise UserError(f"{what} failed (exit {proc.returncode}); full log: {log_path}\n" + "\n".join(tail))
+
+
+def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir=None, output_dir=None,
+                 jobs: Optional[int] = None, static_registration: bool = False,
+                 echo: Callable[[str], None] = print) -> Path:
+    """Configure and build the plugin library; copy it into ``output_dir``; return its path."""
+    source_dir = plugin_source_dir()
+    headers = find_tensorrt_headers(tensorrt_root)
+    nvcc = find_nvcc()
+    cmake = find_cmake()
+    build_dir = Path(build_dir) if build_dir else default_build_dir()
+    output_dir = Path(output_dir) if output_dir else default_output_dir()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_path = build_dir / "cornernet_deploy_build.log"
+    log_path.write_text("")
+    echo(f"TensorRT headers: {headers.include_dir} (version {headers.version or 'unknown'}, via {headers.found_via})")
+    echo(f"CUDA compiler:    {nvcc}")
+    echo(f"build directory:  {build_dir}  (log: {log_path})")
+    extra = []
+    if static_registration and not (tensorrt_root or os.environ.get("TENSORRT_ROOT")):
+        nvinfer = python_nvinfer_library()
+        if nvinfer:  # e.g. a pip-installed TensorRT; otherwise CMake searches the system
+            extra.append(f"-DNVINFER_LIBRARY={nvinfer}")
+    _run_logged(cmake_configure_command(cmake, source_dir, build_dir, headers, nvcc, cuda_archs,
+                                        static_registration, extra), log_path, "CMake configure")
+    build_cmd = [str(cmake), "--build", str(build_dir), "--target", "cornernet_deploy_plugins",
+                 "--parallel", str(jobs or max(1, min(4, os.cpu_count() or 1)))]
+    _run_logged(build_cmd, log_path, "CMake build")
+    built = build_dir / PLUGIN_LIBRARY_NAME
+    if not built.is_file():
+        raise UserError(f"the build finished but {built} is missing; see {log_path}")
+    target = output_dir / PLUGIN_LIBRARY_NAME
+    with atomic_path(target, suffix=".so") as tmp:  # a loader never sees a half-copied library
+        shutil.copy2(built, tmp)
+    echo(f"plugin library:   {target}")
+    return target
+
+
+# --------------------------------------------------------------------------------------------------------
+# Locate and load
+
+def find_plugin_library(required: bool = True) -> Optional[Path]:
+    """The plugin library to load: ``$CORNERNET_DEPLOY_PLUGIN`` (file or directory), else the default
+    build output. Raises UserError when ``required`` and nothing is found, else returns None."""
+    env = os.environ.get(PLUGIN_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if path.is_dir():
+            path = path / PLUGIN_LIBRARY_NAME
+        if not path.is_file():
+            raise UserError(f"{PLUGIN_ENV}={env}: {path} does not exist")
+        return path.resolve()
+    default = default_output_dir() / PLUGIN_LIBRARY_NAME
+    if default.is_file():
+        return default
+    if required:
+        raise UserError(f"TensorRT plugin library not found ({default}); build it with "
+                        f"`cornernet-deploy plugin build` or point {PLUGIN_ENV} at it")
+    return None
+
+
+_loaded: dict = {}
+
+
+def load_plugin_library(trt, path=None):
+    """Register the library's creators with ``trt``'s plugin registry (``trt`` = the imported tensorrt
+    module, or tensorrt_lean/tensorrt_dispatch) once per process and check that CornerPool is there.
+    Returns the registry's library handle."""
+    path = Path(path) if path else find_plugin_library()
+    key = (id(trt), str(Path(path).resolve()))
+    if key in _loaded:
+        return _loaded[key]
+    registry = trt.get_plugin_registry()
+    handle = registry.load_library(str(path))
+    if handle is None:
+        raise UserError(f"TensorRT could not load the plugin library {path} (see the TensorRT log above)")
+    if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
+        raise UserError(f"{path} loaded but registers no {PLUGIN_NAMESPACE}::{PLUGIN_NAME} version "
+                        f"{PLUGIN_VERSION}; rebuild it with `cornernet-deploy plugin build`")
+    _loaded[key] = handle
+    return handle
