@@ -1,0 +1,166 @@
+"""Soft-NMS: hand-computed cases (IoU with +1 pixels, Gaussian decay, the stale-row quirk) and
+the literal per-row loops of nms.pyx (tests/reference_official.py) on random boxes."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cornernet_deploy.runtime.postprocess import (max_per_image, per_class_nms, soft_nms,
+                                                  soft_nms_merge)
+from cornernet_deploy.zoo import TestConfig as Cfg
+from reference_official import ref_soft_nms
+
+
+def boxes(*rows):
+    return np.array(rows, dtype=np.float32)
+
+
+A = [0, 0, 9, 9]            # 10 x 10 with the +1 convention
+
+
+def test_gaussian_decay_of_two_boxes_with_iou_one_third():
+    # B = [5, 0, 14, 9]: iw = 9 - 5 + 1 = 5, ih = 10, inter 50, union 100 + 100 - 50 = 150
+    b = boxes(A + [0.9], [5, 0, 14, 9, 0.8])
+    keep = soft_nms(b, sigma=0.5, Nt=0.5, method=2)
+    assert list(keep) == [0, 1]
+    assert b[0, 4] == np.float32(0.9)
+    assert b[1, 4] == pytest.approx(0.8 * math.exp(-(1 / 3) ** 2 / 0.5), rel=1e-6)   # 0.64059
+    np.testing.assert_array_equal(b[:, :4], boxes(A, [5, 0, 14, 9]))
+
+
+def test_linear_and_hard_methods():
+    b = boxes(A + [0.9], [5, 0, 14, 9, 0.8])
+    soft_nms(b, Nt=0.3, method=1)                       # IoU 1/3 > 0.3: score * (1 - 1/3)
+    assert b[1, 4] == pytest.approx(0.8 * 2 / 3, rel=1e-6)
+    b = boxes(A + [0.9], [5, 0, 14, 9, 0.8])
+    soft_nms(b, Nt=0.5, method=1)                       # IoU below Nt: unchanged
+    assert b[1, 4] == np.float32(0.8)
+    b = boxes(A + [0.9], [5, 0, 14, 9, 0.8])
+    keep = soft_nms(b, Nt=0.3, method=0)                # hard: weight 0 -> removed
+    assert list(keep) == [0]
+    # the removed row was the last one: "moved onto itself", its decayed score stays in the array
+    np.testing.assert_array_equal(b, boxes(A + [0.9], [5, 0, 14, 9, 0]))
+
+
+def test_plus_one_pixel_convention():
+    touching = boxes(A + [0.9], [10, 0, 19, 9, 0.8])    # iw = 9 - 10 + 1 = 0: no overlap
+    soft_nms(touching, method=2)
+    assert touching[1, 4] == np.float32(0.8)
+    sharing = boxes(A + [0.9], [9, 0, 18, 9, 0.8])      # iw = 1: IoU = 10 / 190
+    soft_nms(sharing, method=2)
+    assert sharing[1, 4] == pytest.approx(0.8 * math.exp(-(10 / 190) ** 2 / 0.5), rel=1e-6)
+
+
+def test_stale_row_quirk_three_boxes():
+    # rows: A 0.9; B = A with 0.005; C far away 0.7.
+    # i = 0: A is the max. pos 1: B has IoU 1 -> 0.005 * e^-2 = 0.00068 < 0.001 -> row 1 is
+    # overwritten by row N-1 = C (score 0.7), N = 2; pos 1 again: C does not overlap A.
+    # i = 1: C alone. keep = [0, 1], and row 2 still holds C as it was when copied.
+    b = boxes(A + [0.9], A + [0.005], [20, 20, 29, 29, 0.7])
+    keep = soft_nms(b, method=2)
+    assert list(keep) == [0, 1]
+    np.testing.assert_array_equal(b, boxes(A + [0.9], [20, 20, 29, 29, 0.7], [20, 20, 29, 29, 0.7]))
+    # CornerNet/Squeeze keep every row (C twice); Saccade uses the keep list
+    dets = boxes(A + [0.9, 0, 0, 0], A + [0.005, 0, 0, 0], [20, 20, 29, 29, 0.7, 0, 0, 0])
+    stale = per_class_nms(dets, 1, Cfg(top_k=1, num_dets=1, ae_threshold=1))
+    kept = per_class_nms(dets, 1, Cfg(top_k=1, num_dets=1, ae_threshold=1, keep_stale_rows=False))
+    assert len(stale[0]) == 3 and len(kept[0]) == 2
+    np.testing.assert_array_equal(stale[0][1], stale[0][2])
+
+
+def test_stale_row_of_a_moved_row_keeps_its_pre_move_score():
+    # rows A 0.9, B = A 0.005, C overlapping A 0.6, D far 0.7: B is replaced by D (N-1),
+    # C decays in place; row 3 keeps D as copied
+    c = [3, 0, 12, 9]      # IoU with A = 70 / 130
+    b = boxes(A + [0.9], A + [0.005], c + [0.6], [40, 40, 49, 49, 0.7])
+    keep = soft_nms(b, method=2)
+    assert list(keep) == [0, 1, 2]
+    np.testing.assert_array_equal(b[[0, 1, 3], :], boxes(A + [0.9], [40, 40, 49, 49, 0.7],
+                                                         [40, 40, 49, 49, 0.7]))
+    assert b[2, 4] == pytest.approx(0.6 * math.exp(-(70 / 130) ** 2 / 0.5), rel=1e-6)
+
+
+def test_max_is_first_occurrence_and_only_columns_0_to_4_move():
+    b = boxes([0, 0, 9, 9, 0.5, 1, 2], [50, 50, 59, 59, 0.5, 3, 4])
+    soft_nms(b, method=2)
+    np.testing.assert_array_equal(b[:, :5], boxes([0, 0, 9, 9, 0.5], [50, 50, 59, 59, 0.5]))
+    b = boxes([0, 0, 9, 9, 0.3, 1, 2], [50, 50, 59, 59, 0.8, 3, 4])
+    soft_nms(b, method=2)
+    np.testing.assert_array_equal(b, boxes([50, 50, 59, 59, 0.8, 1, 2], [0, 0, 9, 9, 0.3, 3, 4]))
+
+
+def test_merge_two_boxes_by_hand():
+    # hard NMS (IoU 81/161 > 0.3): weight 0 -> merge weight (1-0)^exp = 1
+    # x1 = (0*0.5 + 2*0.5) / (0.5 + 0.5) = 1, x2 = (10*0.5 + 12*0.5) / 1 = 11
+    b = boxes([0, 0, 10, 10, 0.9, 0.5, 0.5], [2, 2, 12, 12, 0.8, 0.5, 0.5])
+    keep = soft_nms_merge(b, Nt=0.3, method=0, weight_exp=10)
+    assert list(keep) == [0]
+    np.testing.assert_array_equal(b[:, :5], boxes([1, 1, 11, 11, 0.9], [2, 2, 12, 12, 0]))
+
+
+def test_soft_nms_needs_float32_in_place():
+    with pytest.raises(TypeError):
+        soft_nms(np.zeros((2, 5), np.float64))
+    assert list(soft_nms(np.zeros((0, 5), np.float32))) == []
+
+
+def test_max_per_image_ties_can_keep_more():
+    per_class = [boxes([0, 0, 1, 1, 0.9], [0, 0, 1, 1, 0.5]), boxes([0, 0, 1, 1, 0.5], [0, 0, 1, 1, 0.1])]
+    out = max_per_image(per_class, 2)            # 2nd largest score is 0.5: three rows >= 0.5
+    assert [len(c) for c in out] == [2, 1]
+    out = max_per_image(per_class, 10)
+    assert [len(c) for c in out] == [2, 2]
+
+
+# --- against the literal Cython loops ---------------------------------------------------------
+
+def random_boxes(seed, n, quantized):
+    rng = np.random.RandomState(seed)
+    xy = rng.rand(n, 2) * 40
+    wh = rng.rand(n, 2) * 25
+    sc = rng.rand(n, 3)
+    if quantized:                           # exact duplicates, touching boxes, tied scores
+        xy, wh = np.round(xy / 5) * 5, np.round(wh / 5) * 5
+        sc[:, 0] = np.round(sc[:, 0] * 4) / 4
+        sc[: n // 3, 0] *= 0.004            # some rows start near the threshold
+    return np.concatenate([xy, xy + wh, sc], axis=1).astype(np.float32)
+
+
+params = dict(seed=st.integers(0, 2 ** 31 - 1), n=st.integers(0, 40), quantized=st.booleans(),
+              method=st.sampled_from([0, 1, 2]), sigma=st.sampled_from([0.5, 0.7]),
+              threshold=st.sampled_from([0.001, 0.05, 0.3]))
+
+
+@settings(max_examples=120, deadline=None)
+@given(**params)
+def test_soft_nms_equals_the_cython_loops(seed, n, quantized, method, sigma, threshold):
+    b = random_boxes(seed, n, quantized)
+    mine, ref = b.copy(), b.copy()
+    keep = soft_nms(mine, sigma=sigma, Nt=0.5, threshold=threshold, method=method)
+    ref_keep = ref_soft_nms(ref, sigma=sigma, Nt=0.5, threshold=threshold, method=method)
+    assert list(keep) == ref_keep
+    np.testing.assert_array_equal(mine, ref)          # stale rows included, bit for bit
+
+
+@settings(max_examples=80, deadline=None)
+@given(**params)
+def test_soft_nms_merge_equals_the_cython_loops(seed, n, quantized, method, sigma, threshold):
+    b = random_boxes(seed, n, quantized)
+    mine, ref = b.copy(), b.copy()
+    keep = soft_nms_merge(mine, sigma=sigma, Nt=0.5, threshold=threshold, method=method,
+                          weight_exp=10)
+    ref_keep = ref_soft_nms(ref, sigma=sigma, Nt=0.5, threshold=threshold, method=method,
+                            merge=True, weight_exp=10)
+    assert list(keep) == ref_keep
+    np.testing.assert_array_equal(mine, ref)
+
+
+def test_large_class_is_fast():
+    import time
+    b = random_boxes(3, 1500, False)
+    b[:, :4] *= 20                      # spread out: few removals, ~1500 sequential steps
+    t0 = time.perf_counter()
+    soft_nms(b, method=2)
+    assert time.perf_counter() - t0 < 5.0
