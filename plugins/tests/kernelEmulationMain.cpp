@@ -65,7 +65,10 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "unknown dtype %s\n", dtypeName.c_str());
         return 2;
     }
-    size_t const bytes = static_cast<size_t>(N) * C * H * W * (dtype == CORNER_POOL_FLOAT16 ? 2 : 4);
+    // Negative dimensions go to the kernel entry unchanged (it must reject them), with no buffers.
+    bool const validShape = N >= 0 && C >= 0 && H >= 0 && W >= 0;
+    size_t const bytes
+        = validShape ? static_cast<size_t>(N) * C * H * W * (dtype == CORNER_POOL_FLOAT16 ? 2 : 4) : 0;
     bool const fused = op == "top_left" || op == "bottom_right";
     if (fused && argc != 10)
     {
@@ -73,7 +76,7 @@ int main(int argc, char** argv)
         return 2;
     }
     std::vector<unsigned char> first(bytes), second(fused ? bytes : 0), out(bytes, 0xAB);
-    if (!readFile(argv[8], first) || (fused && !readFile(argv[9], second)))
+    if (validShape && (!readFile(argv[8], first) || (fused && !readFile(argv[9], second))))
     {
         std::fprintf(stderr, "cannot read inputs of %zu bytes each\n", bytes);
         return 2;

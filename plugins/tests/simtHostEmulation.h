@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -57,18 +58,23 @@ struct Barrier
 struct Fiber
 {
     ucontext_t context{};
-    std::vector<char> stack;
+    std::unique_ptr<char[]> stack; // uninitialised on purpose: zero-filling 256 stacks per launch is slow
+    size_t stackSize{0};
     Dim3 threadIdx;
     bool finished{false};
     Barrier const* waitingOn{nullptr};
     uint64_t waitingForGenerationAfter{0};
 };
 
+// Exchange slots are double-buffered by the parity of each lane's exchange count: a lane can only
+// reach exchange k+2 (same buffer as k) after exchange k+1's barrier, which every lane enters only after
+// reading exchange k. So one barrier per shuffle suffices.
 struct Warp
 {
     Barrier barrier;
-    uint64_t slots[32]{};
-    int opcode[32]{};
+    uint64_t slots[2][32]{};
+    int opcode[2][32]{};
+    unsigned exchanges[32]{};
 };
 
 struct Emulator
@@ -184,8 +190,8 @@ inline void runBlock()
         f.threadIdx.y = (static_cast<unsigned>(t) / e.blockDim.x) % e.blockDim.y;
         f.threadIdx.z = static_cast<unsigned>(t) / (e.blockDim.x * e.blockDim.y);
         getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack.data();
-        f.context.uc_stack.ss_size = f.stack.size();
+        f.context.uc_stack.ss_sp = f.stack.get();
+        f.context.uc_stack.ss_size = f.stackSize;
         f.context.uc_link = &e.schedulerContext;
         makecontext(&f.context, &fiberEntry, 0);
     }
@@ -238,10 +244,12 @@ void launch(Dim3 grid, Dim3 block, size_t sharedBytes, void (*kernel)(KernelArgs
     setScheduleFromEnvironment();
     e.gridDim = grid;
     e.blockDim = block;
-    e.fibers.assign(nbThreads, Fiber{});
+    e.fibers.clear();
+    e.fibers.resize(nbThreads);
     for (Fiber& f : e.fibers)
     {
-        f.stack.resize(256 * 1024);
+        f.stackSize = 128 * 1024;
+        f.stack.reset(new char[f.stackSize]);
     }
     e.warps.assign(nbThreads / 32, Warp{});
     e.sharedMemory.assign(sharedBytes, 0);
@@ -293,14 +301,15 @@ T warpExchange(unsigned mask, T value, int opcode, SourceLane sourceLane)
     unsigned const thread = linearThreadIndex();
     Warp& w = e.warps[thread / 32];
     int const lane = static_cast<int>(thread % 32);
+    unsigned const buffer = w.exchanges[lane]++ & 1u;
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
-    w.slots[lane] = bits;
-    w.opcode[lane] = opcode;
+    w.slots[buffer][lane] = bits;
+    w.opcode[buffer][lane] = opcode;
     arriveAndWait(w.barrier, 32);
     for (int other = 0; other < 32; ++other)
     {
-        if (w.opcode[other] != opcode)
+        if (w.opcode[buffer][other] != opcode)
         {
             fail("divergent warp shuffle: lanes of one warp called different shuffles at the same time");
         }
@@ -309,9 +318,8 @@ T warpExchange(unsigned mask, T value, int opcode, SourceLane sourceLane)
     T result = value;
     if (source >= 0 && source < 32)
     {
-        std::memcpy(&result, &w.slots[source], sizeof(T));
+        std::memcpy(&result, &w.slots[buffer][source], sizeof(T));
     }
-    arriveAndWait(w.barrier, 32); // nobody overwrites a slot before every lane has read
     return result;
 }
 
