@@ -324,7 +324,8 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
                           att_ratios=(16, 8, 4), max_crops=30, num_classes=80,
                           max_per_image=100, mean=None, std=None, argsort=None):
     """``cornernet_saccade_inference`` (one zoom iteration, as the official config).
-    ``heads_fn(images) -> dict`` with raw heads and att0..att2 (sigmoid-ed)."""
+    ``heads_fn(images) -> dict`` with raw heads and att0..att2 (sigmoid-ed). Returns
+    ``(dict class -> [n, 5], zoom locations, number of location candidates before NMS)``."""
     from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR
     mean = COCO_MEAN_BGR if mean is None else mean
     std = COCO_STD_BGR if std is None else std
@@ -382,8 +383,8 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
     for k in range(len(m)):
         rsc[k] = F32(192) / m[k] if m[k] > 96 else (F32(64) / m[k] if m[k] > 32 else F32(24) / m[k])
     ref = np.stack((rys, rxs, rsc, np.ones_like(m)), axis=1).astype(np.float32)
-    next_locs = ref_location_nms(np.concatenate((next_locs, ref), axis=0), thresh=16,
-                                 argsort=argsort)
+    candidates = np.concatenate((next_locs, ref), axis=0)
+    next_locs = ref_location_nms(candidates, thresh=16, argsort=argsort)
     all_dets = [dets]
     if next_locs.shape[0]:
         locs = next_locs[:max_crops]
@@ -401,4 +402,4 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
     detections = np.concatenate(all_dets, axis=0)
     return ref_finish(detections, detections[:, -1], num_classes=num_classes,
                       max_per_image=max_per_image, sigma=0.7, Nt=0.5, keep_stale=False), \
-        next_locs
+        next_locs, len(candidates)
