@@ -1,0 +1,324 @@
+"""Per-stage latency of one or more runners on the same images, and the report they make.
+
+One iteration = one batch of ``batch`` images through the official single-scale test pipeline,
+split into stages (all in milliseconds):
+
+* ``preprocess``: resize, centre in the model's canvas, normalise (``runtime.preprocess``), stack;
+  with ``flip`` also the mirrored copies (the network batch doubles) -- host clock;
+* ``h2d``, ``inference``, ``d2h``: the runner's ``run_timed`` (CUDA events on the runner's own
+  stream for torch/CUDA and TensorRT; host clock elsewhere; ``h2d``/``d2h`` are absent (null) for
+  backends that work in host memory: torch on CPU, ONNX Runtime on CPU);
+* ``postprocess``: decode (``runtime.decode``), flip merge, rescale to image pixels, per-class
+  soft-NMS and the per-image limit (``runtime.postprocess``) -- host clock;
+* ``end_to_end``: host clock around the whole iteration (so on a GPU it includes the launch
+  overheads and synchronisation that the event times leave out).
+
+Throughput = images per second of the mean end-to-end time (``batch * 1000 / mean``).
+Warm-up iterations run first and are not recorded. With several runners the iterations are
+interleaved (runner 1, runner 2, ..., then again) so that slow drifts of a shared machine hit every
+runner alike. CornerNet-Saccade is timed as one pass at its input size (its attention/zoom loop
+runs a variable number of passes and is not a fixed pipeline).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from .stats import PERCENTILE_METHOD, ratio, ratios_to_baseline, summarize
+from .timers import HOST_CLOCK, ms_between, now_ns
+
+__all__ = ["STAGES", "DEVICE_STAGES", "RowResult", "profile_runners", "common_canvas", "load_images",
+           "generated_images", "build_report", "environment", "REPORT_SCHEMA", "REPORT_FORMAT"]
+
+STAGES = ("preprocess", "h2d", "inference", "d2h", "postprocess", "end_to_end")
+DEVICE_STAGES = ("h2d", "inference", "d2h")
+REPORT_SCHEMA = "cornernet_deploy.profile"
+REPORT_FORMAT = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class RowResult:
+    """Samples of one runner (ms per stage; None for a stage the backend does not have)."""
+
+    runner: object
+    batch: int
+    network_batch: int
+    samples: Dict[str, Optional[List[float]]] = field(default_factory=dict)
+    layers: Optional[dict] = None
+    detections_per_image: float = 0.0
+    canvas: Optional[tuple] = None
+
+    def summaries(self) -> Dict[str, Optional[dict]]:
+        return {s: (summarize(v) if v else None) for s, v in self.samples.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# images
+# ----------------------------------------------------------------------------------------------
+
+def load_images(folder, limit: Optional[int] = None) -> List[np.ndarray]:
+    """Every image file in ``folder`` (sorted by name; not recursive), as BGR uint8."""
+    from ..runtime.preprocess import load_image
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such directory")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: --images must be a directory of images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    files = files[:limit] if limit else files
+    return [load_image(p) for p in files]
+
+
+def generated_images(count: int, image_hw, seed: int = 0) -> List[np.ndarray]:
+    """``count`` generated scenes (``data.shapes.render_scene``) of ``image_hw`` pixels."""
+    from ..data.shapes import render_scene
+    h, w = (int(image_hw[0]), int(image_hw[1]))
+    return [render_scene(seed + i, image_size=(h, w))[0] for i in range(int(count))]
+
+
+# ----------------------------------------------------------------------------------------------
+# the staged loop
+# ----------------------------------------------------------------------------------------------
+
+class _Staged:
+    """One runner's pipeline split into stages (the same runtime code ``Detector`` uses)."""
+
+    def __init__(self, runner, batch: int, flip: bool, canvas=None):
+        from ..runtime.decode import decode_outputs
+        from ..runtime.postprocess import flip_merge, postprocess, rescale_dets
+        from ..runtime.preprocess import flip_tensor, preprocess
+
+        self._decode_outputs, self._flip_merge = decode_outputs, flip_merge
+        self._postprocess, self._rescale, self._flip_tensor = postprocess, rescale_dets, flip_tensor
+        self._preprocess = preprocess
+        self.runner, self.batch, self.flip = runner, int(batch), bool(flip)
+        spec = runner.spec
+        if flip and spec.saccade is not None:
+            raise UserError("CornerNet-Saccade has no flip test (the official code never flips it)")
+        self.canvas = tuple(runner.input_hw or canvas or spec.input_size)
+        self.network_batch = self.batch * (2 if flip else 1)
+        if runner.max_batch is not None:
+            if runner.static_batch and self.network_batch != runner.max_batch:
+                raise UserError(f"{runner.model} takes exactly {runner.max_batch} image(s) per batch; "
+                                f"asked for {self.network_batch}"
+                                + (" (--batch doubled by --flip)" if flip else "")
+                                + ": use --batch accordingly, or export with --dynamic-batch")
+            if self.network_batch > runner.max_batch:
+                raise UserError(f"{runner.model} takes at most {runner.max_batch} image(s) per batch; "
+                                f"asked for {self.network_batch}")
+
+    def iteration(self, images: Sequence[np.ndarray]):
+        r, spec, test = self.runner, self.runner.spec, self.runner.spec.test
+        t0 = now_ns()
+        tensors, metas = [], []
+        for im in images:
+            t, meta = self._preprocess(im, spec, 1.0, self.canvas, r.mean, r.std)
+            tensors.append(t)
+            metas.append(meta)
+            if self.flip:
+                tensors.append(self._flip_tensor(t))
+        x = np.stack(tensors)
+        t1 = now_ns()
+        outputs, dev = r.run_timed(x)
+        t2 = now_ns()
+        dets = self._decode_outputs(outputs, test, spec.output_size(x.shape[2:]))
+        results = []
+        for i, meta in enumerate(metas):
+            if self.flip:
+                d = self._flip_merge(dets[2 * i], dets[2 * i + 1], meta.output_hw[1])
+            else:
+                d = dets[i]
+            d = self._rescale(d, meta, clip=test.clip_boxes)
+            results.append(self._postprocess(d, spec.num_classes, test, r.class_names))
+        t3 = now_ns()
+        stages = {"preprocess": ms_between(t0, t1), "h2d": dev.get("h2d"),
+                  "inference": dev["inference"], "d2h": dev.get("d2h"),
+                  "postprocess": ms_between(t2, t3), "end_to_end": ms_between(t0, t3)}
+        return stages, results
+
+
+def common_canvas(runners: Sequence):
+    """The input size a dynamic-size runner is given: the first fixed-size runner's input (so
+    that the rows compare the same work), else the architecture's official input size."""
+    for r in runners:
+        if r.input_hw:
+            return tuple(r.input_hw)
+    return tuple(runners[0].spec.input_size) if runners else None
+
+
+def profile_runners(runners: Sequence, images: Sequence[np.ndarray], *, batch: int = 1,
+                    warmup: int = 3, iters: int = 20, flip: bool = False, layers: bool = False,
+                    layer_runs: int = 10, progress: Optional[Callable[[str], None]] = None
+                    ) -> List[RowResult]:
+    """Time every runner on the same batches (interleaved, see the module docstring)."""
+    if batch < 1:
+        raise UserError("--batch must be >= 1")
+    if warmup < 0:
+        raise UserError("--warmup must be >= 0")
+    if iters < 1:
+        raise UserError("--iters must be >= 1")
+    if not images:
+        raise UserError("no images to profile on")
+    canvas = common_canvas(runners)
+    staged = [_Staged(r, batch, flip, canvas) for r in runners]
+    rows = [RowResult(r, batch, s.network_batch, {st: [] for st in STAGES}, canvas=s.canvas)
+            for r, s in zip(runners, staged)]
+    det_counts = [0] * len(runners)
+    for it in range(warmup + iters):
+        start = (it * batch) % len(images)
+        chunk = [images[(start + j) % len(images)] for j in range(batch)]
+        for k, (s, row) in enumerate(zip(staged, rows)):
+            with s.runner.session():
+                stages, results = s.iteration(chunk)
+            if it < warmup:
+                continue
+            det_counts[k] += sum(len(d) for d in results)
+            for name, value in stages.items():
+                row.samples[name].append(value)
+        done = it + 1 - warmup
+        if progress and done > 0 and (done % 10 == 0 or done == iters):
+            progress(f"iteration {done}/{iters}")
+    for k, row in enumerate(rows):
+        for name in STAGES:
+            values = row.samples[name]
+            if any(v is None for v in values):
+                row.samples[name] = None           # the backend has no such stage
+        row.detections_per_image = det_counts[k] / float(iters * batch)
+    if layers:
+        for s, row in zip(staged, rows):
+            fn = getattr(s.runner, "layer_profile", None)
+            if fn is None:
+                continue
+            x = np.stack([s._preprocess(images[j % len(images)], s.runner.spec, 1.0, s.canvas,
+                                        s.runner.mean, s.runner.std)[0]
+                          for j in range(s.network_batch)])
+            row.layers = fn(x, runs=layer_runs)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------------------------
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpus() -> List[dict]:
+    """GPUs as seen by an already imported torch or the TensorRT backend's cuda-python helper;
+    nothing is imported just for this."""
+    out = []
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                for i in range(torch.cuda.device_count()):
+                    p = torch.cuda.get_device_properties(i)
+                    out.append({"index": i, "name": p.name, "compute_capability": f"{p.major}.{p.minor}",
+                                "memory_gib": round(p.total_memory / 2 ** 30, 1),
+                                "cuda": torch.version.cuda})
+                return out
+        except Exception:
+            pass
+    if "tensorrt" in sys.modules:
+        try:
+            from ..tensorrt.cuda import device_info
+            out.append({"index": 0, **device_info(0)})
+        except Exception:
+            pass
+    return out
+
+
+def environment() -> dict:
+    """Machine and library versions for the report (no imports of torch/TensorRT for this)."""
+    from .. import __version__
+    versions = {"cornernet_deploy": __version__, "python": platform.python_version(),
+                "numpy": np.__version__}
+    for name, dist in (("onnxruntime", "onnxruntime"), ("onnxruntime_gpu", "onnxruntime-gpu"),
+                       ("opencv", "opencv-python-headless"), ("opencv_python", "opencv-python"),
+                       ("onnx", "onnx"), ("torch", "torch"), ("tensorrt", "tensorrt"),
+                       ("cuda_python", "cuda-python")):
+        v = _version(dist)
+        if v:
+            versions[name] = v
+    try:
+        import cv2
+        versions["opencv"] = cv2.__version__
+        versions.pop("opencv_python", None)
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        versions["torch"] = torch.__version__
+        versions["torch_threads"] = torch.get_num_threads()
+    trt = sys.modules.get("tensorrt")
+    if trt is not None:
+        versions["tensorrt"] = getattr(trt, "__version__", versions.get("tensorrt"))
+    machine = {"platform": platform.platform(), "machine": platform.machine(),
+               "cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+               "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+               "gpus": _gpus()}
+    return {"machine": machine, "versions": versions}
+
+
+def build_report(rows: Sequence[RowResult], settings: dict) -> dict:
+    """The JSON report (schema in README "Profiling and comparing"; ``report.validate_report``)."""
+    base = rows[0].summaries() if rows else {}
+    base_tp = None
+    results = []
+    for i, row in enumerate(rows):
+        summaries = row.summaries()
+        e2e = summaries.get("end_to_end")
+        inf = summaries.get("inference")
+        throughput = row.batch * 1000.0 / e2e["mean"] if e2e and e2e["mean"] > 0 else None
+        inf_throughput = row.batch * 1000.0 / inf["mean"] if inf and inf["mean"] > 0 else None
+        if i == 0:
+            base_tp = throughput
+        ratios = ratios_to_baseline(summaries, base)
+        ratios["throughput"] = ratio(throughput, base_tp)
+        entry = dict(row.runner.describe())
+        entry.update({
+            "canvas_hw": list(row.canvas) if row.canvas else None,
+            "batch": row.batch, "network_batch": row.network_batch,
+            "stages": summaries, "throughput_ips": throughput,
+            "inference_throughput_ips": inf_throughput, "ratios": ratios,
+            "detections_per_image": row.detections_per_image,
+            "layers": row.layers,
+        })
+        results.append(entry)
+    env = environment()
+    return {
+        "schema": REPORT_SCHEMA, "format": REPORT_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": env["machine"], "versions": env["versions"], "settings": dict(settings),
+        "units": "ms", "stages": list(STAGES), "percentiles": PERCENTILE_METHOD,
+        "ratio_definition": "median of this row / median of the first row (latency: below 1 is "
+                            "faster); throughput: this row / the first row (above 1 is faster)",
+        "host_clock": HOST_CLOCK, "results": results,
+    }
