@@ -1,0 +1,325 @@
+"""Compare two models on the same images: raw-head differences and detection agreement.
+
+Models: any two of a PyTorch checkpoint (or an architecture name: seeded random weights), an
+ONNX file (ONNX Runtime) and a TensorRT engine, through ``profiling.runners``. Model A is the
+reference.
+
+**Raw heads** (both models must output them, i.e. ``--decode none`` exports; a graph-decode model
+outputs top-K corners instead, and then only detections are compared). Per head, over all images:
+``max_abs``/``mean_abs`` of ``|b - a|``; ``max_rel``/``mean_rel`` of
+``|b - a| / max(|a|, |b|, 1e-6)`` (symmetric, at most 2); and ``tolerance_used`` = the largest
+``|b - a| / (atol + rtol * |a|)``: the head is within tolerance when it is <= 1 (the
+``numpy.allclose`` rule with A as reference). NaN in the same place in both counts as equal.
+
+**Detections**: each model's full test pipeline (``CornerNetPipeline``: pre-processing into the
+same canvas, decode, flip test as the architecture's official setting, soft-NMS, per-image limit;
+the attention/zoom passes for Saccade). Matching is greedy within class: A's detections in
+descending score order each take the still unmatched B detection of the same class with the
+highest IoU, if that IoU >= 0.5 (continuous IoU, ``(x2 - x1) * (y2 - y1)`` areas). Only
+detections scoring >= ``min_score`` are counted as missed (in A, unmatched) or extra (in B,
+unmatched); an A detection may match a B detection below ``min_score`` (and vice versa), so a
+score straddling the threshold is not a disagreement. ``agreement = 1 - (missed + extra) /
+(n_A + n_B)`` over detections >= ``min_score`` (1 when both have none). Score deltas are over
+matched pairs where either score is >= ``min_score``.
+
+**Tolerances** (``TOLERANCES``; the profile is the lower precision of the two models unless
+given): see the README section "Profiling and comparing".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import UserError
+
+__all__ = ["Tolerance", "TOLERANCES", "HeadStats", "Match", "box_iou_matrix", "match_detections",
+           "detection_agreement", "compare_runners", "choose_tolerance", "REL_EPS"]
+
+REL_EPS = 1e-6
+IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass/fail limits of one precision profile."""
+
+    name: str
+    head_atol: float          # per element: |b - a| <= head_atol + head_rtol * |a|
+    head_rtol: float
+    score_atol: float         # max |score_b - score_a| over matched detections
+    min_agreement: float      # detection agreement (see module docstring)
+    min_score: float = 0.1    # detections counted as missed/extra from this score up
+
+
+TOLERANCES: Dict[str, Tolerance] = {
+    # FP32 vs FP32 (PyTorch, ONNX Runtime, TensorRT FP32): summation order only
+    "fp32": Tolerance("fp32", head_atol=1e-4, head_rtol=1e-4, score_atol=1e-3, min_agreement=1.0),
+    # anything involving an FP16 network: ~3 decimal digits per op through ~100 layers
+    "fp16": Tolerance("fp16", head_atol=5e-2, head_rtol=5e-2, score_atol=5e-2, min_agreement=0.95),
+}
+
+
+def choose_tolerance(profile: Optional[str], precisions: Sequence[str]) -> Tolerance:
+    """``profile`` ("fp32" | "fp16" | None/"auto": fp16 when either model is fp16)."""
+    if profile in (None, "auto"):
+        profile = "fp16" if "fp16" in precisions else "fp32"
+    try:
+        return TOLERANCES[profile]
+    except KeyError:
+        raise UserError(f"unknown tolerance profile '{profile}' (choose auto, "
+                        f"{', '.join(TOLERANCES)})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# raw heads
+# ----------------------------------------------------------------------------------------------
+
+class HeadStats:
+    """Running difference statistics of one head over several batches."""
+
+    def __init__(self, name: str, tol: Tolerance):
+        self.name, self.tol = name, tol
+        self.count = 0
+        self.sum_abs = 0.0
+        self.sum_rel = 0.0
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.tolerance_used = 0.0
+        self.shape: Optional[Tuple[int, ...]] = None
+        self.worst: Optional[dict] = None
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            raise UserError(f"head {self.name}: shapes differ ({a.shape} vs {b.shape}); the models "
+                            "do not compute the same thing")
+        self.shape = tuple(a.shape)
+        same_nan = np.isnan(a) & np.isnan(b)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(b - a)
+        diff = np.where(same_nan, 0.0, diff)
+        diff = np.where(np.isnan(diff), np.inf, diff)          # NaN on one side only
+        denom = np.maximum(np.maximum(np.abs(a), np.abs(b)), REL_EPS)
+        rel = np.where(np.isfinite(diff), diff / np.where(np.isfinite(denom), denom, 1.0), np.inf)
+        allowed = self.tol.head_atol + self.tol.head_rtol * np.nan_to_num(np.abs(a), posinf=0.0)
+        used = diff / allowed
+        self.count += diff.size
+        self.sum_abs += float(np.sum(diff))
+        self.sum_rel += float(np.sum(rel))
+        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+        self.max_rel = max(self.max_rel, float(rel.max(initial=0.0)))
+        if used.size and float(used.max()) > self.tolerance_used:
+            k = int(np.argmax(used))
+            idx = np.unravel_index(k, used.shape)
+            self.tolerance_used = float(used.max())
+            self.worst = {"index": [int(i) for i in idx], "a": float(a[idx]), "b": float(b[idx])}
+
+    def summary(self) -> dict:
+        n = max(self.count, 1)
+        return {"shape": list(self.shape) if self.shape else None, "elements": self.count,
+                "max_abs": self.max_abs, "mean_abs": self.sum_abs / n,
+                "max_rel": self.max_rel, "mean_rel": self.sum_rel / n,
+                "tolerance_used": self.tolerance_used, "worst": self.worst,
+                "within_tolerance": self.tolerance_used <= 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# detections
+# ----------------------------------------------------------------------------------------------
+
+def box_iou_matrix(a, b) -> np.ndarray:
+    """IoU of every box in ``a`` [n, 4] with every box in ``b`` [m, 4] (xyxy, continuous areas)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou
+
+
+class Match(NamedTuple):
+    pairs: List[Tuple[int, int, float]]   # (index in A, index in B, IoU)
+    unmatched_a: List[int]
+    unmatched_b: List[int]
+
+
+def match_detections(a, b, iou_threshold: float = IOU_THRESHOLD) -> Match:
+    """Greedy one-to-one matching within class (see the module docstring). ``a``/``b``:
+    ``Detections`` (or anything with ``boxes``, ``scores``, ``class_ids``)."""
+    iou = box_iou_matrix(a.boxes, b.boxes)
+    ca = np.asarray(a.class_ids).reshape(-1)
+    cb = np.asarray(b.class_ids).reshape(-1)
+    if iou.size:
+        iou = np.where(ca[:, None] == cb[None, :], iou, -1.0)
+    order = np.argsort(-np.asarray(a.scores, dtype=np.float64), kind="stable")
+    taken = np.zeros(len(cb), dtype=bool)
+    pairs = []
+    matched_a = np.zeros(len(ca), dtype=bool)
+    for i in order.tolist():
+        if not len(cb):
+            break
+        row = np.where(taken, -1.0, iou[i])
+        j = int(np.argmax(row))                 # first (lowest index) among equal IoUs
+        if row[j] >= iou_threshold:
+            taken[j] = True
+            matched_a[i] = True
+            pairs.append((i, j, float(row[j])))
+    return Match(pairs, np.flatnonzero(~matched_a).tolist(), np.flatnonzero(~taken).tolist())
+
+
+class DetectionStats:
+    """Agreement of two models' detections accumulated over images."""
+
+    def __init__(self, min_score: float):
+        self.min_score = float(min_score)
+        self.images = 0
+        self.n_a = self.n_b = self.matched = self.missed = self.extra = 0
+        self.score_deltas: List[float] = []
+        self.ious: List[float] = []
+        self.box_max_abs = 0.0
+
+    def add(self, a, b) -> Match:
+        m = match_detections(a, b)
+        t = self.min_score
+        sa, sb = np.asarray(a.scores), np.asarray(b.scores)
+        self.images += 1
+        self.n_a += int(np.sum(sa >= t))
+        self.n_b += int(np.sum(sb >= t))
+        self.missed += sum(1 for i in m.unmatched_a if sa[i] >= t)
+        self.extra += sum(1 for j in m.unmatched_b if sb[j] >= t)
+        for i, j, iou in m.pairs:
+            if max(sa[i], sb[j]) >= t:
+                self.matched += 1
+                self.score_deltas.append(abs(float(sb[j]) - float(sa[i])))
+                self.ious.append(iou)
+                self.box_max_abs = max(self.box_max_abs,
+                                       float(np.max(np.abs(b.boxes[j].astype(np.float64) - a.boxes[i]))))
+        return m
+
+    def summary(self) -> dict:
+        considered = self.n_a + self.n_b
+        agreement = 1.0 - (self.missed + self.extra) / considered if considered else 1.0
+        deltas = self.score_deltas
+        return {"images": self.images, "min_score": self.min_score,
+                "count_a": self.n_a, "count_b": self.n_b, "matched": self.matched,
+                "missed": self.missed, "extra": self.extra, "agreement": agreement,
+                "max_score_delta": max(deltas) if deltas else 0.0,
+                "mean_score_delta": (math.fsum(deltas) / len(deltas)) if deltas else 0.0,
+                "min_iou": min(self.ious) if self.ious else None,
+                "max_box_delta_px": self.box_max_abs}
+
+
+def detection_agreement(dets_a: Sequence, dets_b: Sequence, min_score: float = 0.1) -> dict:
+    """Summary of matching ``dets_a[k]`` with ``dets_b[k]`` for every image ``k``."""
+    stats = DetectionStats(min_score)
+    for a, b in zip(dets_a, dets_b):
+        stats.add(a, b)
+    return stats.summary()
+
+
+# ----------------------------------------------------------------------------------------------
+# the comparison
+# ----------------------------------------------------------------------------------------------
+
+def _run_padded(runner, x: np.ndarray) -> dict:
+    """``runner.run`` on ``x`` [n, 3, H, W], split/padded to the model's batch rules."""
+    n = x.shape[0]
+    step = runner.max_batch or n
+    parts = []
+    for start in range(0, n, step):
+        chunk = x[start:start + step]
+        real = chunk.shape[0]
+        if runner.static_batch and real < runner.max_batch:
+            chunk = np.concatenate([chunk, np.zeros((runner.max_batch - real,) + chunk.shape[1:],
+                                                    np.float32)])
+        out = runner.run(np.ascontiguousarray(chunk, np.float32))
+        parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _pipeline(runner, canvas):
+    from ..runtime.pipeline import CornerNetPipeline
+    return CornerNetPipeline(runner.spec, runner.run, input_hw=canvas, max_batch=runner.max_batch,
+                             static_batch=runner.static_batch, mean=runner.mean, std=runner.std,
+                             class_names=runner.class_names)
+
+
+def _check_compatible(a, b) -> Optional[Tuple[int, int]]:
+    sa, sb = a.spec, b.spec
+    if (sa.num_classes, sa.stride, sa.attention) != (sb.num_classes, sb.stride, sb.attention):
+        raise UserError(f"the models are not comparable: {a.label} is {sa.name} with "
+                        f"{sa.num_classes} classes (stride {sa.stride}), {b.label} is {sb.name} with "
+                        f"{sb.num_classes} classes (stride {sb.stride})")
+    if a.input_hw and b.input_hw and tuple(a.input_hw) != tuple(b.input_hw):
+        raise UserError(f"the models take different input sizes ({a.input_hw[0]}x{a.input_hw[1]} vs "
+                        f"{b.input_hw[0]}x{b.input_hw[1]}); export them at the same size")
+    return tuple(a.input_hw or b.input_hw or ()) or None
+
+
+def compare_runners(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
+                    min_score: Optional[float] = None, progress=None) -> dict:
+    """Compare runner ``b`` against ``a`` on ``images``; returns the report dict (``passed``,
+    ``failures`` (one line each), ``heads``, ``detections`` ...)."""
+    from ..runtime.preprocess import preprocess
+
+    canvas = _check_compatible(a, b)
+    min_score = tolerance.min_score if min_score is None else float(min_score)
+    raw = a.decode == "none" and b.decode == "none"
+    note = None
+    if not raw:
+        graph = [r.label for r in (a, b) if r.decode != "none"]
+        note = (f"raw heads not compared: {' and '.join(graph)} "
+                f"{'is a graph-decode model' if len(graph) == 1 else 'are graph-decode models'} "
+                "(outputs top-K corners, not heat maps); detections only")
+    heads: Dict[str, HeadStats] = {}
+    det = DetectionStats(min_score)
+    pipe_a, pipe_b = _pipeline(a, canvas), _pipeline(b, canvas)
+    for k, image in enumerate(images):
+        if raw:
+            xa, _ = preprocess(image, a.spec, 1.0, canvas, a.mean, a.std)
+            xb = xa if (tuple(a.mean), tuple(a.std)) == (tuple(b.mean), tuple(b.std)) else \
+                preprocess(image, b.spec, 1.0, canvas, b.mean, b.std)[0]
+            out_a, out_b = _run_padded(a, xa[None]), _run_padded(b, xb[None])
+            if set(out_a) != set(out_b):
+                raise UserError(f"the models output different heads: {sorted(out_a)} vs {sorted(out_b)}")
+            for name in out_a:
+                heads.setdefault(name, HeadStats(name, tolerance)).add(out_a[name], out_b[name])
+        det.add(pipe_a(image), pipe_b(image))
+        if progress:
+            progress(f"image {k + 1}/{len(images)}")
+    head_summary = {name: h.summary() for name, h in heads.items()} if raw else None
+    det_summary = det.summary()
+    failures = []
+    for name, h in (head_summary or {}).items():
+        if not h["within_tolerance"]:
+            w = h["worst"] or {}
+            failures.append(
+                f"head {name}: max |b-a| {h['max_abs']:.3g} (at {w.get('index')}: a={w.get('a', 0):.6g}, "
+                f"b={w.get('b', 0):.6g}) exceeds {tolerance.name} tolerance {tolerance.head_atol:g} + "
+                f"{tolerance.head_rtol:g}*|a| ({h['tolerance_used']:.3g}x the allowance)")
+    if det_summary["agreement"] < tolerance.min_agreement:
+        failures.append(
+            f"detections: agreement {det_summary['agreement']:.3f} < {tolerance.min_agreement:g} "
+            f"({det_summary['missed']} missed, {det_summary['extra']} extra of "
+            f"{det_summary['count_a']} + {det_summary['count_b']} detections with score >= {min_score:g})")
+    if det_summary["max_score_delta"] > tolerance.score_atol:
+        failures.append(f"detections: max |score_b - score_a| {det_summary['max_score_delta']:.3g} "
+                        f"> {tolerance.score_atol:g} ({tolerance.name} tolerance)")
+    return {
+        "schema": "cornernet_deploy.compare", "format": 1,
+        "a": a.describe(), "b": b.describe(), "canvas_hw": list(canvas) if canvas else None,
+        "images": len(images), "tolerance": asdict(tolerance), "min_score": min_score,
+        "heads": head_summary, "note": note, "detections": det_summary,
+        "failures": failures, "passed": not failures,
+    }
