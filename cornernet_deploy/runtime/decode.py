@@ -95,9 +95,18 @@ def topk_desc(values: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     for b in range(n):
         v = values[b]
         if k < m:
-            kth = v[np.argpartition(v, m - k)[m - k]]        # k-th largest value
-            greater = np.flatnonzero(v > kth)
-            equal = np.flatnonzero(v == kth)[:k - greater.size]
+            # Peak-suppressed heat maps are mostly 0 and pair scores mostly -1: partition only
+            # the entries above the minimum when there are enough of them.
+            above = np.flatnonzero(v > v.min())
+            if above.size >= k:
+                va = v[above]
+                kth = va[np.argpartition(va, above.size - k)[above.size - k]]   # k-th largest
+                greater = above[va > kth]
+                equal = above[va == kth][:k - greater.size]
+            else:
+                kth = v.min()
+                greater = above
+                equal = np.flatnonzero(v == kth)[:k - greater.size]
             cand = np.concatenate([greater, equal])
         else:
             cand = np.arange(m)
