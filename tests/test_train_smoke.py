@@ -153,3 +153,22 @@ def test_clear_errors(shapes, tmp_path, capsys):
     assert "not a training checkpoint" in capsys.readouterr().err
     assert main(_args(ann, images, tmp_path / "o")) == 2
     assert "--iterations or --epochs" in capsys.readouterr().err
+
+
+def test_saccade_samples_match_the_model_output_shapes(shapes):
+    from cornernet_deploy.train.dataset import CocoDataset
+    from cornernet_deploy.train.trainer import IterationSampler, TrainSamples, collate
+    ann, images = shapes
+    coco = CocoDataset(ann, images)
+    model = build_model("cornernet-saccade", num_classes=3, width=0.125, stacks=1)
+    samples = TrainSamples(coco, model.spec, (127, 127), seed=0)
+    keys = IterationSampler(len(coco), 2, seed=0, start=0, stop=1).batch(0)
+    assert len({k[0] for k in keys}) == 2 and all(k[1:] == (0, s) for s, k in enumerate(keys))
+    images_t, targets = collate([samples[k] for k in keys])
+    model.train()
+    with torch.no_grad():
+        out = model(images_t)[0]
+    assert targets["tl_heat"].shape == out["tl_heat"].shape
+    assert [t.shape for t in targets["atts"]] == [a.shape for a in out["atts"]]
+    total, terms = CornerNetLoss(attention=True)(model(images_t), targets)
+    assert torch.isfinite(total) and set(terms) == {"focal", "pull", "push", "off", "att"}
