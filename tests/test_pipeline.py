@@ -98,8 +98,10 @@ class HashRun:
             k = self.spec.test.top_k
             tl = topk_corners(out["tl_heat"], out["tl_tag"], out["tl_off"], k)
             br = topk_corners(out["br_heat"], out["br_tag"], out["br_off"], k)
+            atts = {name: v for name, v in out.items() if name.startswith("att")}
             out = {f"{p}_{n}": getattr(c, n) for p, c in (("tl", tl), ("br", br))
                    for n in ("scores", "inds", "tags", "offs")}
+            out.update(atts)
         return out
 
 
@@ -521,6 +523,17 @@ def test_saccade_equals_official(seed, shape):
     # oracle's stable sort (more ties: test_tie_order_against_numpys_own_generic_introsort)
     assert 0 < len(locs) and candidates <= 16
     np.testing.assert_array_equal(as_rows(d), ref_rows(ref))
+
+
+def test_saccade_in_graph_decode_equals_raw_heads_and_empty_batches():
+    imgs = [image(260, 200, 9), image(120, 330, 10)]
+    raw = CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True)).batch(imgs)
+    graph = CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True, graph=True)).batch(imgs)
+    for a, b in zip(raw, graph):
+        assert len(a) > 0
+        np.testing.assert_array_equal(as_rows(a), as_rows(b))
+    assert CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True)).batch([]) == []
+    assert CornerNetPipeline(CORNERNET, HashRun(CORNERNET)).batch([]) == []
 
 
 def test_saccade_refuses_flip_and_other_input_sizes():

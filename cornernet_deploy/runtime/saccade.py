@@ -352,6 +352,8 @@ def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, 
     input_hw = tuple(int(s) for s in spec.input_size)
     output_hw = spec.output_size(input_hw)
     images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
+    if not images:
+        return []
     img64 = [im / 255.0 for im in images]                     # HxWx3 float64, BGR
     thresholds = tuple(cfg.att_thresholds)
     num_iter = len(thresholds)
