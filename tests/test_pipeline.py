@@ -256,6 +256,10 @@ def test_from_metadata_with_fixed_input_and_batch_one():
     im = image(200, 300, 7)
     got = pipe(im)
     assert run.calls == [1, 1]
+    # a backend passing its own batch limit: still static when it equals the metadata's
+    run2 = HashRun(CORNERNET)
+    assert CornerNetPipeline(meta, run2, max_batch=1).static_batch
+    assert not CornerNetPipeline(metadata(CORNERNET, batch=None), run2, max_batch=4).static_batch
     direct = CornerNetPipeline(CORNERNET, HashRun(CORNERNET), input_hw=(255, 383))(im)
     np.testing.assert_array_equal(as_rows(got), as_rows(direct))
     # an image whose own padded size is the model input: identical to the official dynamic path

@@ -110,7 +110,7 @@ class CornerNetPipeline:
     unless given here). ``run(batch) -> dict`` is the backend call. ``input_hw``: the model's
     fixed input (H, W), or None for a dynamic-size model. ``max_batch``: images per ``run`` call
     (None: no limit); ``static_batch``: the model takes exactly ``max_batch`` images (short batches
-    are zero-padded). ``test`` overrides the spec's ``TestConfig``. ``scales``/``merge``/
+    are zero-padded; default: true when the metadata's ``batch`` is set and equals ``max_batch``). ``test`` overrides the spec's ``TestConfig``. ``scales``/``merge``/
     ``weight_exp``: official multi-scale testing (``OFFICIAL_MULTI_SCALE``); ``nms_nt`` the
     linear/hard soft-NMS threshold.
     """
@@ -142,10 +142,12 @@ class CornerNetPipeline:
         if input_hw is None:
             input_hw = extras.get("input_hw")
         self.input_hw = tuple(int(s) for s in input_hw) if input_hw is not None else None
+        meta_batch = extras.get("batch")
         if max_batch is None:
-            max_batch = extras.get("batch")
-            if static_batch is None and max_batch is not None:
-                static_batch = True                    # metadata batch N = a static engine
+            max_batch = meta_batch
+        if static_batch is None:
+            # a batch size written in the metadata means the exported graph's batch is fixed
+            static_batch = meta_batch is not None and int(max_batch) == int(meta_batch)
         self.max_batch = int(max_batch) if max_batch else None
         self.static_batch = bool(static_batch) and self.max_batch is not None
         self.scales = tuple(float(s) for s in scales)
