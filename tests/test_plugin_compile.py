@@ -237,3 +237,22 @@ def test_static_registration_build_registers_under_our_namespace():
                          f"-DNVINFER_LIBRARY={nvinfer}")
     result, stderr = _run_registry_script(build / plugin_build.PLUGIN_LIBRARY_NAME, "dlopen")
     _check_registry_result(result, stderr)
+
+
+def test_cli_plugin_build_end_to_end(tmp_path, capsys):
+    """`cornernet-deploy plugin build` from header discovery to the library in --output."""
+    include_dirs = [d for d in _header_dirs() if d is not None]
+    if not include_dirs or shutil.which("cmake") is None:
+        pytest.skip("needs TensorRT headers (TENSORRT_INCLUDE_DIR / TENSORRT_ROOT) and cmake")
+    _nvcc()
+    from cornernet_deploy.cli import main
+    # A content-addressed build directory keeps reruns incremental; the output directory is fresh.
+    build_dir = CACHE / f"cli-{_plugin_sources_digest(str(include_dirs[0]))}"
+    rc = main(["plugin", "build", "--tensorrt-root", str(include_dirs[0]), "--cuda-arch", "sm_75",
+               "--build-dir", str(build_dir), "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    library = tmp_path / "out" / plugin_build.PLUGIN_LIBRARY_NAME
+    assert rc == 0 and library.is_file()
+    assert f"plugin library:   {library}" in out
+    assert f"TensorRT headers: {include_dirs[0].resolve()}" in out
+    assert "-DCMAKE_CUDA_ARCHITECTURES=75" in (build_dir / "cornernet_deploy_build.log").read_text()
