@@ -256,3 +256,20 @@ def test_cli_plugin_build_end_to_end(tmp_path, capsys):
     assert f"plugin library:   {library}" in out
     assert f"TensorRT headers: {include_dirs[0].resolve()}" in out
     assert "-DCMAKE_CUDA_ARCHITECTURES=75" in (build_dir / "cornernet_deploy_build.log").read_text()
+
+
+def test_kernel_library_c_api_validates_arguments_before_touching_the_gpu(tmp_path):
+    """The nvcc-built kernel library loads with ctypes anywhere (static cudart) and rejects bad calls
+    with its documented status codes before any CUDA call."""
+    _nvcc()
+    library = plugin_build.compile_kernel_library(CACHE / f"kernels-{_plugin_sources_digest()}", arch="75")
+    lib = plugin_build.load_kernel_library(library)
+    dummy = 4096  # never dereferenced: every call below fails validation first
+    assert lib.cornerPoolForward(2, 0, dummy, dummy, dummy, 1, 1, 2, 2, None) == -1    # mode
+    assert lib.cornerPoolForward(0, 2, dummy, dummy, dummy, 1, 1, 2, 2, None) == -2    # dtype
+    assert lib.cornerPoolForward(1, 1, dummy, dummy, dummy, 1, -1, 2, 2, None) == -3   # shape
+    assert lib.cornerPoolForward(0, 0, None, dummy, dummy, 1, 1, 2, 2, None) == -4     # null pointer
+    assert lib.cornerPoolForward(0, 0, None, None, None, 0, 3, 2, 2, None) == 0        # empty: nothing to do
+    assert lib.cornerPoolDirectional(4, 0, dummy, dummy, 1, 1, 2, 2, None) == -1       # direction
+    assert lib.cornerPoolStatusString(-5).decode().startswith("width too large")
+    assert lib.cornerPoolStatusString(-1).decode() == "invalid mode/direction"

@@ -284,6 +284,46 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
     return target
 
 
+def compile_kernel_library(output_dir, arch: str = "native", echo: Callable[[str], None] = lambda _m: None) -> Path:
+    """Compile only the corner-pool kernels (no TensorRT) into ``output_dir/libcornerpool_kernels_<arch>.so``
+    for ctypes use in GPU tests and benchmarks. ``arch``: 'native' (the GPUs of this machine) or e.g. '90'.
+    Reuses an existing library that is newer than the kernel sources."""
+    sources = plugin_source_dir() / "cornerPoolPlugin"
+    kernel = sources / "cornerPoolKernel.cu"
+    arch_flag = "-arch=native" if arch == "native" else f"-arch=sm_{normalize_cuda_archs(arch)}"
+    target = Path(output_dir) / f"libcornerpool_kernels_{arch}.so"
+    newest_source = max(p.stat().st_mtime for p in (kernel, sources / "cornerPoolKernel.h"))
+    if target.is_file() and target.stat().st_mtime > newest_source:
+        return target
+    nvcc = find_nvcc()
+    with atomic_path(target, suffix=".so") as tmp:
+        cmd = [str(nvcc), "-std=c++17", "-O3", "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden", arch_flag,
+               str(kernel), "-o", str(tmp)]
+        echo(" ".join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"nvcc failed to compile the corner-pool kernels:\n{proc.stderr[-4000:]}")
+    return target
+
+
+def load_kernel_library(path):
+    """ctypes handle of a library exporting the corner-pool C API (the kernel-only library or the plugin
+    library), with argument types set. Pointers and the stream are passed as integers."""
+    import ctypes
+
+    lib = ctypes.CDLL(str(path))
+    i, p = ctypes.c_int, ctypes.c_void_p
+    lib.cornerPoolForward.argtypes = [i, i, p, p, p, i, i, i, i, p]
+    lib.cornerPoolForward.restype = i
+    lib.cornerPoolDirectional.argtypes = [i, i, p, p, i, i, i, i, p]
+    lib.cornerPoolDirectional.restype = i
+    lib.cornerPoolStatusString.argtypes = [i]
+    lib.cornerPoolStatusString.restype = ctypes.c_char_p
+    lib.cornerPoolMaxWidth.argtypes = []
+    lib.cornerPoolMaxWidth.restype = i
+    return lib
+
+
 # --------------------------------------------------------------------------------------------------------
 # Locate and load
 
