@@ -368,7 +368,10 @@ int launch(void const* verticalIn, void const* horizontalIn, void* out, int N, i
 
 int checkShape(int N, int C, int H, int W)
 {
-    return (N < 0 || C < 0 || H < 0 || W < 0) ? CORNER_POOL_INVALID_SHAPE : CORNER_POOL_SUCCESS;
+    // Row/column scan positions run up to one chunk/segment past H/W in int arithmetic.
+    constexpr int kMaxExtent = INT_MAX - kColsPerSegment;
+    bool const valid = N >= 0 && C >= 0 && H >= 0 && W >= 0 && H <= kMaxExtent && W <= kMaxExtent;
+    return valid ? CORNER_POOL_SUCCESS : CORNER_POOL_INVALID_SHAPE;
 }
 
 bool isEmpty(int N, int C, int H, int W)
@@ -465,7 +468,7 @@ extern "C" char const* cornerPoolStatusString(int status)
     case CORNER_POOL_SUCCESS: return "success";
     case CORNER_POOL_INVALID_MODE: return "invalid mode/direction";
     case CORNER_POOL_INVALID_DTYPE: return "invalid dtype (expected 0 = float32 or 1 = float16)";
-    case CORNER_POOL_INVALID_SHAPE: return "invalid shape (negative dimension)";
+    case CORNER_POOL_INVALID_SHAPE: return "invalid shape (negative dimension, or H or W above 2^31 - 129)";
     case CORNER_POOL_NULL_POINTER: return "null data pointer for a non-empty tensor";
     case CORNER_POOL_WIDTH_TOO_LARGE:
         return "width too large: the vertical pool keeps one float per column in shared memory "

@@ -72,7 +72,7 @@ enum CornerPoolStatus
 /*
  * out = top_left or bottom_right corner pool of (a, b). a, b, out: N*C*H*W elements each; out must
  * not alias a or b. Asynchronous on `stream`; returns launch errors only (like any kernel launch).
- * Dimensions must be >= 0; an empty tensor launches nothing.
+ * Dimensions must be >= 0 (H, W < 2^31 - 128); an empty tensor launches nothing.
  */
 CORNERPOOL_API int cornerPoolForward(int mode, int dtype, void const* a, void const* b, void* out, int N, int C,
     int H, int W, cudaStream_t stream);
