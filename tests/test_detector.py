@@ -21,14 +21,22 @@ from cornernet_deploy.runtime.pipeline import CornerNetPipeline
 torch.set_num_threads(2)
 
 
-def random_tiny(arch, seed=0):
+def random_tiny(arch, seed=0, num_classes=1):
+    # One class and a loose embedding threshold (below): random weights put the top corners of
+    # different classes in different maps, and the official class rule would reject every pair.
+    # Heat biases of +2 (scores ~0.88) get Saccade's first-pass detections over its 0.3 cut.
     torch.manual_seed(seed)
-    return build_model(arch, num_classes=3, width=0.125).eval()
+    model = build_model(arch, num_classes=num_classes, width=0.125).eval()
+    with torch.no_grad():
+        for heads in (model.tl_heats, model.br_heats):
+            heads[-1][1].bias.fill_(2.0)
+    return model
 
 
 def loose(spec):
-    # random weights give random embeddings: accept every pair so that detections exist
-    return dataclasses.replace(spec.test, ae_threshold=100.0)
+    # random weights give random embeddings and put many corners on the map border (which
+    # Saccade's no_border rule rejects): accept every pair so that detections exist
+    return dataclasses.replace(spec.test, ae_threshold=100.0, no_border=False)
 
 
 def scene(seed=0, h=200, w=260):
@@ -45,10 +53,13 @@ def torch_run(model):
     return run
 
 
-def assert_same_detections(a, b, atol=1e-3):
-    assert len(a) == len(b) > 0
-    key_a = np.lexsort((a.boxes[:, 0], -a.scores))
-    key_b = np.lexsort((b.boxes[:, 0], -b.scores))
+def assert_same_detections(a, b, atol=1e-3, top=None):
+    """Equal detections; ``top``: only the best ``top`` (random weights give near-tied scores, 1e-6
+    apart, whose order at the max-per-image cut is decided by float rounding; a trained model
+    has no such ties and is compared in full in test_demo_model.py)."""
+    assert len(a) > 0 and (len(a) == len(b) or top is not None)
+    key_a = np.lexsort((a.boxes[:, 0], -a.scores))[:top]
+    key_b = np.lexsort((b.boxes[:, 0], -b.scores))[:top]
     np.testing.assert_allclose(a.scores[key_a], b.scores[key_b], atol=atol)
     np.testing.assert_allclose(a.boxes[key_a], b.boxes[key_b], atol=atol)
     assert (a.class_ids[key_a] == b.class_ids[key_b]).all()
@@ -67,7 +78,7 @@ def test_onnxruntime_detections_equal_pytorch(arch, decode, corner_pool, tmp_pat
     reference = CornerNetPipeline(detector.metadata, torch_run(model), input_hw=model.spec.input_size,
                                   max_batch=1, test=test)
     image = scene(1)
-    assert_same_detections(detector(image), reference(image))
+    assert_same_detections(detector(image), reference(image), top=30)
 
 
 def test_batch_equals_single_images(tmp_path):
@@ -99,7 +110,7 @@ def test_model_files_that_are_not_ours_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_onnx(model=random_tiny("cornernet-squeeze"), output=path, progress=None, verify=False)
+    export_onnx(model=random_tiny("cornernet-squeeze", num_classes=3), output=path, progress=None, verify=False)
     return path
 
 
