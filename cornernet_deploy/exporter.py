@@ -3,6 +3,7 @@ decode; the file carries everything the runtime needs in its metadata and is ver
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -169,10 +170,10 @@ def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model:
     model = model.eval().float()
 
     steps = doubling_steps(DYNAMIC_MAX_MAP_SIDE if dynamic_size else max(spec.output_size(input_hw)))
+    if precision == "fp16":
+        model = copy.deepcopy(model).half()  # the caller's model stays float32
     for pool in model.corner_pools():
         pool.export_mode, pool.export_steps = corner_pool, steps
-    if precision == "fp16":
-        model = model.half()
     wrapper = ExportWrapper(model, decode, half=precision == "fp16").eval()
     names = output_names(spec, decode)
     dummy = torch.randn(batch, 3, *input_hw, generator=torch.Generator().manual_seed(0))
