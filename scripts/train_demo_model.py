@@ -10,7 +10,8 @@ Steps (each skipped when its output already exists, so the script can be re-run 
 
 Examples:
     python scripts/train_demo_model.py --quick                 # minutes on a CPU: a sanity check
-    python scripts/train_demo_model.py --iterations 20000      # the demo model (use a GPU)
+    python scripts/train_demo_model.py --bundle cornernet_deploy/assets/demo_squeeze_shapes.pt
+                                                               # the bundled demo model (~20-40 min CPU)
     python scripts/train_demo_model.py --eval-only runs/demo_model/run/last.pt
 """
 from __future__ import annotations
@@ -41,19 +42,22 @@ def parse_args(argv=None):
     p.add_argument("--arch", default="cornernet-squeeze")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--stacks", type=int, default=2)
+    p.add_argument("--stacks", type=int, default=1)
     p.add_argument("--input-size", type=int, default=127)
-    p.add_argument("--iterations", type=int, default=20000)
+    p.add_argument("--iterations", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2.5e-4)
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam lr (official 2.5e-4 is for the full-size model; the tiny one trains faster at 1e-3)")
     p.add_argument("--lr-step", type=int, help="lr / 10 from here (default: at 90%% of the run)")
     p.add_argument("--snapshot", type=int, default=500)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=317)
     p.add_argument("--eval-only", metavar="CKPT", help="only evaluate this checkpoint on val")
     p.add_argument("--quick", action="store_true",
                    help="tiny everything (64/16 images, 150 iterations, width 0.125): a smoke run")
+    p.add_argument("--bundle", metavar="PATH",
+                   help="also write the weights (no optimizer) here, e.g. cornernet_deploy/assets/demo_squeeze_shapes.pt")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -102,55 +106,39 @@ def train(out: Path, sets, args) -> Path:
 
 
 def evaluate(ckpt: Path, sets, out: Path, device: str = "auto") -> dict:
-    """COCO bbox mAP of ``ckpt`` on val via the runtime pipeline (official decode + soft-NMS)."""
-    import cv2
+    """COCO bbox mAP of ``ckpt`` on val through the runtime pipeline (official decode + soft-NMS),
+    with the PyTorch backend: the same code path as ``cornernet-deploy eval``."""
     import torch
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    from cornernet_deploy.models import build_model
-    from cornernet_deploy.models.checkpoint import load_checkpoint, spec_from_checkpoint
-    from cornernet_deploy.runtime.pipeline import CornerNetPipeline
+    from cornernet_deploy.commands.eval import evaluate as coco_evaluate
+    from cornernet_deploy.runtime.backends.pytorch import PyTorchBackend
+    from cornernet_deploy.runtime.detector import Detector
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                       else ("cpu" if device == "auto" else device))
-    spec = spec_from_checkpoint(ckpt)
-    model = build_model(spec)
-    load_checkpoint(model, ckpt)
-    model.to(dev).eval()
-
-    @torch.no_grad()
-    def run(batch):
-        outs = model(torch.from_numpy(batch).to(dev))
-        return {k: v.float().cpu().numpy() for k, v in outs.items()}
-
-    pipeline = CornerNetPipeline(spec, run)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     ann, images = sets["val"]
-    gt = COCO(str(ann))
-    results = []
     t0 = time.time()
-    for img in gt.dataset["images"]:
-        image = cv2.imread(str(Path(images) / img["file_name"]))
-        dets = pipeline(image)
-        results += dets.to_coco(img["id"], category_ids=spec.category_ids)
-    seconds = time.time() - t0
-    metrics = {"checkpoint": str(ckpt), "images": len(gt.dataset["images"]),
-               "detections": len(results), "seconds": round(seconds, 1)}
-    if results:
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
-        metrics.update({n: round(float(v), 4) for n, v in zip(names, ev.stats)})
-    else:
-        metrics.update({"AP": 0.0, "AP50": 0.0})
+    metrics = coco_evaluate(Detector(PyTorchBackend(ckpt, device=device)), ann, images, progress=False)
+    print(metrics.pop("summary"), end="")
+    metrics = {"checkpoint": str(ckpt), "seconds": round(time.time() - t0, 1),
+               **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}}
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
-    write_text_atomic(out / "val_detections.json", json.dumps(results))
     print(f"[eval] AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  "
-          f"({metrics['images']} images, {seconds:.1f}s) -> {out / 'metrics.json'}")
+          f"({metrics['images']} images, {metrics['seconds']:.1f}s) -> {out / 'metrics.json'}")
     return metrics
+
+
+def bundle(ckpt: Path, dest: Path, metrics: dict, args) -> None:
+    """Weights only (no optimizer state), with how they were made and how good they are."""
+    from cornernet_deploy.models import build_model, load_checkpoint, save_checkpoint
+    from cornernet_deploy.models.checkpoint import spec_from_checkpoint
+
+    model = build_model(spec_from_checkpoint(ckpt))
+    meta = load_checkpoint(model, ckpt)
+    recipe = {k: v for k, v in vars(args).items() if k not in ("bundle", "eval_only", "no_progress")}
+    save_checkpoint(model, dest, iteration=int(meta.get("iteration", 0)), recipe=recipe,
+                    val_metrics={k: metrics[k] for k in ("AP", "AP50", "AP75", "images")})
+    print(f"[bundle] {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
 
 
 def main(argv=None) -> int:
@@ -159,7 +147,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sets = make_data(out, args)
     ckpt = Path(args.eval_only) if args.eval_only else train(out, sets, args)
-    evaluate(ckpt, sets, out, args.device)
+    metrics = evaluate(ckpt, sets, out, args.device)
+    if args.bundle:
+        bundle(ckpt, Path(args.bundle), metrics, args)
     return 0
 
 
