@@ -332,3 +332,22 @@ def test_torch_cuda_fp32_fp16_profile(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["precision"] for r in rows] == ["fp32", "fp16"]
     assert all(r["timing"] == "cuda-events" and r["stages"]["h2d"] for r in rows)
+
+
+def test_profile_cli_images_folder(tiny_files, tmp_path, capsys):
+    import cv2
+    from cornernet_deploy.data.shapes import render_scene
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), render_scene(i, image_size=(90, 140))[0])
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "p.json"
+    assert main(["profile", str(tiny_files / "tiny.onnx"), "--images", str(folder), "--iters", "2",
+                 "--warmup", "0", "--json", str(out), "--quiet"]) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["images"] == str(folder) and settings["num_images"] == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["profile", str(tiny_files / "tiny.onnx"), "--images", str(empty), "--quiet"]) == 2
+    assert "no image files" in capsys.readouterr().err
