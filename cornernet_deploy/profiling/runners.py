@@ -151,39 +151,24 @@ class TorchRunner(Runner):
             import torch
         except ModuleNotFoundError:
             raise UserError("the torch backend needs PyTorch (pip install 'cornernet-deploy[torch]')") from None
-        from ..models import CornerNet, load_checkpoint
-        from ..models.checkpoint import CheckpointError, spec_from_checkpoint
-        from ..zoo import get_arch
+        from ..runtime.backends.pytorch import PyTorchBackend
 
         self.torch = torch
-        if device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU")
         if precision == "fp16" and device != "cuda":
             raise UserError("fp16 with the torch backend needs --device cuda (PyTorch has no fast "
                             "half-precision convolutions on the CPU)")
         is_arch = model.lower() in ARCHS and not Path(model).suffix
-        try:
-            if is_arch:
-                spec = get_arch(model)
-            else:
-                path = Path(model)
-                _check_file(path)
-                spec = spec_from_checkpoint(path, arch)
-        except (ValueError, CheckpointError) as exc:
-            raise UserError(str(exc)) from None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = CornerNet(spec)
         if not is_arch:
-            try:
-                load_checkpoint(net, model)
-            except (ValueError, CheckpointError) as exc:
-                raise UserError(str(exc)) from None
+            _check_file(Path(model))
+        # the runtime's PyTorch backend builds and loads the network (one place for that)
+        reference = PyTorchBackend(None if is_arch else model, arch=model if is_arch else arch,
+                                   device=device, precision=precision, seed=seed)
+        spec, net = reference.spec, reference.model
         self.spec = spec
         self.threads = int(threads) if threads else None
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.torch_device = torch.device(device)
-        self.net = net.eval().to(self.torch_device, self.dtype)
+        self.dtype = reference.dtype
+        self.torch_device = reference.device
+        self.net = net
         self.mean, self.std = COCO_MEAN_BGR, COCO_STD_BGR
         self.class_names = tuple(spec.class_names)
         self.decode = "none"

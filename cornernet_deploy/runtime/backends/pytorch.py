@@ -15,7 +15,9 @@ class PyTorchBackend:
     name = "torch"
 
     def __init__(self, checkpoint=None, arch: str | None = None, device: str = "cpu",
-                 precision: str = "fp32", input_hw=None, max_batch=None):
+                 precision: str = "fp32", input_hw=None, max_batch=None, seed: int = 0):
+        """``checkpoint`` (its architecture read from the file) or ``arch`` alone: random weights,
+        the same for the same ``seed``."""
         import torch
 
         from ...exporter import build_metadata, output_names
@@ -35,9 +37,12 @@ class PyTorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        model = CornerNet(spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CornerNet(spec)
         if checkpoint:
             load_checkpoint(model, checkpoint)
+        self.spec = spec
         self.model = model.eval().to(self.device, self.dtype)
         self.path = Path(checkpoint) if checkpoint else None
         self.input_hw = tuple(input_hw) if input_hw else None
