@@ -19,13 +19,14 @@ def draw_detections(image: np.ndarray, detections: Detections, score_threshold: 
     """A copy of ``image`` (BGR uint8) with labelled boxes for detections above the threshold."""
     canvas = image.copy()
     scale = max(0.35, min(canvas.shape[:2]) / 600)
-    for box, score, cls in zip(detections.boxes, detections.scores, detections.class_ids):
+    for box, score, cls, name in zip(detections.boxes, detections.scores, detections.class_ids,
+                                     detections.class_names):
         if score < score_threshold:
             continue
         colour = _colour(int(cls))
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
-        label = f"{detections.class_names[int(cls)]} {score:.2f}"
+        label = f"{name} {score:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = max(y1, th + base)
         cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty), colour, -1)
