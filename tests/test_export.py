@@ -53,7 +53,7 @@ def test_raw_heads_match_pytorch(arch, corner_pool, tmp_path):
         np.testing.assert_allclose(got[name], value.numpy(), atol=1e-4, rtol=0, err_msg=name)
 
 
-@pytest.mark.parametrize("arch", ["cornernet-squeeze", "cornernet-saccade"])
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("corner_pool", ["plugin", "onnx"])
 def test_graph_decode_matches_official_topk(arch, corner_pool, tmp_path):
     """In-graph decode outputs equal the official _decode's first half computed in PyTorch."""

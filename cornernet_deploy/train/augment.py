@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..zoo import COCO_MEAN_BGR, COCO_STD_BGR
+from ..runtime.preprocess import crop_image  # the official crop_image, shared with test time
 
 # PCA lighting of the official COCO loader (``core/dbs/coco.py``), applied in BGR channel order.
 COCO_EIGVAL = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
@@ -223,23 +224,6 @@ def _ref_scale(boxes, rng, random_crop: bool):
     return int(rng.integers(16, 33)) / longer, ind
 
 
-def _crop_around(image, center, size):
-    """The official ``crop_image``: ``size`` window centred at ``(cy, cx)``; border and offset."""
-    cty, ctx = int(center[0]), int(center[1])
-    height, width = int(size[0]), int(size[1])
-    im_h, im_w = image.shape[0:2]
-    cropped = np.zeros((height, width) + image.shape[2:], dtype=image.dtype)
-    x0, x1 = max(0, ctx - width // 2), min(ctx + width // 2, im_w)
-    y0, y1 = max(0, cty - height // 2), min(cty + height // 2, im_h)
-    left, right = ctx - x0, x1 - ctx
-    top, bottom = cty - y0, y1 - cty
-    c_cty, c_ctx = height // 2, width // 2
-    cropped[c_cty - top:c_cty + bottom, c_ctx - left:c_ctx + right] = image[y0:y1, x0:x1]
-    border = np.array([c_cty - top, c_cty + bottom, c_ctx - left, c_ctx + right], dtype=np.float32)
-    offset = np.array([cty - height // 2, ctx - width // 2])
-    return cropped, border, offset
-
-
 def _crop_centre(rng, image_side, input_side, lo, hi, has_ref, centered):
     """One axis of ``crop_image_dets``: the crop centre coordinate."""
     if image_side <= input_side:
@@ -290,7 +274,7 @@ def augment_saccade(image: np.ndarray, boxes, labels, rng: np.random.Generator,
     rx0, ry0, rx1, ry1 = (boxes[ref, :4] if has_ref else (None,) * 4)
     xc = _crop_centre(rng, image.shape[1], in_w, rx0, rx1, has_ref, centered)
     yc = _crop_centre(rng, image.shape[0], in_h, ry0, ry1, has_ref, centered)
-    image, border, offset = _crop_around(image, (yc, xc), (in_h, in_w))
+    image, border, offset = crop_image(image, (yc, xc), (in_h, in_w))
     boxes[:, 0:4:2] -= int(offset[1])
     boxes[:, 1:4:2] -= int(offset[0])
     boxes, keep2 = _saccade_clip(boxes, border)
