@@ -91,3 +91,17 @@ def test_demo_command_writes_image_json_and_latency_table(tmp_path):
     for truth in result["ground_truth"]:  # every object of the demo scene is found
         assert any(d["class"] == truth["class"] and iou(d["bbox_xyxy"], truth["bbox_xyxy"]) >= 0.5
                    for d in confident), truth
+
+
+def test_eval_command_measures_coco_map(demo_onnx, tmp_path):
+    from cornernet_deploy.cli import main
+    from cornernet_deploy.data.shapes import generate_shapes_dataset
+    ann = generate_shapes_dataset(tmp_path / "data", 12, seed=777, image_size=((160, 256),), num_objects=(1, 5))
+    rc = main(["eval", str(demo_onnx), "--data", str(ann), "--images", str(tmp_path / "data" / "images"),
+               "--json", str(tmp_path / "metrics.json"), "--no-progress"])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["images"] == 12 and 0.7 <= metrics["AP50"] <= 1.0 and metrics["AP"] <= metrics["AP50"]
+    # a wrong annotation file is a one-line user error
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert main(["eval", str(demo_onnx), "--data", str(tmp_path / "bad.json"), "--images", str(tmp_path)]) == 2

@@ -39,7 +39,7 @@ def evaluate(detector, data, images, max_images=None, progress=True) -> dict:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO(str(data))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:  # pycocotools asserts the format
         raise UserError(f"{data}: not a COCO annotation file ({exc})") from None
     by_name = {c["name"]: c["id"] for c in gt.loadCats(gt.getCatIds())}
     names = list(detector.class_names)
