@@ -27,20 +27,12 @@ def add_arguments(parser):
     parser.add_argument("--runs", type=int, default=10, help="timed runs for the latency table")
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def run(args) -> int:
     import cv2
     from rich.console import Console
     from rich.table import Table
 
-    from ..data.shapes import render_scene
+    from ..data.shapes import box_iou, render_scene
     from ..exporter import export_onnx
     from ..fileio import write_bytes_atomic, write_text_atomic
     from ..runtime.detector import Detector
@@ -98,7 +90,7 @@ def run(args) -> int:
     for col in ("class", "score", "box x1,y1,x2,y2", "best IoU with a true box"):
         table.add_column(col)
     for box, score, name, cls in zip(shown.boxes, shown.scores, shown.class_names, shown.class_ids):
-        ious = [_iou(box, g) for g, c in zip(gt_boxes, gt_labels) if int(c) == int(cls)]
+        ious = [box_iou(box, g) for g, c in zip(gt_boxes, gt_labels) if int(c) == int(cls)]
         table.add_row(name, f"{score:.2f}", ",".join(f"{v:.0f}" for v in box), f"{max(ious, default=0):.2f}")
     console.print(table)
 

@@ -88,7 +88,8 @@ def _shape_mask(rng, kind: str, h: int, w: int, x0: int, y0: int, bw: int, bh: i
     return mask > 0
 
 
-def _box_iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """IoU of two [x1, y1, x2, y2] boxes (continuous coordinates, no +1)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -152,7 +153,7 @@ def _render(seed, image_size, num_objects, classes, min_size, max_size, max_box_
                 continue
             ys, xs = np.nonzero(mask)
             box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-            if (occupied & mask).any() or any(_box_iou(box, b) > max_box_iou for b in boxes):
+            if (occupied & mask).any() or any(box_iou(box, b) > max_box_iou for b in boxes):
                 continue
             # a colour that stands out from the background under the shape
             under = image[mask].mean(axis=0)
