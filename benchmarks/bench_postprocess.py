@@ -95,7 +95,8 @@ def bench(name, repeats, ref_repeats, seed):
     class_names = [f"c{i}" for i in range(classes)]
 
     def ours_decode():
-        return decode(*heads, k=k, ae_threshold=test.ae_threshold, num_dets=num_dets)[0]
+        return decode(*heads, k=k, ae_threshold=test.ae_threshold, num_dets=num_dets,
+                      kernel=test.nms_kernel)[0]
 
     def ref_dec():
         return ref_decode(*heads, K=k, ae_threshold=test.ae_threshold, num_dets=num_dets)[0]

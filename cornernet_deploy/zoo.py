@@ -49,6 +49,7 @@ class TestConfig:
     soft_nms_sigma: float = 0.5
     soft_nms_threshold: float = 0.001
     soft_nms_method: int = 2    # 2 = Gaussian (the only one the official configs use)
+    soft_nms_nt: float = 0.5    # configs' nms_threshold: Nt of the linear/hard methods (Gaussian ignores it)
     keep_stale_rows: bool = True  # CornerNet/Squeeze ignore soft-NMS's keep list (official quirk)
     max_per_image: int = 100
     no_border: bool = False     # Saccade rejects pairs touching the map border

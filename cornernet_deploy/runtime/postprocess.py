@@ -19,11 +19,8 @@ import numpy as np
 from .detections import Detections
 
 __all__ = ["flip_merge", "rescale_dets", "soft_nms", "soft_nms_merge", "per_class_nms",
-           "max_per_image", "detections_from_per_class", "postprocess", "DEFAULT_NMS_NT"]
+           "max_per_image", "detections_from_per_class", "postprocess"]
 
-# The official configs' ``nms_threshold`` (Nt of the linear/hard methods; the Gaussian method
-# ignores it). Not part of ``zoo.TestConfig``; a ``soft_nms_nt`` attribute there wins if present.
-DEFAULT_NMS_NT = 0.5
 
 _F1 = np.float32(1)
 
@@ -251,7 +248,7 @@ def per_class_nms(dets: np.ndarray, num_classes: int, test, merge: bool = False,
     the keep list.
     """
     if nt is None:
-        nt = getattr(test, "soft_nms_nt", DEFAULT_NMS_NT)
+        nt = test.soft_nms_nt
     classes = dets[:, 7]
     out = []
     for j in range(num_classes):
