@@ -20,7 +20,7 @@ import torch.nn as nn
 from . import __version__
 from .errors import UserError
 from .fileio import atomic_path
-from .models import CornerNet, build_model, load_checkpoint
+from .models import CornerNet, load_checkpoint
 from .models.checkpoint import spec_from_checkpoint, spec_to_dict
 from .models.corner_pool import doubling_steps
 from .onnx_function import attach_corner_pool_function

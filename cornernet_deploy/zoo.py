@@ -8,7 +8,7 @@ path with numpy and OpenCV only. The numbers are those of princeton-vl/CornerNet
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 # Normalisation of the official COCO loader (``core/dbs/coco.py``), in **BGR** order: images are

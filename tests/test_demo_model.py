@@ -11,7 +11,6 @@ import torch
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.exporter import export_onnx
-from cornernet_deploy.models import build_model, load_checkpoint
 from cornernet_deploy.models.checkpoint import read_checkpoint, spec_from_checkpoint
 from cornernet_deploy.runtime.backends.pytorch import PyTorchBackend
 from cornernet_deploy.runtime.detector import Detector

@@ -5,7 +5,6 @@ it lazily (``Detector.load`` of a ``.pt``/``.pkl``/``.pth`` file, or an architec
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
