@@ -202,11 +202,10 @@ def _aheapsort(v, a: list, lo: int, n: int) -> None:
     def put(i, x):
         a[lo + i - 1] = x
 
-    for l in range(n >> 1, 0, -1):
-        tmp = get(l)
-        i, j = l, l << 1
-        while j <= n:
-            if j < n and _lt(v[get(j)], v[get(j + 1)]):
+    def sift_down(i: int, tmp, size: int) -> None:
+        j = i << 1
+        while j <= size:
+            if j < size and _lt(v[get(j)], v[get(j + 1)]):
                 j += 1
             if _lt(v[tmp], v[get(j)]):
                 put(i, get(j))
@@ -214,20 +213,14 @@ def _aheapsort(v, a: list, lo: int, n: int) -> None:
             else:
                 break
         put(i, tmp)
+
+    for l in range(n >> 1, 0, -1):
+        sift_down(l, get(l), n)
     while n > 1:
         tmp = get(n)
         put(n, get(1))
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and _lt(v[get(j)], v[get(j + 1)]):
-                j += 1
-            if _lt(v[tmp], v[get(j)]):
-                put(i, get(j))
-                i, j = j, j + j
-            else:
-                break
-        put(i, tmp)
+        sift_down(1, tmp, n)
 
 
 def numpy_argsort(values) -> np.ndarray:
