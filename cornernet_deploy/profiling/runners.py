@@ -131,6 +131,17 @@ class Runner:
     def close(self) -> None:
         pass
 
+    def _adopt_backend(self, impl) -> None:
+        """Take model description and shapes from a runtime backend (its export metadata)."""
+        from ..runtime.pipeline import spec_from_metadata
+        spec, extras = spec_from_metadata(impl.metadata)
+        self.spec, self.metadata = spec, impl.metadata
+        self.mean, self.std = extras["mean"], extras["std"]
+        self.class_names = extras["class_names"]
+        self.decode = extras["decode"] or "none"
+        self.input_hw = impl.input_hw
+        self.max_batch = impl.max_batch
+
 
 # ----------------------------------------------------------------------------------------------
 # PyTorch (imports torch; never used by the runtime)
@@ -249,7 +260,6 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
-        from ..runtime.pipeline import spec_from_metadata
 
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
@@ -266,13 +276,7 @@ class OnnxRuntimeRunner(Runner):
                             f"the torch backend (export with --precision {precision} for such an ONNX)")
         super().__init__(model, device, file_precision)
         self.threads = int(threads) if threads else None
-        spec, extras = spec_from_metadata(self.impl.metadata)
-        self.spec, self.metadata = spec, self.impl.metadata
-        self.mean, self.std = extras["mean"], extras["std"]
-        self.class_names = extras["class_names"]
-        self.decode = extras["decode"] or "none"
-        self.input_hw = self.impl.input_hw
-        self.max_batch = self.impl.max_batch
+        self._adopt_backend(self.impl)
         self.static_batch = self.max_batch is not None
 
     def run_timed(self, batch: np.ndarray):
@@ -323,14 +327,7 @@ class TensorRTRunner(Runner):
         if precision and precision != file_precision:
             raise UserError(f"{path} is an {file_precision} engine; rebuild it for {precision}")
         super().__init__(model, "cuda", file_precision)
-        from ..runtime.pipeline import spec_from_metadata
-        spec, extras = spec_from_metadata(self.impl.metadata)
-        self.spec, self.metadata = spec, self.impl.metadata
-        self.mean, self.std = extras["mean"], extras["std"]
-        self.class_names = extras["class_names"]
-        self.decode = extras["decode"] or "none"
-        self.input_hw = self.impl.input_hw
-        self.max_batch = self.impl.max_batch
+        self._adopt_backend(self.impl)
         self.static_batch = self.impl.static_batch
 
     def run_timed(self, batch: np.ndarray):
