@@ -134,6 +134,17 @@ def _check_labels(labels, n, num_classes):
     return labels
 
 
+def _fill_slot(out: dict, n: int, tl, br, ow: int, max_objects: int) -> int:
+    """Offsets and flat indices of one object in slot ``n`` (while slots remain); the next slot."""
+    if n >= max_objects:
+        return n
+    out["tl_off"][n] = tl[2:]
+    out["br_off"][n] = br[2:]
+    out["tl_ind"][n] = tl[1] * ow + tl[0]
+    out["br_ind"][n] = br[1] * ow + br[0]
+    return n + 1
+
+
 def cornernet_targets(boxes, labels, num_classes: int, input_size: Sequence[int],
                       output_size: Sequence[int], gaussian_iou: float = 0.3,
                       max_objects: int = MAX_OBJECTS, gaussian_bump: bool = True) -> dict:
@@ -161,12 +172,7 @@ def cornernet_targets(boxes, labels, num_classes: int, input_size: Sequence[int]
         else:
             out["tl_heat"][cls, tl[1], tl[0]] = 1
             out["br_heat"][cls, br[1], br[0]] = 1
-        if n < max_objects:
-            out["tl_off"][n] = tl[2:]
-            out["br_off"][n] = br[2:]
-            out["tl_ind"][n] = tl[1] * ow + tl[0]
-            out["br_ind"][n] = br[1] * ow + br[0]
-            n += 1
+        n = _fill_slot(out, n, tl, br, ow, max_objects)
     out["mask"][:n] = 1
     return out
 
@@ -228,12 +234,7 @@ def saccade_targets(boxes, labels, positive, num_classes: int, input_size: Seque
         if pos and valid:
             draw_gaussian(out["tl_heat"][cls], tl[:2], radius)
             draw_gaussian(out["br_heat"][cls], br[:2], radius)
-            if n < max_objects:
-                out["tl_off"][n] = tl[2:]
-                out["br_off"][n] = br[2:]
-                out["tl_ind"][n] = tl[1] * ow + tl[0]
-                out["br_ind"][n] = br[1] * ow + br[0]
-                n += 1
+            n = _fill_slot(out, n, tl, br, ow, max_objects)
         else:
             draw_gaussian(invalid_tl[cls], tl[:2], radius)
             draw_gaussian(invalid_br[cls], br[:2], radius)
