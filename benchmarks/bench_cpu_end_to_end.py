@@ -34,17 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cornernet_deploy.profiling import profile  # noqa: E402  (cpu_model for the report header)
+
 DEFAULT_ITERS = {"cornernet-squeeze": 10, "cornernet-saccade": 5, "cornernet": 3}
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def bench_arch(arch, iters, warmup, workdir, json_dir=None):
@@ -101,7 +93,7 @@ def main(argv=None):
     from rich.console import Console
 
     print(f"# bench_cpu_end_to_end  {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"# {cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
+    print(f"# {profile.cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
           f"torch {torch.__version__} (default threads {torch.get_num_threads()}), onnxruntime "
           f"{onnxruntime.__version__}")
     header = (f"{'arch':<18} {'input':>7} {'threads':>7} {'ORT infer':>10} {'torch infer':>12} "

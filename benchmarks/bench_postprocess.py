@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from cornernet_deploy.profiling import profile  # noqa: E402  (cpu_model for the report header)
+
 CONFIGS = {
     # name: (classes, map side, K, num_dets, stride)
     "cornernet": (80, 128, 100, 1000, 4),
@@ -141,16 +143,6 @@ def bench(name, repeats, ref_repeats, seed):
             "n": {s: [len(v[0]), len(v[1])] for s, v in times.items()}}
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--repeats", type=int, default=20, help="timed calls of ours per stage")
@@ -164,7 +156,7 @@ def main(argv=None):
     except ImportError:
         sys.exit("the reference decode needs PyTorch (pip install -e '.[torch]')")
     print(f"# bench_postprocess  {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"# {cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
+    print(f"# {profile.cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
           f"numpy {np.__version__}, torch {torch.__version__}; single thread")
     header = (f"{'config':<18} {'stage':<9} {'ours ms':>9} {'ref ms':>10} {'speed-up':>9} "
               f"{'equal':>6} {'runs':>7}")

@@ -219,7 +219,8 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo, else what platform knows)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -281,7 +282,7 @@ def environment() -> dict:
     if trt is not None:
         versions["tensorrt"] = getattr(trt, "__version__", versions.get("tensorrt"))
     machine = {"platform": platform.platform(), "machine": platform.machine(),
-               "cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+               "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
                "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                "gpus": _gpus()}
     return {"machine": machine, "versions": versions}
