@@ -24,9 +24,9 @@ from .models import CornerNet, load_checkpoint
 from .models.checkpoint import spec_from_checkpoint, spec_to_dict
 from .models.corner_pool import doubling_steps
 from .onnx_function import attach_corner_pool_function
+from .runtime.pipeline import METADATA_KEY  # the key the runtime reads
 from .zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
 
-METADATA_KEY = "cornernet_deploy"
 METADATA_FORMAT = 1
 RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 DECODE_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs", "br_scores", "br_inds", "br_tags", "br_offs")
@@ -144,7 +144,7 @@ def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model:
     if precision not in ("fp32", "fp16"):
         raise UserError(f"precision must be 'fp32' or 'fp16', not {precision!r}")
     if opset < 17:
-        raise UserError("opset must be >= 17 (LayerNorm-free, but Slice/CastLike forms need it)")
+        raise UserError("opset must be >= 17 (the opset the export and its CornerPool function body are written for)")
     if batch < 1:
         raise UserError("batch must be >= 1")
     if model is None:

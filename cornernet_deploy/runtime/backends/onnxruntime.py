@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-
-METADATA_KEY = "cornernet_deploy"
+from ..pipeline import METADATA_KEY
 
 
 class OnnxRuntimeBackend:
