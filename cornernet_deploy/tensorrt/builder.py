@@ -112,14 +112,16 @@ def _corner_pool_nodes(model) -> list:
     return [n for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN]
 
 
-def check_plugin_layers(trt, network, expected_nodes: list) -> None:
-    """Every CornerPool node must have become a V3 plugin layer (not an inlined function body)."""
+def count_plugin_layers(trt, network) -> int:
     plugin_types = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, n)}
-    plugin_layers = [network.get_layer(i) for i in range(network.num_layers)
-                     if network.get_layer(i).type in plugin_types]
-    if len(plugin_layers) != len(expected_nodes):
+    return sum(network.get_layer(i).type in plugin_types for i in range(network.num_layers))
+
+
+def check_plugin_layers(expected_nodes: list, plugin_layers: int) -> None:
+    """Every CornerPool node must have become a plugin layer (not an inlined function body)."""
+    if plugin_layers != len(expected_nodes):
         names = ", ".join(n.name for n in expected_nodes[:4])
-        raise UserError(f"{len(expected_nodes)} CornerPool nodes ({names}) but {len(plugin_layers)} plugin layers "
+        raise UserError(f"{len(expected_nodes)} CornerPool nodes ({names}) but {plugin_layers} plugin layers "
                         "after parsing: the parser did not map every corner pool to the cornernet_deploy plugin")
 
 
@@ -199,7 +201,7 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     if not parser.parse(model.SerializeToString(), str(onnx_path.parent)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT could not parse {onnx_path}: {errors}")
-    check_plugin_layers(trt, network, nodes)
+    check_plugin_layers(nodes, count_plugin_layers(trt, network))
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
