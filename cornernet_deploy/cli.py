@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import UserError
@@ -27,13 +29,27 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = ("Deploy CornerNet-family detectors (CornerNet, CornerNet-Squeeze, CornerNet-Saccade): "
+               "export checkpoints to ONNX, build TensorRT engines, run, evaluate, profile and compare "
+               "them, and train. `cornernet-deploy demo` shows the whole path on the CPU.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that every half-written artifact is removed on
+    the way out exactly as for Ctrl-C (``fileio.atomic_path``)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def _load(name: str):
     return importlib.import_module(f"cornernet_deploy.commands.{name}")
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="cornernet-deploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cornernet-deploy", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"cornernet-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported (others may need torch or TensorRT).
@@ -56,14 +72,22 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

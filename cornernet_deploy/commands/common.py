@@ -1,0 +1,64 @@
+"""What the commands share: value types for ``argparse`` and the console.
+
+A value of the wrong kind or out of range is a usage error: argparse prints one line naming the
+option and exits with status 2, before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+
+def _number(text: str, kind, name: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, iterations)."""
+    value = _number(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (warm-up runs, worker processes, seeds)."""
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, multipliers)."""
+    value = _number(text, float, "a number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value:g}")
+    return value
+
+
+def score(text: str) -> float:
+    """A detection score threshold in [0, 1]."""
+    value = _number(text, float, "a number")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"scores lie in [0, 1], got {value:g}")
+    return value
+
+
+def console():
+    """A rich console; when the output is not a terminal (piped, redirected) lines are not wrapped
+    at 80 columns, so paths and table rows stay whole for the next tool."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    width = os.environ.get("COLUMNS", "")
+    return Console(width=int(width) if width.isdigit() and int(width) > 0 else 200, soft_wrap=True)
