@@ -324,7 +324,12 @@ except UserError as exc:
 result["registered_after_refusal"] = registry.get_creator("CornerPool", "1", "cornernet_deploy") is not None
 # Behind our back (trtexec, C++, another tool): the library itself must refuse, not crash.
 handle = registry.load_library(library)
-result["registered_by_raw_load"] = registry.get_creator("CornerPool", "1", "cornernet_deploy") is not None
+creator = registry.get_creator("CornerPool", "1", "cornernet_deploy")
+result["registered_by_raw_load"] = creator is not None
+if creator is not None:  # what used to happen: the plugin's first log call goes through a foreign vtable
+    import numpy as np
+    field = trt.PluginField("mode", np.frombuffer(b"diagonal\0", np.int8), trt.PluginFieldType.CHAR)
+    creator.create_plugin("bad_node", trt.PluginFieldCollection([field]), trt.TensorRTPhase.BUILD)
 print(json.dumps(result))
 """
 
