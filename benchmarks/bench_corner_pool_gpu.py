@@ -129,7 +129,6 @@ def measured_copy_gbps(torch, iters=50):
     src = torch.empty(n, dtype=torch.float32, device="cuda")
     dst = torch.empty_like(src)
     us, _ = time_us(torch, lambda: dst.copy_(src), iters=iters, warmup=5, graph_calls=10)
-    del src, dst
     return 2 * (1 << 30) / (us * 1e-6) / 1e9
 
 
@@ -214,7 +213,6 @@ def main(argv=None) -> int:
                     print(f"{mode:<13}{row['dtype']:<9}{n:>3}{c:>5}  {ours_us:>9.1f}{ours_gbps:>8.0f}{spec_share}"
                           f"{100 * ours_gbps / copy_gbps:>6.0f}%  {torch_us:>9.1f}{torch_gbps:>8.0f}  "
                           f"{row['speedup']:>7.1f}x{'' if exact else '  MISMATCH vs torch'}")
-                    del a, b, out, reference
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if failures:
