@@ -224,15 +224,23 @@ def _match_by_iou(reference, candidate, top, iou=0.5):
     return pairs
 
 
+@pytest.fixture(scope="module")
+def trt_plugin(tmp_path_factory):
+    """(tensorrt module, the plugin library for its major: built one, else a fresh build)."""
+    trt = _tensorrt_or_skip()
+    from cornernet_deploy.tensorrt.plugin_build import build_plugin, find_plugin_library
+    major = int(trt.__version__.split(".")[0])
+    library = (find_plugin_library(required=False, tensorrt_major=major)
+               or build_plugin(output_dir=tmp_path_factory.mktemp("plugin")))
+    return trt, library
+
+
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, tmp_path):
-    trt = _tensorrt_or_skip()
+def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, trt_plugin, tmp_path):
     from cornernet_deploy.runtime.detector import Detector, load_backend
-    from cornernet_deploy.tensorrt.plugin_build import build_plugin, find_plugin_library
 
-    major = int(trt.__version__.split(".")[0])
-    library = find_plugin_library(required=False, tensorrt_major=major) or build_plugin(output_dir=tmp_path / "plugin")
+    trt, library = trt_plugin
     root, onnx_paths = tiny_exports
     reference = load_backend(onnx_paths["fp32"])
     rng = np.random.default_rng(0)
@@ -270,13 +278,10 @@ def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, tmp_path):
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-def test_engine_enforces_its_minimum_batch(tiny_exports, tmp_path):
-    trt = _tensorrt_or_skip()
+def test_engine_enforces_its_minimum_batch(tiny_exports, trt_plugin, tmp_path):
     from cornernet_deploy.runtime.detector import load_backend
-    from cornernet_deploy.tensorrt.plugin_build import build_plugin, find_plugin_library
 
-    major = int(trt.__version__.split(".")[0])
-    library = find_plugin_library(required=False, tensorrt_major=major) or build_plugin(output_dir=tmp_path / "plugin")
+    _, library = trt_plugin
     engine = tmp_path / "min2.engine"
     build_engine(tiny_exports[1]["fp32"], engine, min_batch=2, max_batch=2, plugin_library=library, progress=None)
     backend = load_backend(engine)
