@@ -445,7 +445,8 @@ def test_cli_plugin_build_end_to_end(tmp_path, capsys):
     _nvcc()
     from cornernet_deploy.cli import main
     # A content-addressed build directory keeps reruns incremental; the output directory is fresh.
-    build_dir = CACHE / f"cli-{_plugin_sources_digest(str(include_dirs[0]))}"
+    # (the source path is part of the key: CMake refuses a build folder configured for another checkout)
+    build_dir = CACHE / f"cli-{_plugin_sources_digest(str(include_dirs[0]), str(PLUGINS))}"
     rc = main(["plugin", "build", "--tensorrt-root", str(include_dirs[0]), "--cuda-arch", "sm_75",
                "--build-dir", str(build_dir), "--output", str(tmp_path / "out")])
     out = capsys.readouterr().out
