@@ -119,7 +119,8 @@ def test_tolerance_profile_choice():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    previous_threads = torch.get_num_threads()      # restored below: other modules' results
+    torch.set_num_threads(1)                        # must not depend on this one
     from cornernet_deploy.exporter import export_onnx
     from cornernet_deploy.models import build_model, save_checkpoint
     d = tmp_path_factory.mktemp("cmp")
@@ -138,7 +139,8 @@ def tiny(tmp_path_factory):
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.02)
     save_checkpoint(model, d / "perturbed.pt")
-    return d
+    yield d
+    torch.set_num_threads(previous_threads)
 
 
 def _compare(tmp_path, *argv):

@@ -218,7 +218,8 @@ def test_layer_summary_and_corner_pool_share():
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    previous_threads = torch.get_num_threads()      # restored below: other modules' results
+    torch.set_num_threads(1)                        # must not depend on this one
     from cornernet_deploy.exporter import export_onnx
     from cornernet_deploy.models import build_model, save_checkpoint
     d = tmp_path_factory.mktemp("tiny")
@@ -226,7 +227,8 @@ def tiny_files(tmp_path_factory):
     model = build_model("cornernet-squeeze", **TINY).eval()
     save_checkpoint(model, d / "tiny.pt")
     export_onnx(model=model, output=d / "tiny.onnx", input_size=(127, 127), progress=None, verify=False)
-    return d
+    yield d
+    torch.set_num_threads(previous_threads)
 
 
 def test_profile_cli_onnx_and_torch_side_by_side(tiny_files, tmp_path, capsys):

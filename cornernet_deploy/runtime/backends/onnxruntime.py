@@ -62,8 +62,8 @@ def provider_chain(provider: str, available: List[str], *, device_id: int = 0,
     for p in order:
         ep = EXECUTION_PROVIDERS[p]
         if ep not in available:
-            raise UserError(f"--provider {provider} needs ONNX Runtime's {ep}, which this installation "
-                            f"lacks (it has {', '.join(available) or 'none'}): {_INSTALL[p]}")
+            raise UserError(f"running on '{provider}' needs ONNX Runtime's {ep}, which this "
+                            f"installation lacks (it has {', '.join(available) or 'none'}): {_INSTALL[p]}")
         if p == "tensorrt":
             chain.append((ep, dict(tensorrt_options or {}, device_id=device_id)))
         elif p == "cuda":
@@ -108,12 +108,14 @@ class OnnxRuntimeBackend(Backend):
         if self.threads:
             options.intra_op_num_threads = self.threads
         options.log_severity_level = 3      # our errors say what failed, in one line
+        available = ort.get_available_providers()
+        provider_chain(provider, available)     # is it installed? (before any other work)
         model_source = str(path)
         tensorrt_options = None
         if provider == "tensorrt":
             model_source, tensorrt_options = self._tensorrt_session_model(path, precision,
                                                                           plugin_library, cache_dir)
-        chain = provider_chain(provider, ort.get_available_providers(), device_id=self.device_id,
+        chain = provider_chain(provider, available, device_id=self.device_id,
                                tensorrt_options=tensorrt_options)
         try:
             self.session = ort.InferenceSession(model_source, options, providers=chain)
