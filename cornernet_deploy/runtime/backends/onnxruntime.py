@@ -62,8 +62,8 @@ def provider_chain(provider: str, available: List[str], *, device_id: int = 0,
     for p in order:
         ep = EXECUTION_PROVIDERS[p]
         if ep not in available:
-            raise UserError(f"running on '{provider}' needs ONNX Runtime's {ep}, which this "
-                            f"installation lacks (it has {', '.join(available) or 'none'}): {_INSTALL[p]}")
+            raise UserError(f"ONNX Runtime on '{provider}' needs its {ep}, which this installation "
+                            f"lacks (it has {', '.join(available) or 'none'}): {_INSTALL[p]}")
         if p == "tensorrt":
             chain.append((ep, dict(tensorrt_options or {}, device_id=device_id)))
         elif p == "cuda":
