@@ -256,6 +256,9 @@ def test_profile_cli_onnx_and_torch_side_by_side(tiny_files, tmp_path, capsys):
     (["profile", "cornernet-squeeze", "--device", "tpu"], "unknown device 'tpu'"),
     (["profile", "cornernet-squeeze", "--precision", "int8"], "unknown precision 'int8'"),
     (["profile", "cornernet-squeeze", "--threads", "x"], "--threads takes whole numbers"),
+    (["profile", "cornernet-squeeze", "--threads", "0"], "must be at least 1, got 0"),
+    (["profile", "cornernet-squeeze", "--threads", "2,-1"], "must be at least 1, got -1"),
+    (["profile", "cornernet-squeeze", "--provider", "npu"], "unknown provider 'npu'"),
     (["profile", "cornernet-squeeze", "--plot", "x.jpg"], "ending in .png"),
 ])
 def test_profile_cli_one_line_errors(argv, message, capsys):
@@ -352,3 +355,31 @@ def test_profile_cli_images_folder(tiny_files, tmp_path, capsys):
     empty.mkdir()
     assert main(["profile", str(tiny_files / "tiny.onnx"), "--images", str(empty), "--quiet"]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+def test_profile_image_notes_respect_quiet(tiny_files, tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    from cornernet_deploy.data.shapes import render_scene
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "gray.png"), render_scene(0, image_size=(90, 140))[0][:, :, 0])
+    argv = ["profile", str(tiny_files / "tiny.onnx"), "--images", str(folder), "--iters", "1", "--warmup", "0"]
+    code = "import sys; from cornernet_deploy.cli import main; sys.exit(main(sys.argv[1:]))"
+    loud = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert any(ln.startswith("note: ") and "grayscale" in ln for ln in loud.stderr.splitlines())
+    assert "Warning" not in loud.stderr
+    quiet = subprocess.run([sys.executable, "-c", code, *argv, "--quiet"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("option, name", [("--json", "p.json"), ("--plot", "p.png")])
+def test_output_paths_are_checked_before_loading_anything(option, name, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    target = tmp_path / "a_file" / name
+    assert main(["profile", "missing.onnx", option, str(target)]) == 2      # not "missing.onnx: ..."
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {option} {target}: {tmp_path / 'a_file'} is a file, not a folder"
