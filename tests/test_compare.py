@@ -202,6 +202,12 @@ def test_compare_one_line_errors(tiny, tmp_path, capsys):
          "unknown tolerance profile 'x'"),
         (["compare", str(tiny / "plugin.onnx"), str(tiny / "big.onnx")], "different input sizes"),
         (["compare", str(tiny / "plugin.onnx"), str(tiny / "five.pt")], "not comparable"),
+        (["compare", str(tiny / "tiny.pt"), str(tiny / "plugin.onnx"), "--provider", "cpu,cuda"],
+         "MODEL_A is not an .onnx file: give one value"),
+        (["compare", str(tiny / "tiny.pt"), str(tiny / "tiny.pt"), "--provider", "cuda"],
+         "--provider applies to .onnx models, and neither model is one"),
+        (["compare", str(tiny / "plugin.onnx"), str(tiny / "plugin.onnx"), "--provider", "cpu,gpu"],
+         "unknown provider 'gpu'"),
     ]
     for argv, message in cases:
         assert main(argv + ["--quiet"]) == 2, argv
