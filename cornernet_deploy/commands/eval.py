@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .common import add_device_arguments
 
 
 def add_arguments(parser):
@@ -16,6 +17,7 @@ def add_arguments(parser):
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
     parser.add_argument("--json", help="also write the metrics as JSON here")
     parser.add_argument("--no-progress", action="store_true")
+    add_device_arguments(parser)
 
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -75,7 +77,7 @@ def run(args) -> int:
     from ..fileio import write_text_atomic
     from ..runtime.detector import Detector
 
-    detector = Detector.load(args.model)
+    detector = Detector.load(args.model, device=args.device, provider=args.provider)
     metrics = evaluate(detector, args.data, args.images, args.max_images, not args.no_progress)
     print(metrics.pop("summary", ""), end="")
     print(f"mAP@[.5:.95] {metrics['AP']:.4f}  mAP@0.5 {metrics['AP50']:.4f}  "

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from .common import add_device_arguments
 from ..fileio import write_text_atomic
 
 
@@ -27,6 +28,7 @@ def add_arguments(parser):
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="disable flip test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=1, help="images per backend call")
     parser.add_argument("--no-progress", action="store_true")
+    add_device_arguments(parser)
 
 
 def run(args) -> int:
@@ -43,7 +45,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     paths = collect_images(args.images)
-    detector = Detector.load(args.model)
+    detector = Detector.load(args.model, device=args.device, provider=args.provider)
     out_dir = Path(args.output)
     results, per_image = [], []
     start = time.perf_counter()
