@@ -62,3 +62,8 @@ def console():
         return Console()
     width = os.environ.get("COLUMNS", "")
     return Console(width=int(width) if width.isdigit() and int(width) > 0 else 200, soft_wrap=True)
+
+
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """``1 image``, ``2 images`` (``nouns``: an irregular plural)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
