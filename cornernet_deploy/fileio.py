@@ -133,7 +133,8 @@ def _swap_in(staging: Path, path: Path, may_replace, option: str) -> None:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise UserError(f"{option} {path}: cannot write the results ({exc.strerror})") from None
             if may_replace is None:
-                raise UserError(f"{option} {path}: folder is not empty")
+                raise UserError(f"{option} {path}: folder is not empty (filled by another run while "
+                                f"this one worked?); nothing was written")
             may_replace(path)
             trash.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)))
             with contextlib.suppress(FileNotFoundError):   # another run moved it away first

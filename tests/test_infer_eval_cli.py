@@ -148,6 +148,11 @@ def test_overwrite_never_replaces_a_folder_of_other_files(models, tmp_path, caps
     rc, _, err = cli(capsys, "infer", models["high"], image, "--output", photos, "--overwrite", "--no-progress")
     assert rc == 2 and len(err) == 1 and "holiday.jpg" in err[0] and "not an infer run's results" in err[0]
     assert listing(photos) == ["holiday.jpg"]
+    results = tmp_path / "results"                # an earlier run's output, plus a picture of mine
+    assert cli(capsys, "infer", models["high"], image, "--output", results, "--save-vis", "--no-progress")[0] == 0
+    scene_file(results / "mine.png", 3)
+    rc, _, err = cli(capsys, "infer", models["high"], image, "--output", results, "--overwrite", "--no-progress")
+    assert rc == 2 and "(mine.png)" in err[0] and "mine.png" in listing(results)
     rc, _, err = cli(capsys, "infer", models["high"], image, "--output", ".", "--no-progress")
     assert rc == 2 and "current folder" in err[0]
 

@@ -48,17 +48,30 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _drawings_of_a_run(folder: Path):
+    """The drawings an earlier run's ``images.json`` lists, or None when it is not one."""
+    if not all((folder / name).is_file() for name in RESULT_FILES):
+        return None
+    try:
+        records = json.loads((folder / "images.json").read_text())
+        return {r["drawing"] for r in records if "drawing" in r}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def check_replaceable(folder: Path) -> None:
-    """Refuse (UserError) to replace ``folder`` unless it holds only what an infer run writes:
-    the two JSON files and drawings (``--overwrite`` must never remove a user's photos)."""
-    entries = sorted(folder.iterdir())
-    foreign = [p.name for p in entries
-               if not (p.is_file() and (p.name in RESULT_FILES or (p.suffix == ".png" and not p.name.startswith("."))))]
-    if foreign or not all((folder / name).is_file() for name in RESULT_FILES):
+    """Refuse (UserError) to replace ``folder`` unless it holds exactly what an infer run writes:
+    the two JSON files and the drawings its images.json lists (``--overwrite`` must never remove
+    a user's photos)."""
+    drawings = _drawings_of_a_run(folder)
+    ours = set(RESULT_FILES) | (drawings or set())
+    foreign = sorted(p.name for p in folder.iterdir() if drawings is None or p.name not in ours
+                     or not p.is_file())
+    if foreign:
         shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise UserError(f"--output {folder}: holds files that are not an infer run's results "
-                        f"({shown or 'no detections.json/images.json'}); --overwrite replaces only an "
-                        f"earlier run's results, give a new folder")
+                        f"({shown}); --overwrite replaces only an earlier run's results, give a "
+                        f"new folder")
 
 
 def check_output(folder: Path, overwrite: bool) -> None:
