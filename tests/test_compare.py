@@ -344,7 +344,7 @@ def test_min_score_out_of_range_is_a_usage_error(tiny, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(tiny / "plugin.onnx"), str(tiny / "plugin.onnx"), "--min-score", "5"])
     assert exc.value.code == 2
-    assert "argument --min-score: scores lie in [0, 1], got 5" in capsys.readouterr().err
+    assert "argument --score-threshold/--min-score: scores lie in [0, 1], got 5" in capsys.readouterr().err
 
 
 def test_nothing_compared_is_not_a_pass(tiny, tmp_path, capsys):

@@ -95,3 +95,8 @@ def add_device_arguments(parser) -> None:
                         help="ONNX Runtime execution provider for an .onnx model: cpu, cuda "
                              "(onnxruntime-gpu) or tensorrt (onnxruntime-gpu + TensorRT, with our "
                              "corner-pool plugin; engines cached); default: from --device")
+
+
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """``1 image``, ``2 images`` (``nouns``: an irregular plural)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"

@@ -25,7 +25,7 @@ def add_arguments(parser):
                                        "files are recognised from their keys)")
     parser.add_argument("--tolerance-profile", default="auto", metavar="PROFILE",
                         help="fp32, fp16 or auto (default: fp16 when either model is fp16)")
-    parser.add_argument("--min-score", type=score, metavar="S",
+    parser.add_argument("--score-threshold", "--min-score", dest="min_score", type=score, metavar="SCORE",
                         help="count detections from this score (in [0, 1]) up as missed/extra "
                              "(default 0.1)")
     parser.add_argument("--device", metavar="DEVICE",

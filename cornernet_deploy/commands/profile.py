@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
-from .common import positive_int
+from .common import nonnegative_int, positive_int
 
 
 def add_arguments(parser):
@@ -25,12 +25,15 @@ def add_arguments(parser):
     parser.add_argument("--precision", action="append", metavar="P",
                         help="fp32 or fp16 (repeat or comma-separate: one row each; torch, and "
                              "ONNX Runtime's TensorRT provider; other files carry their own precision)")
-    parser.add_argument("--batch", type=int, default=1, help="images per iteration (default 1)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
-    parser.add_argument("--iters", type=int, default=20, help="timed iterations (default 20)")
+    parser.add_argument("--batch-size", "--batch", dest="batch", type=positive_int, default=1, metavar="N",
+                        help="images per iteration (default 1)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=3, metavar="N",
+                        help="untimed iterations first (default 3)")
+    parser.add_argument("--iters", type=positive_int, default=20, metavar="N",
+                        help="timed iterations (default 20)")
     parser.add_argument("--images", metavar="DIR",
                         help="folder of images (default: generated scenes of the model's input size)")
-    parser.add_argument("--num-images", type=int, default=8,
+    parser.add_argument("--num-images", type=positive_int, default=8, metavar="N",
                         help="generated scenes (or the first N images of --images) to cycle through")
     parser.add_argument("--flip", action="store_true",
                         help="add the flipped copy of every image, as the official CornerNet test")
@@ -80,8 +83,6 @@ def run(args) -> int:
     device = devices[0] if devices else None
     providers = option_list(args.provider, PROVIDERS, "provider") or [None]
     threads = _threads(args.threads)
-    if args.num_images < 1:
-        raise UserError("--num-images must be >= 1")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot writes a PNG image: give a file name ending in .png, not {args.plot}")
     if args.json:

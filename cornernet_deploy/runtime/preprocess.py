@@ -251,6 +251,12 @@ def preprocess(image: np.ndarray, spec: ArchSpec, scale: float = 1.0,
             s = min(s, h0 / height, w0 / width)
     new_h, new_w = int(height * s), int(width * s)
     if new_h < 1 or new_w < 1:
+        if s < requested:
+            raise UserError(
+                f"image {height}x{width} (HxW) is too elongated for the model's fixed "
+                f"{input_hw[0]}x{input_hw[1]} input: shrunk by {s:.3g} to fit, it is less than one "
+                f"pixel {'high' if new_h < 1 else 'wide'}; crop it, or use a model exported with "
+                f"--dynamic-size")
         raise UserError(f"image {height}x{width} at scale {s:g} is smaller than one pixel")
     if input_hw is None:
         inp_h = padded_size(new_h, spec.size_multiple)
