@@ -15,7 +15,9 @@ demo scene (256x256 PNG) from N concurrent clients. Every answer must equal the 
 answer, or the run fails. Printed per (model, clients): throughput (answered requests / wall time,
 summed over rounds), latency p50/p90/p99, and the mean batch Triton executed (its statistics
 endpoint); ratios: batched / unbatched throughput at the same client count, and each model's
-throughput at N clients / at 1 client.
+throughput at N clients / at 1 client. For context, the network alone in this process (ONNX
+Runtime, same threads, the scene's 319x319 input): ms per image at batch 1 vs at --max-batch,
+interleaved.
 """
 from __future__ import annotations
 
@@ -42,6 +44,32 @@ def mean_batch(before, after):
     delta = {b: after.get(b, 0) - before.get(b, 0) for b in after}
     runs = sum(delta.values())
     return sum(b * n for b, n in delta.items()) / runs if runs else float("nan")
+
+
+def network_per_image_ms(onnx, image, batch, threads, reps=5):
+    """Median ms per image of the network alone at batch 1 and at ``batch`` (interleaved)."""
+    import time
+
+    import numpy as np
+
+    from cornernet_deploy.runtime.detector import load_backend
+    from cornernet_deploy.runtime.preprocess import preprocess
+    from cornernet_deploy.runtime.pipeline import spec_from_metadata
+
+    backend = load_backend(onnx, threads=threads)
+    x = preprocess(image, spec_from_metadata(backend.metadata)[0], 1.0, None)[0][None]
+    xb = np.repeat(x, batch, 0)
+    backend.run(x), backend.run(xb)
+    one, many = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            backend.run(x)
+        one.append((time.perf_counter() - t0) * 1e3 / batch)
+        t0 = time.perf_counter()
+        backend.run(xb)
+        many.append((time.perf_counter() - t0) * 1e3 / batch)
+    return float(np.median(one)), float(np.median(many)), x.shape[2:]
 
 
 def main(argv=None):
@@ -90,6 +118,7 @@ def main(argv=None):
                 return 1
         image, _, _ = render_scene(7, image_size=256, num_objects=(3, 5))
         png = cv2.imencode(".png", image)[1].tobytes()
+        net_one, net_many, net_hw = network_per_image_ms(onnx, image, args.max_batch, args.threads)
 
         with LocalTritonServer([work / n for n in repos], python_env=args.triton_env) as server:
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
@@ -128,6 +157,8 @@ def main(argv=None):
     print("\nthroughput ratio batched / unbatched (same clients, same run):")
     for c in clients:
         print(f"  {c:>2} clients: {tput[('batched', c)] / tput[('unbatched', c)]:.2f}x")
+    print(f"network alone in-process (ONNX Runtime, {args.threads} thread(s), {net_hw[0]}x{net_hw[1]}): "
+          f"{net_one:.1f} ms/image at batch 1, {net_many:.1f} ms/image at batch {args.max_batch}")
     print("every answer equalled the single-request detections")
     return 0
 
