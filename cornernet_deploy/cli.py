@@ -23,6 +23,7 @@ COMMANDS = {
     "build": "Build a TensorRT engine from an exported ONNX model",
     "profile": "Measure per-stage latency across backends and precisions",
     "compare": "Compare raw heads and detections of two models",
+    "triton": "Write a Triton Inference Server model repository (detections over HTTP/gRPC)",
     "train": "Fine-tune a model on a COCO-format dataset",
     "eval": "COCO mAP of a model on a COCO-format dataset",
     "demo": "Export the bundled tiny model, detect objects in a generated scene, draw them",
