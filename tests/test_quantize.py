@@ -377,3 +377,19 @@ def test_bad_models(work, tmp_path, capsys):
     _fails([str(tmp_path / "fp16.onnx"), "--calib", calib], capsys, "fp16 export", "FP32 export")
     _fails([str(work["none"]), "--calib", calib, "--output", str(work["none"])], capsys, "is the input model")
     _fails([str(work["none"]), "--calib", calib, "--output", str(tmp_path)], capsys, "is a folder")
+
+
+# ----------------------------------------------------------------------------------------------
+# the INT8 model downstream
+# ----------------------------------------------------------------------------------------------
+
+def test_build_int8_needs_a_quantized_model(work, capsys):
+    rc = main(["build", str(work["none"]), "--precision", "int8"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "is a float model" in err and f"cornernet-deploy quantize {work['none']} --calib" in err
+    for precision in ("fp32", "fp16"):
+        rc = main(["build", str(work["none_int8"].path), "--precision", precision])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "INT8 (Q/DQ) model; build it with --precision int8" in err, err
+
