@@ -393,3 +393,18 @@ def test_build_int8_needs_a_quantized_model(work, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2 and "INT8 (Q/DQ) model; build it with --precision int8" in err, err
 
+
+def test_compare_picks_the_int8_profile_and_passes_the_demo_model(work, tmp_path):
+    from cornernet_deploy.profiling.compare import choose_tolerance
+
+    assert choose_tolerance(None, ["fp32", "int8"]).name == "int8"
+    assert choose_tolerance("auto", ["int8", "fp16"]).name == "int8"
+    assert choose_tolerance(None, ["fp32", "fp16"]).name == "fp16"
+    report = tmp_path / "cmp.json"
+    rc = main(["compare", str(work["none"]), str(work["none_int8"].path), "--json", str(report), "--quiet"])
+    data = json.loads(report.read_text())
+    assert data["tolerance"]["name"] == "int8" and data["b"]["precision"] == "int8"
+    assert rc == 0 and data["passed"], data["failures"]
+    # the same pair is far outside the fp16 allowances: the profile is what makes it pass
+    assert main(["compare", str(work["none"]), str(work["none_int8"].path), "--tolerance-profile", "fp16",
+                 "--quiet"]) == 1
