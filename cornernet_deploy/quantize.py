@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -51,6 +50,7 @@ from .errors import UserError
 from .fileio import atomic_path
 from .onnx_function import DOMAIN, OP_TYPE
 from .runtime.pipeline import METADATA_KEY, spec_from_metadata
+from .tensorrt.builder import sha256_file  # torch- and TensorRT-free
 
 __all__ = ["quantize_onnx", "QuantizeResult", "METHODS", "QUANTIZED_OPS", "DEFAULT_NUM_IMAGES",
            "select_calibration_images", "head_output_convs", "fold_batchnorm_after_concat"]
@@ -258,24 +258,15 @@ def fold_batchnorm_after_concat(model: onnx.ModelProto) -> int:
 # the quantizer
 # ----------------------------------------------------------------------------------------------
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _load_float_model(path: Path):
-    from .exporter import read_metadata
-
     if not path.is_file():
         raise UserError(f"{path}: no such ONNX file")
     try:
         model = onnx.load(str(path))
     except Exception:  # protobuf raises its own types for every kind of bad file
         raise UserError(f"{path} is not an ONNX model") from None
-    metadata = read_metadata(model)
+    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    metadata = json.loads(raw) if raw is not None else None
     if metadata is None:
         raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
                         "export it with `cornernet-deploy export`")
@@ -383,7 +374,7 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
                   "Q/DQ on the inputs of " + ", ".join(QUANTIZED_OPS),
         "float_nodes": float_nodes, "folded_batchnorms": folded,
         "tool": f"onnxruntime.quantization {ort_version}",
-        "from": {"file": model_path.name, "sha256": _sha256(model_path)},
+        "from": {"file": model_path.name, "sha256": sha256_file(model_path)},
     }
     new_metadata = {**metadata, "toolkit_version": __version__, "precision": "int8",
                     "quantization": quantization}

@@ -408,3 +408,11 @@ def test_compare_picks_the_int8_profile_and_passes_the_demo_model(work, tmp_path
     # the same pair is far outside the fp16 allowances: the profile is what makes it pass
     assert main(["compare", str(work["none"]), str(work["none_int8"].path), "--tolerance-profile", "fp16",
                  "--quiet"]) == 1
+
+
+def test_quantize_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, cornernet_deploy.quantize; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
