@@ -18,6 +18,7 @@ from .errors import UserError
 COMMANDS = {
     "info": "Architectures, parameter counts, input and output sizes",
     "export": "Export a checkpoint to ONNX (corner pooling as a custom op or standard ops)",
+    "quantize": "Calibrate an FP32 ONNX export into an INT8 (Q/DQ) model for TensorRT and ONNX Runtime",
     "infer": "Run a model (.onnx, TensorRT .engine or checkpoint) on images and write detections",
     "plugin": "Build the TensorRT corner-pool plugin library",
     "build": "Build a TensorRT engine from an exported ONNX model",

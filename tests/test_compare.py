@@ -109,7 +109,7 @@ def test_tolerance_profile_choice():
     assert choose_tolerance("fp16", ["fp32", "fp32"]).name == "fp16"
     assert TOLERANCES["fp16"].head_atol > TOLERANCES["fp32"].head_atol
     with pytest.raises(UserError, match="unknown tolerance profile"):
-        choose_tolerance("int8", [])
+        choose_tolerance("int4", [])
 
 
 # ----------------------------------------------------------------------------------------------
