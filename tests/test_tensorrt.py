@@ -20,7 +20,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.exporter import export_onnx
 from cornernet_deploy.models import build_model
-from cornernet_deploy.profiling.tensorrt import summarize_layers
+from cornernet_deploy.profiling.layers import summarize_layers
 from cornernet_deploy.tensorrt.builder import build_engine, check_plugin_layers, manifest_path
 
 torch.set_num_threads(2)
@@ -238,11 +238,12 @@ def trt_plugin(tmp_path_factory):
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, trt_plugin, tmp_path):
-    from cornernet_deploy.runtime.detector import Detector, load_backend
+    from cornernet_deploy.runtime.backends import open_backend
+    from cornernet_deploy.runtime.detector import Detector
 
     trt, library = trt_plugin
     root, onnx_paths = tiny_exports
-    reference = load_backend(onnx_paths["fp32"])
+    reference = open_backend(onnx_paths["fp32"])
     rng = np.random.default_rng(0)
     batch = rng.normal(size=(2, 3, 511, 511)).astype(np.float32)
     expected = reference.run(batch)
@@ -260,12 +261,12 @@ def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, trt_plugin, tmp
         assert manifest["precision"] == precision and manifest["input"]["max"][0] == 2
         assert manifest["plugin_tensorrt_version"].split(".")[0] == trt.__version__.split(".")[0]
         assert len(manifest["corner_pool_layers"]) == 2 and manifest["tf32"] is False
-        backend = load_backend(engine)
+        backend = open_backend(engine)
         got = backend.run(batch)
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, atol=HEAD_ATOL[precision], err_msg=f"{precision} {name}")
         outputs, stages = backend.run_timed(batch[:1])
-        assert set(stages) == {"h2d", "infer", "d2h"} and all(v >= 0 for v in stages.values())
+        assert set(stages) == {"h2d", "inference", "d2h"} and all(v >= 0 for v in stages.values())
         layers = backend.layer_profile(batch[:1], iterations=2)
         assert {name for name, _ in layers} >= set(manifest["corner_pool_layers"])  # plugin layers keep node names
         trt_dets = Detector(backend, test=test)(image)
@@ -279,11 +280,11 @@ def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, trt_plugin, tmp
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_engine_enforces_its_minimum_batch(tiny_exports, trt_plugin, tmp_path):
-    from cornernet_deploy.runtime.detector import load_backend
+    from cornernet_deploy.runtime.backends import open_backend
 
     _, library = trt_plugin
     engine = tmp_path / "min2.engine"
     build_engine(tiny_exports[1]["fp32"], engine, min_batch=2, max_batch=2, plugin_library=library, progress=None)
-    backend = load_backend(engine)
+    backend = open_backend(engine)
     with pytest.raises(UserError, match="below the engine's minimum of 2"):
         backend.run(np.zeros((1, 3, 511, 511), np.float32))

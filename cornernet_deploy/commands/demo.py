@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSET_DIR / "demo_squeeze_shapes.pt"
-DRAW_THRESHOLD = 0.5  # drawn and tabled; the JSON keeps every detection
+DRAW_THRESHOLD = DRAW_SCORE_THRESHOLD  # drawn and tabled; the JSON keeps every detection
 
 
 def add_arguments(parser):

@@ -12,7 +12,7 @@ def add_arguments(parser):
     parser.add_argument("--input-size", help="HxW, sides of the form k*128-1 (default: the official size)")
     parser.add_argument("--preset", help="named option set from export/presets.json (explicit flags win)")
     batch = parser.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=None, help="static batch size (default 1)")
+    batch.add_argument("--batch", "--batch-size", type=int, default=None, help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", default=None, help="dynamic batch dimension")
     parser.add_argument("--dynamic-size", action="store_true", default=None,
                         help="dynamic height/width (any k*128-1 size, as the official test pipeline pads)")

@@ -148,8 +148,8 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     onnx_path = Path(onnx_path)
     progress = progress or (lambda _msg: None)
     # Everything the user gave is checked before the ONNX file is read and before TensorRT is imported.
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"--precision must be fp32 or fp16, not {precision!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise UserError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
     _check_batches(min_batch, opt_batch, max_batch)
     if workspace_mb is None or int(workspace_mb) < 1:
         raise UserError(f"--workspace must be at least 1 (MB), got {workspace_mb}")
@@ -183,6 +183,11 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     onnx_precision = metadata.get("precision", "fp32")
     if precision == "fp32" and onnx_precision == "fp16":
         raise UserError(f"{onnx_path} is an FP16 export; build it with --precision fp16")
+    if (precision == "int8") != (onnx_precision == "int8"):  # INT8 = explicit Q/DQ (TensorRT 11 has no other)
+        raise UserError(f"{onnx_path} is an INT8 (Q/DQ) model; build it with --precision int8"
+                        if onnx_precision == "int8" else
+                        f"{onnx_path} is a float model; quantize it first (`cornernet-deploy quantize "
+                        f"{onnx_path} --calib IMAGES`) and build the INT8 model it writes")
 
     # shapes: batch from the flags (dynamic exports) or the file; H, W from the file or --input-size
     static_batch = metadata.get("batch")
@@ -240,6 +245,9 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
         config.set_flag(trt.BuilderFlag.FP16)
     if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
+    if precision == "int8" and not strongly_typed:  # TensorRT 10: Q/DQ layers need the INT8 flag; FP16 for the rest
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.FP16)
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
