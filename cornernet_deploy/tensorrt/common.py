@@ -50,9 +50,9 @@ def import_tensorrt(need: str = "Builder"):
     try:
         import tensorrt as trt
     except ImportError:
-        raise UserError("TensorRT is not installed (pip install 'cornernet-deploy[gpu-cu12]' or "
-                        "'[gpu-cu13]' on a machine with an NVIDIA GPU; Jetson: apt install python3-libnvinfer, "
-                        "see the README)") from None
+        raise UserError("TensorRT is not installed: on a machine with an NVIDIA GPU, pip install tensorrt-cu12 "
+                        "(CUDA 12 driver) or tensorrt-cu13, or the extras 'cornernet-deploy[gpu-cu12]' / "
+                        "'[gpu-cu13]'; Jetson: apt install python3-libnvinfer (README, \"Jetson\")") from None
     except OSError as exc:  # the bindings import but their shared libraries do not load
         raise UserError(f"TensorRT is installed but does not load: {exc}") from None
     if not hasattr(trt, need):
