@@ -17,7 +17,8 @@ HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 
 
 def sig(x):
-    return float(np.float32(1 / (1 + np.exp(-np.float64(x)))))
+    """torch's float32 sigmoid (the official one), on its SIMD path (a 64-element call)."""
+    return float(torch.sigmoid(torch.full((64,), x, dtype=torch.float32))[0])
 
 
 def empty_heads(n=1, c=3, h=16, w=16, low=-20.0):

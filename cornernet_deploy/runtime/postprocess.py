@@ -6,12 +6,15 @@
   ``[0, w'] x [0, h']`` (inclusive of the scaled size) when enabled, ``/ scale``; float32 as the
   official in-place numpy arithmetic.
 - ``soft_nms`` / ``soft_nms_merge``: the official Cython ``core/external/nms.pyx``, reproduced
-  with the same float32 scalar arithmetic and the same row movements (see ``soft_nms``).
+  with the arithmetic of the C that Cython generates for it (float, with the ``+ 1`` of the box
+  sizes, the areas' products and the union in double) and the same row movements (see
+  ``soft_nms``).
 - ``per_class_nms`` + ``max_per_image``: the tail of ``cornernet_inference`` /
   ``cornernet_saccade_inference``.
 """
 from __future__ import annotations
 
+from array import array
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -59,30 +62,41 @@ def _check_boxes(boxes: np.ndarray, min_cols: int) -> None:
         raise TypeError(f"soft-NMS works in place on a float32 [n, >={min_cols}] array")
 
 
-def _decay(boxes, i, n, sigma, nt, method):
-    """One max box (row ``i``) against rows ``i+1 .. n-1``, in the Cython's float32 arithmetic.
+def _pair_weights(t, p, sigma, nt, method):
+    """Soft-NMS weight of box ``p`` when box ``t`` is the max box, for boxes ``t``, ``p``
+    [..., 4] float32 that broadcast against each other, in the arithmetic of the compiled
+    Cython: ``(overlap mask, weight)``, weight float32 and exactly 1 where they do not overlap.
 
-    Returns ``(overlap mask, new scores, weights)`` for those rows (nothing written)."""
-    tx1, ty1, tx2, ty2 = (boxes[i, c] for c in range(4))
-    rows = boxes[i + 1:n]
-    x1, y1, x2, y2, s = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
-    area = (x2 - x1 + _F1) * (y2 - y1 + _F1)
-    iw = np.minimum(tx2, x2) - np.maximum(tx1, x1) + _F1
-    ih = np.minimum(ty2, y2) - np.maximum(ty1, y1) + _F1
+    The generated C reads ``x2 - x1 + 1`` as ``(double)(x2 - x1) + 1.0``: ``iw``/``ih`` are
+    stored in floats, which equals a float32 ``+ 1``; the areas are double products, the row's
+    stored as float, the max box's used as a double in ``ua``, and ``ua`` (double) is stored as a
+    float; ``ov = iw*ih / ua`` and ``-(ov*ov)/sigma`` are float; ``np.exp`` takes a double.
+    """
+    f64 = np.float64
+    iw = np.minimum(t[..., 2], p[..., 2]) - np.maximum(t[..., 0], p[..., 0]) + _F1
+    ih = np.minimum(t[..., 3], p[..., 3]) - np.maximum(t[..., 1], p[..., 1]) + _F1
     over = (iw > 0) & (ih > 0)
+    t_area = ((t[..., 2] - t[..., 0]).astype(f64) + 1.0) * ((t[..., 3] - t[..., 1]).astype(f64) + 1.0)
+    p_area = (((p[..., 2] - p[..., 0]).astype(f64) + 1.0)
+              * ((p[..., 3] - p[..., 1]).astype(f64) + 1.0)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         inter = iw * ih
-        ua = (tx2 - tx1 + _F1) * (ty2 - ty1 + _F1) + area - inter
+        ua = ((t_area + p_area) - inter).astype(np.float32)
         ov = inter / ua
         if method == 1:
-            weight = np.where(ov > np.float32(nt), _F1 - ov, _F1).astype(np.float32)
+            weight = np.where(ov > np.float32(nt), _F1 - ov, _F1)
         elif method == 2:
-            arg = -(ov * ov) / np.float32(sigma)                  # float32, as in C
-            weight = np.exp(arg.astype(np.float64)).astype(np.float32)  # np.exp on a double
+            weight = np.exp((-(ov * ov) / np.float32(sigma)).astype(f64)).astype(np.float32)
         else:
-            weight = np.where(ov > np.float32(nt), np.float32(0), _F1).astype(np.float32)
-        new_s = np.where(over, weight * s, s).astype(np.float32)
-    return over, new_s, weight
+            weight = np.where(ov > np.float32(nt), np.float32(0), _F1)
+    return over, np.where(over, weight, _F1).astype(np.float32)
+
+
+def _decay(boxes, i, n, sigma, nt, method):
+    """One max box (row ``i``) against rows ``i+1 .. n-1``: ``(overlap mask, new scores,
+    weights)`` for those rows (nothing written)."""
+    over, weight = _pair_weights(boxes[i:i + 1, 0:4], boxes[i + 1:n, 0:4], sigma, nt, method)
+    return over, (weight * boxes[i + 1:n, 4]).astype(np.float32), weight
 
 
 def _compact(boxes, i, n, over, new_s, threshold, events=None):
@@ -130,6 +144,143 @@ def _compact(boxes, i, n, over, new_s, threshold, events=None):
     return nn, self_slot
 
 
+# Classes up to this size run the Cython's loop literally in Python (cheaper than numpy calls for
+# a few rows); larger ones run their passes in lockstep with numpy over the live rows.
+_SCALAR_MAX_ROWS = 64
+
+
+def _soft_nms_scalar(block, over, weight, threshold):
+    """``soft_nms`` of one class ``block`` (float32 [g, >=5], in place) given the weight of each
+    row pair (``weight[t][p]``: row ``p`` decayed by max row ``t``, original row numbering): the
+    Cython's loops, statement for statement, on Python floats (exact float32 values; each product
+    is rounded to float32 through an ``array('f')`` store). Returns the final ``N``."""
+    g = block.shape[0]
+    rid = list(range(g))                         # slot -> original row
+    ss = block[:, 4].tolist()                    # slot -> score
+    ol, wl = over.tolist(), weight.tolist()
+    thr = float(np.float32(threshold))
+    f32 = array("f", [0.0])
+    n = g
+    for i in range(g):
+        if i + 1 >= n:
+            break                                # nothing left to compare with, or i >= N
+        seg = ss[i:n]
+        m = i + seg.index(max(seg))              # first occurrence of the max
+        if m != i:
+            rid[i], rid[m] = rid[m], rid[i]
+            ss[i], ss[m] = ss[m], ss[i]
+        ot, wt = ol[rid[i]], wl[rid[i]]
+        pos = i + 1
+        while pos < n:
+            r = rid[pos]
+            if ot[r]:
+                f32[0] = wt[r] * ss[pos]         # exact double product, rounded to float32
+                ss[pos] = f32[0]
+                if ss[pos] < thr:
+                    rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
+                    n -= 1
+                    continue
+            pos += 1
+    block[:, 0:4] = block[rid, 0:4]
+    block[:, 4] = ss
+    return n
+
+
+def _soft_nms_lockstep(blocks, threshold, sigma, nt, method):
+    """As ``_soft_nms_scalar`` for several class blocks at once: pass ``i`` of every block runs in
+    one set of numpy calls. Live scores are kept in original row order ([blocks, rows]) so that a
+    pass is the max row's row of the pair weights times the scores; the slot layout (which row
+    sits in which slot, and the stale copies left behind) is tracked beside it, and the row
+    movements of a pass with removals are replayed per block (``_compact``). Returns each
+    block's final N."""
+    nb = len(blocks)
+    sizes = np.array([b.shape[0] for b in blocks])
+    gmax = int(sizes.max())
+    weight = np.ones((nb, gmax, gmax), np.float32)
+    over = np.zeros((nb, gmax, gmax), bool)
+    score = np.full((nb, gmax), -np.inf, np.float32)     # by original row
+    for j, b in enumerate(blocks):
+        g = b.shape[0]
+        box = b[:, 0:4]
+        over[j, :g, :g], weight[j, :g, :g] = _pair_weights(box[:, None], box[None], sigma, nt,
+                                                           method)
+        score[j, :g] = b[:, 4]
+    slot_row = np.broadcast_to(np.arange(gmax), (nb, gmax)).copy()   # slot -> row
+    row_slot = slot_row.copy()                                       # live row -> slot
+    slot_score = score.copy()          # scores of the slots >= N (stale copies), else unused
+    live = np.arange(gmax) < sizes[:, None]                          # not selected, not removed
+    n = sizes.copy()
+    bi = np.arange(nb)
+    thr = np.float32(threshold)
+    state = np.zeros((gmax, 5), np.float32)
+    for i in range(gmax - 1):
+        busy = n > i + 1
+        if not busy.any():
+            break
+        # the max of slots i .. N-1, first occurrence by slot
+        cand = np.where(live, score, -np.inf)
+        top = cand.max(axis=1)
+        t = np.where(cand == top[:, None], row_slot, gmax).argmin(axis=1)
+        other = slot_row[:, i].copy()
+        t = np.where(busy, t, other)                                 # blocks done: no-op
+        live[bi, t] = False
+        ts = np.where(busy, row_slot[bi, t], i)                      # swap slots i and ts
+        slot_row[bi, ts], slot_row[:, i] = other, t
+        row_slot[bi, other], row_slot[bi, t] = ts, i
+        new = weight[bi, t] * score                                  # 1 where no overlap
+        low = (new < thr) & live & busy[:, None]
+        hit = []
+        if low.any():
+            hit = np.flatnonzero((over[bi, t] & low).any(axis=1)).tolist()
+            pre = {j: score[j, slot_row[j, :n[j]]] for j in hit}    # pre-pass slot scores
+        np.copyto(score, new, where=live)
+        for j in hit:                                                # blocks with removals
+            nj, start = int(n[j]), i + 1
+            rows = slot_row[j, start:nj]
+            state[:nj, 0] = slot_row[j, :nj]                         # exact in float32
+            state[:nj, 4] = pre[j]
+            o = over[j, t[j], rows]
+            n[j], _ = _compact(state, i, nj, o, new[j, rows], threshold)
+            slot_row[j, start:nj] = state[start:nj, 0].astype(np.int64)
+            slot_score[j, n[j]:nj] = state[n[j]:nj, 4]
+            kept = slot_row[j, start:n[j]]
+            live[j, rows] = False
+            live[j, kept] = True
+            row_slot[j, kept] = np.arange(start, n[j])
+    for j, b in enumerate(blocks):
+        g, k = sizes[j], n[j]
+        rows = slot_row[j, :g]
+        final = slot_score[j, :g].copy()
+        final[:k] = score[j, rows[:k]]
+        b[:, 0:4] = b[rows, 0:4]
+        b[:, 4] = final
+    return n.tolist()
+
+
+def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
+    """``soft_nms`` on each ``rows[s:e]`` block (one class each, in place); returns each final N.
+
+    Small blocks: the pair weights of all of them in one vectorised pass, then the Cython's loop
+    per block (``_soft_nms_scalar``); large blocks: ``_soft_nms_lockstep``, all together."""
+    counts = {s: e - s for s, e in bounds}
+    small = [(s, e) for s, e in bounds if 2 <= e - s <= _SCALAR_MAX_ROWS]
+    if small:
+        t_idx = np.concatenate([np.repeat(np.arange(s, e), e - s) for s, e in small])
+        p_idx = np.concatenate([np.tile(np.arange(s, e), e - s) for s, e in small])
+        over_all, weight_all = _pair_weights(rows[t_idx, 0:4], rows[p_idx, 0:4], sigma, nt, method)
+        off = 0
+        for s, e in small:
+            g = e - s
+            counts[s] = _soft_nms_scalar(rows[s:e], over_all[off:off + g * g].reshape(g, g),
+                                         weight_all[off:off + g * g].reshape(g, g), threshold)
+            off += g * g
+    large = [(s, e) for s, e in bounds if e - s > _SCALAR_MAX_ROWS]
+    if large:
+        ns = _soft_nms_lockstep([rows[s:e] for s, e in large], threshold, sigma, nt, method)
+        counts.update({s: k for (s, _), k in zip(large, ns)})
+    return [counts[s] for s, _ in bounds]
+
+
 def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: float = 0.001,
              method: int = 0) -> np.ndarray:
     """The official ``soft_nms`` (Cython, from the Soft-NMS reference code), in place.
@@ -141,24 +292,11 @@ def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: 
     convention) gets ``score *= weight`` (Gaussian ``exp(-IoU^2/sigma)``, linear ``1 - IoU`` if
     ``IoU > Nt``, hard 0 if ``IoU > Nt``); a row falling below ``threshold`` is overwritten by
     row ``N-1`` and ``N`` shrinks. Returns ``keep = arange(N)``; rows ``N .. N0-1`` hold stale
-    copies (see ``TestConfig.keep_stale_rows``). Arithmetic is float32 like the C code; the
-    Gaussian's ``exp`` is taken in float64 as the Cython's ``np.exp`` call does.
+    copies (see ``TestConfig.keep_stale_rows``). Arithmetic: that of the compiled Cython (see
+    ``_pair_weights``); scores are bit-identical to it.
     """
     _check_boxes(boxes, 5)
-    n = boxes.shape[0]
-    n0 = n
-    for i in range(n0):
-        if i >= n:
-            break                                  # the Cython's remaining iterations are no-ops
-        m = i + int(np.argmax(boxes[i:n, 4]))      # first occurrence of the max
-        if m != i:
-            tmp = boxes[i, 0:5].copy()
-            boxes[i, 0:5] = boxes[m, 0:5]
-            boxes[m, 0:5] = tmp
-        if i + 1 >= n:
-            continue
-        over, new_s, _ = _decay(boxes, i, n, sigma, Nt, method)
-        n, _ = _compact(boxes, i, n, over, new_s, threshold)
+    n, = _soft_nms_blocks(boxes, [(0, boxes.shape[0])], sigma, Nt, threshold, method)
     return np.arange(n)
 
 
@@ -250,18 +388,25 @@ def per_class_nms(dets: np.ndarray, num_classes: int, test, merge: bool = False,
     if nt is None:
         nt = test.soft_nms_nt
     classes = dets[:, 7]
-    out = []
-    for j in range(num_classes):
-        rows = np.ascontiguousarray(dets[classes == j][:, 0:7], dtype=np.float32)
-        if merge:
+    if merge:
+        out = []
+        for j in range(num_classes):
+            rows = np.ascontiguousarray(dets[classes == j][:, 0:7], dtype=np.float32)
             keep = soft_nms_merge(rows, sigma=test.soft_nms_sigma, Nt=nt,
                                   threshold=test.soft_nms_threshold, method=test.soft_nms_method,
                                   weight_exp=weight_exp)
-        else:
-            keep = soft_nms(rows, sigma=test.soft_nms_sigma, Nt=nt,
-                            threshold=test.soft_nms_threshold, method=test.soft_nms_method)
-        out.append(rows[:, 0:5] if test.keep_stale_rows else rows[keep, 0:5])
-    return out
+            out.append(rows[:, 0:5] if test.keep_stale_rows else rows[keep, 0:5])
+        return out
+    # one stable sort groups the classes (each keeps its row order, as ``dets[classes == j]``)
+    order = np.argsort(classes, kind="stable")
+    rows = np.ascontiguousarray(dets[order][:, 0:5], dtype=np.float32)
+    starts = np.searchsorted(classes[order], np.arange(num_classes + 1), side="left").tolist()
+    bounds = list(zip(starts[:-1], starts[1:]))
+    counts = _soft_nms_blocks(rows, bounds, test.soft_nms_sigma, nt, test.soft_nms_threshold,
+                              test.soft_nms_method)
+    if test.keep_stale_rows:
+        return [rows[s:e] for s, e in bounds]
+    return [rows[s:s + n] for (s, _), n in zip(bounds, counts)]
 
 
 def max_per_image(per_class: Sequence[np.ndarray], limit: int) -> List[np.ndarray]:
