@@ -262,23 +262,25 @@ def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
 
     Small blocks: the pair weights of all of them in one vectorised pass, then the Cython's loop
     per block (``_soft_nms_scalar``); large blocks: ``_soft_nms_lockstep``, all together."""
-    counts = {s: e - s for s, e in bounds}
-    small = [(s, e) for s, e in bounds if 2 <= e - s <= _SCALAR_MAX_ROWS]
+    counts = [e - s for s, e in bounds]
+    small = [j for j, (s, e) in enumerate(bounds) if 2 <= e - s <= _SCALAR_MAX_ROWS]
     if small:
-        t_idx = np.concatenate([np.repeat(np.arange(s, e), e - s) for s, e in small])
-        p_idx = np.concatenate([np.tile(np.arange(s, e), e - s) for s, e in small])
+        t_idx = np.concatenate([np.repeat(np.arange(*bounds[j]), counts[j]) for j in small])
+        p_idx = np.concatenate([np.tile(np.arange(*bounds[j]), counts[j]) for j in small])
         over_all, weight_all = _pair_weights(rows[t_idx, 0:4], rows[p_idx, 0:4], sigma, nt, method)
         off = 0
-        for s, e in small:
-            g = e - s
-            counts[s] = _soft_nms_scalar(rows[s:e], over_all[off:off + g * g].reshape(g, g),
+        for j in small:
+            (s, e), g = bounds[j], counts[j]
+            counts[j] = _soft_nms_scalar(rows[s:e], over_all[off:off + g * g].reshape(g, g),
                                          weight_all[off:off + g * g].reshape(g, g), threshold)
             off += g * g
-    large = [(s, e) for s, e in bounds if e - s > _SCALAR_MAX_ROWS]
+    large = [j for j, (s, e) in enumerate(bounds) if e - s > _SCALAR_MAX_ROWS]
     if large:
-        ns = _soft_nms_lockstep([rows[s:e] for s, e in large], threshold, sigma, nt, method)
-        counts.update({s: k for (s, _), k in zip(large, ns)})
-    return [counts[s] for s, _ in bounds]
+        ns = _soft_nms_lockstep([rows[slice(*bounds[j])] for j in large], threshold, sigma, nt,
+                                method)
+        for j, k in zip(large, ns):
+            counts[j] = k
+    return counts
 
 
 def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: float = 0.001,
