@@ -168,10 +168,11 @@ def test_large_class_is_fast():
 
 # --- many classes, large ones (the lockstep path), against the Cython loops -------------------
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1), quantized=st.booleans(), keep_stale=st.booleans(),
-       threshold=st.sampled_from([0.001, 0.05]))
-def test_per_class_nms_large_classes_equal_the_cython_loops(seed, quantized, keep_stale, threshold):
+       threshold=st.sampled_from([0.001, 0.05]), method=st.sampled_from([0, 1, 2]))
+def test_per_class_nms_large_classes_equal_the_cython_loops(seed, quantized, keep_stale, threshold,
+                                                            method):
     rng = np.random.RandomState(seed)
     sizes = [int(rng.randint(0, 3)), int(rng.randint(65, 110)), int(rng.randint(0, 70)),
              int(rng.randint(65, 90))]                 # small and large classes side by side
@@ -181,7 +182,7 @@ def test_per_class_nms_large_classes_equal_the_cython_loops(seed, quantized, kee
         parts.append(np.concatenate([b, np.full((n, 1), cls, np.float32)], axis=1))
     dets = np.concatenate(parts)[rng.permutation(sum(sizes))]
     cfg = Cfg(top_k=1, num_dets=1, ae_threshold=1, keep_stale_rows=keep_stale,
-              soft_nms_threshold=threshold)
+              soft_nms_threshold=threshold, soft_nms_method=method)
     mine = per_class_nms(dets, 4, cfg)
     for cls in range(4):
         ref = np.ascontiguousarray(dets[dets[:, 7] == cls][:, 0:7])

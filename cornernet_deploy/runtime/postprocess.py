@@ -73,23 +73,36 @@ def _pair_weights(t, p, sigma, nt, method):
     float; ``ov = iw*ih / ua`` and ``-(ov*ov)/sigma`` are float; ``np.exp`` takes a double.
     """
     f64 = np.float64
-    iw = np.minimum(t[..., 2], p[..., 2]) - np.maximum(t[..., 0], p[..., 0]) + _F1
-    ih = np.minimum(t[..., 3], p[..., 3]) - np.maximum(t[..., 1], p[..., 1]) + _F1
-    over = (iw > 0) & (ih > 0)
+    iw = np.minimum(t[..., 2], p[..., 2])                # in place below: fewer temporaries
+    iw -= np.maximum(t[..., 0], p[..., 0])
+    iw += _F1
+    ih = np.minimum(t[..., 3], p[..., 3])
+    ih -= np.maximum(t[..., 1], p[..., 1])
+    ih += _F1
+    over = iw > 0
+    over &= ih > 0
     t_area = ((t[..., 2] - t[..., 0]).astype(f64) + 1.0) * ((t[..., 3] - t[..., 1]).astype(f64) + 1.0)
     p_area = (((p[..., 2] - p[..., 0]).astype(f64) + 1.0)
               * ((p[..., 3] - p[..., 1]).astype(f64) + 1.0)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        inter = iw * ih
-        ua = ((t_area + p_area) - inter).astype(np.float32)
-        ov = inter / ua
+        inter = np.multiply(iw, ih, out=iw)
+        ua64 = t_area + p_area
+        ua64 -= inter
+        ov = ua64.astype(np.float32)
+        np.divide(inter, ov, out=ov)
         if method == 1:
             weight = np.where(ov > np.float32(nt), _F1 - ov, _F1)
         elif method == 2:
-            weight = np.exp((-(ov * ov) / np.float32(sigma)).astype(f64)).astype(np.float32)
+            np.multiply(ov, ov, out=ov)
+            np.negative(ov, out=ov)
+            ov /= np.float32(sigma)
+            np.exp(ov.astype(f64, copy=False), out=ua64)
+            weight = ua64.astype(np.float32)
         else:
             weight = np.where(ov > np.float32(nt), np.float32(0), _F1)
-    return over, np.where(over, weight, _F1).astype(np.float32)
+    weight = weight.astype(np.float32, copy=False)
+    weight[~over] = _F1
+    return over, weight
 
 
 def _decay(boxes, i, n, sigma, nt, method):
@@ -228,7 +241,7 @@ def _soft_nms_lockstep(blocks, threshold, sigma, nt, method):
         slot_row[bi, ts], slot_row[:, i] = other, t
         row_slot[bi, other], row_slot[bi, t] = ts, i
         new = weight[bi, t] * score                                  # 1 where no overlap
-        low = (new < thr) & live & busy[:, None]
+        low = (new < thr) & live                                     # (done blocks: none live)
         hit = []
         if low.any():
             hit = np.flatnonzero((over[bi, t] & low).any(axis=1)).tolist()
@@ -236,7 +249,7 @@ def _soft_nms_lockstep(blocks, threshold, sigma, nt, method):
         np.copyto(score, new, where=live)
         for j in hit:                                                # blocks with removals
             nj, start = int(n[j]), i + 1
-            rows = slot_row[j, start:nj]
+            rows = slot_row[j, start:nj].copy()                      # pre-pass rows
             state[:nj, 0] = slot_row[j, :nj]                         # exact in float32
             state[:nj, 4] = pre[j]
             o = over[j, t[j], rows]
@@ -419,18 +432,17 @@ def max_per_image(per_class: Sequence[np.ndarray], limit: int) -> List[np.ndarra
         return list(per_class)
     kth = scores.size - limit
     thresh = np.partition(scores, kth)[kth]
-    return [c[c[:, 4] >= thresh] for c in per_class]
+    return [c[c[:, 4] >= thresh] if len(c) else c for c in per_class]
 
 
 def detections_from_per_class(per_class: Sequence[np.ndarray], class_names: Sequence[str]
                               ) -> Detections:
     """Per-class ``[n_c, 5]`` arrays -> ``Detections`` sorted by score, descending (stable:
     equal scores stay in class order, then in soft-NMS row order)."""
-    if per_class:
-        rows = np.concatenate([np.asarray(c, np.float32).reshape(-1, 5) for c in per_class])
-        cls = np.concatenate([np.full(len(c), j, dtype=np.int64) for j, c in enumerate(per_class)])
-    else:
-        rows, cls = np.zeros((0, 5), np.float32), np.zeros(0, np.int64)
+    sizes = np.array([len(c) for c in per_class], dtype=np.int64)
+    filled = [np.asarray(c, np.float32).reshape(-1, 5) for c in per_class if len(c)]
+    rows = np.concatenate(filled) if filled else np.zeros((0, 5), np.float32)
+    cls = np.repeat(np.arange(len(per_class), dtype=np.int64), sizes)
     order = np.argsort(-rows[:, 4].astype(np.float64), kind="stable")
     rows, cls = rows[order], cls[order]
     names = [class_names[c] for c in cls.tolist()]
