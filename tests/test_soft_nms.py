@@ -166,7 +166,7 @@ def test_large_class_is_fast():
     assert time.perf_counter() - t0 < 5.0
 
 
-# --- many classes, large ones (the lockstep path), against the Cython loops -------------------
+# --- many classes, large ones (the numpy pass path), against the Cython loops -------------------
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1), quantized=st.booleans(), keep_stale=st.booleans(),

@@ -158,7 +158,7 @@ def _compact(boxes, i, n, over, new_s, threshold, events=None):
 
 
 # Classes up to this size run the Cython's loop literally in Python (cheaper than numpy calls for
-# a few rows); larger ones run their passes in lockstep with numpy over the live rows.
+# a few rows); larger ones run each pass with numpy over the live rows.
 _SCALAR_MAX_ROWS = 64
 
 
@@ -199,82 +199,47 @@ def _soft_nms_scalar(block, over, weight, threshold):
     return n
 
 
-def _soft_nms_lockstep(blocks, threshold, sigma, nt, method):
-    """As ``_soft_nms_scalar`` for several class blocks at once: pass ``i`` of every block runs in
-    one set of numpy calls. Live scores are kept in original row order ([blocks, rows]) so that a
-    pass is the max row's row of the pair weights times the scores; the slot layout (which row
-    sits in which slot, and the stale copies left behind) is tracked beside it, and the row
-    movements of a pass with removals are replayed per block (``_compact``). Returns each
-    block's final N."""
-    nb = len(blocks)
-    sizes = np.array([b.shape[0] for b in blocks])
-    gmax = int(sizes.max())
-    weight = np.ones((nb, gmax, gmax), np.float32)
-    over = np.zeros((nb, gmax, gmax), bool)
-    score = np.full((nb, gmax), -np.inf, np.float32)     # by original row
-    for j, b in enumerate(blocks):
-        g = b.shape[0]
-        box = b[:, 0:4]
-        over[j, :g, :g], weight[j, :g, :g] = _pair_weights(box[:, None], box[None], sigma, nt,
-                                                           method)
-        score[j, :g] = b[:, 4]
-    slot_row = np.broadcast_to(np.arange(gmax), (nb, gmax)).copy()   # slot -> row
-    row_slot = slot_row.copy()                                       # live row -> slot
-    slot_score = score.copy()          # scores of the slots >= N (stale copies), else unused
-    live = np.arange(gmax) < sizes[:, None]                          # not selected, not removed
-    n = sizes.copy()
-    bi = np.arange(nb)
+def _soft_nms_vector(block, over, weight, threshold):
+    """As ``_soft_nms_scalar``, each pass vectorised over the live rows: their scores times the
+    max row's row of the pair weights (1 where no overlap); only the row movements of a pass with
+    removals are replayed (``_compact``) on a ``[slot, (row, score)]`` array."""
+    g = block.shape[0]
+    rid = np.arange(g)                           # slot -> original row
+    scores = block[:, 4].copy()                  # slot -> score
     thr = np.float32(threshold)
-    state = np.zeros((gmax, 5), np.float32)
-    for i in range(gmax - 1):
-        busy = n > i + 1
-        if not busy.any():
+    state = np.zeros((g, 5), np.float32)
+    n = g
+    for i in range(g):
+        if i + 1 >= n:
             break
-        # the max of slots i .. N-1, first occurrence by slot
-        cand = np.where(live, score, -np.inf)
-        top = cand.max(axis=1)
-        t = np.where(cand == top[:, None], row_slot, gmax).argmin(axis=1)
-        other = slot_row[:, i].copy()
-        t = np.where(busy, t, other)                                 # blocks done: no-op
-        live[bi, t] = False
-        ts = np.where(busy, row_slot[bi, t], i)                      # swap slots i and ts
-        slot_row[bi, ts], slot_row[:, i] = other, t
-        row_slot[bi, other], row_slot[bi, t] = ts, i
-        new = weight[bi, t] * score                                  # 1 where no overlap
-        low = (new < thr) & live                                     # (done blocks: none live)
-        hit = []
-        if low.any():
-            hit = np.flatnonzero((over[bi, t] & low).any(axis=1)).tolist()
-            pre = {j: score[j, slot_row[j, :n[j]]] for j in hit}    # pre-pass slot scores
-        np.copyto(score, new, where=live)
-        for j in hit:                                                # blocks with removals
-            nj, start = int(n[j]), i + 1
-            rows = slot_row[j, start:nj].copy()                      # pre-pass rows
-            state[:nj, 0] = slot_row[j, :nj]                         # exact in float32
-            state[:nj, 4] = pre[j]
-            o = over[j, t[j], rows]
-            n[j], _ = _compact(state, i, nj, o, new[j, rows], threshold)
-            slot_row[j, start:nj] = state[start:nj, 0].astype(np.int64)
-            slot_score[j, n[j]:nj] = state[n[j]:nj, 4]
-            kept = slot_row[j, start:n[j]]
-            live[j, rows] = False
-            live[j, kept] = True
-            row_slot[j, kept] = np.arange(start, n[j])
-    for j, b in enumerate(blocks):
-        g, k = sizes[j], n[j]
-        rows = slot_row[j, :g]
-        final = slot_score[j, :g].copy()
-        final[:k] = score[j, rows[:k]]
-        b[:, 0:4] = b[rows, 0:4]
-        b[:, 4] = final
-    return n.tolist()
+        m = i + int(scores[i:n].argmax())        # first occurrence of the max
+        if m != i:
+            rid[i], rid[m] = rid[m], rid[i]
+            scores[i], scores[m] = scores[m], scores[i]
+        t = rid[i]
+        rows = rid[i + 1:n]
+        new_s = weight[t][rows] * scores[i + 1:n]
+        if new_s.min() < thr:
+            o = over[t][rows]
+            if (o & (new_s < thr)).any():
+                state[:n, 0] = rid[:n]           # row numbers are exact in float32 (g < 2^24)
+                state[:n, 4] = scores[:n]
+                n_new, _ = _compact(state, i, n, o, new_s, threshold)
+                rid[i + 1:n] = state[i + 1:n, 0].astype(np.int64)
+                scores[i + 1:n] = state[i + 1:n, 4]
+                n = n_new
+                continue
+        scores[i + 1:n] = new_s
+    block[:, 0:4] = block[rid, 0:4]
+    block[:, 4] = scores
+    return n
 
 
 def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
     """``soft_nms`` on each ``rows[s:e]`` block (one class each, in place); returns each final N.
 
     Small blocks: the pair weights of all of them in one vectorised pass, then the Cython's loop
-    per block (``_soft_nms_scalar``); large blocks: ``_soft_nms_lockstep``, all together."""
+    per block (``_soft_nms_scalar``); large blocks: their weights by broadcasting, then ``_soft_nms_vector``."""
     counts = [e - s for s, e in bounds]
     small = [j for j, (s, e) in enumerate(bounds) if 2 <= e - s <= _SCALAR_MAX_ROWS]
     if small:
@@ -287,12 +252,11 @@ def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
             counts[j] = _soft_nms_scalar(rows[s:e], over_all[off:off + g * g].reshape(g, g),
                                          weight_all[off:off + g * g].reshape(g, g), threshold)
             off += g * g
-    large = [j for j, (s, e) in enumerate(bounds) if e - s > _SCALAR_MAX_ROWS]
-    if large:
-        ns = _soft_nms_lockstep([rows[slice(*bounds[j])] for j in large], threshold, sigma, nt,
-                                method)
-        for j, k in zip(large, ns):
-            counts[j] = k
+    for j, (s, e) in enumerate(bounds):
+        if e - s > _SCALAR_MAX_ROWS:
+            box = rows[s:e, 0:4]
+            over, weight = _pair_weights(box[:, None], box[None], sigma, nt, method)
+            counts[j] = _soft_nms_vector(rows[s:e], over, weight, threshold)
     return counts
 
 
