@@ -159,7 +159,7 @@ def _compact(boxes, i, n, over, new_s, threshold, events=None):
 
 # Classes up to this size run the Cython's loop literally in Python (cheaper than numpy calls for
 # a few rows); larger ones run each pass with numpy over the live rows.
-_SCALAR_MAX_ROWS = 64
+_SCALAR_MAX_ROWS = 32
 
 
 def _soft_nms_scalar(block, over, weight, threshold):
