@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import glob
-import importlib.util
 import os
 import platform
 import sys
 import time
-import types
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -79,27 +76,6 @@ def synthetic_heads(seed: int, classes: int, side: int, peaks: int = 120, busy_c
     tl_off = rng.random((1, 2, side, side), dtype=np.float32)
     br_off = rng.random((1, 2, side, side), dtype=np.float32)
     return tl, br, tl_tag, br_tag, tl_off, br_off
-
-
-def load_official(path):
-    """(compiled nms module, utils module with ``_decode``) of a CornerNet-Lite checkout."""
-    found = sorted(glob.glob(str(Path(path) / "core" / "external" / "nms*.so")))
-    if not found:
-        sys.exit(f"no compiled nms extension in {path}/core/external (see tests/test_official_compiled.py)")
-    spec = importlib.util.spec_from_file_location("nms", found[0])
-    nms = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nms)
-    pkg = types.ModuleType("official_py_utils")
-    pkg.__path__ = []
-    pools = types.ModuleType("official_py_utils._cpools")   # the model's corner pools: unused
-    for name in ("TopPool", "BottomPool", "LeftPool", "RightPool"):
-        setattr(pools, name, None)
-    sys.modules.update({"official_py_utils": pkg, "official_py_utils._cpools": pools})
-    spec = importlib.util.spec_from_file_location(
-        "official_py_utils.utils", Path(path) / "core" / "models" / "py_utils" / "utils.py")
-    utils = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(utils)
-    return nms, utils
 
 
 def official_nms_stage(nms, rows, classes, test):
@@ -235,7 +211,13 @@ def main(argv=None):
         torch.set_num_threads(1)
     except ImportError:
         sys.exit("the oracle and the official decode need PyTorch (pip install -e '.[torch]')")
-    official = load_official(args.official) if args.official else None
+    official = None
+    if args.official:
+        from official_code import load_official
+        try:
+            official = load_official(args.official)
+        except (FileNotFoundError, ImportError) as e:
+            sys.exit(f"--official: {e} (build it: see tests/test_official_compiled.py)")
     print(f"# bench_postprocess  {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"# {profile.cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
           f"numpy {np.__version__}, torch {torch.__version__} "

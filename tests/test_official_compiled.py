@@ -16,12 +16,7 @@ torch runs on one thread (every sigmoid element then takes torch's SIMD path; se
 so decoded rows are compared where the order is defined: the valid rows (score > -1), which
 these continuous random heads never tie.
 """
-import glob
-import importlib.util
 import os
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +27,7 @@ from hypothesis import strategies as st
 from cornernet_deploy.runtime.decode import decode
 from cornernet_deploy.runtime.postprocess import per_class_nms, soft_nms, soft_nms_merge
 from cornernet_deploy.zoo import get_arch
+from official_code import load_official
 from test_decode import HEADS, random_heads
 from test_soft_nms import random_boxes
 
@@ -42,28 +38,13 @@ def _load_official():
     if not ROOT:
         pytest.skip("set CORNERNET_LITE to a CornerNet-Lite checkout with core/external/nms built "
                     "(see this file's docstring) to compare with the real official code")
-    found = sorted(glob.glob(str(Path(ROOT) / "core" / "external" / "nms*.so")))
-    if not found:
-        pytest.skip(f"no compiled nms extension in {ROOT}/core/external (build it: see docstring)")
-    spec = importlib.util.spec_from_file_location("nms", found[0])
-    nms = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(nms)
+        return load_official(ROOT)
+    except FileNotFoundError as e:
+        pytest.skip(f"{e} (build it: see this file's docstring)")
     except ImportError as e:
         pytest.skip(f"the official nms extension does not import here ({e}); rebuild it for this "
                     f"Python and numpy")
-    # utils.py imports the compiled corner pools only for the model; a stub stands in for them
-    pkg = types.ModuleType("official_py_utils")
-    pkg.__path__ = []
-    pools = types.ModuleType("official_py_utils._cpools")
-    for name in ("TopPool", "BottomPool", "LeftPool", "RightPool"):
-        setattr(pools, name, None)
-    sys.modules.update({"official_py_utils": pkg, "official_py_utils._cpools": pools})
-    spec = importlib.util.spec_from_file_location(
-        "official_py_utils.utils", Path(ROOT) / "core" / "models" / "py_utils" / "utils.py")
-    utils = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(utils)
-    return nms, utils
 
 
 @pytest.fixture(scope="module")
