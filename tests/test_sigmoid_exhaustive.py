@@ -1,4 +1,4 @@
-"""Opt-in (about 15 minutes on one core): ``runtime.decode.sigmoid`` equals torch's float32 CPU
+"""Opt-in (about 19 minutes on one loaded core): ``runtime.decode.sigmoid`` equals torch's float32 CPU
 sigmoid on every one of the 2^32 float32 bit patterns, and torch's sigmoid is monotone
 non-decreasing (which the decode's peak suppression and top-K on the logits rely on).
 Run with ``CORNERNET_EXHAUSTIVE=1 python -m pytest -q tests/test_sigmoid_exhaustive.py``."""
@@ -11,7 +11,7 @@ import torch
 from cornernet_deploy.runtime.decode import sigmoid
 
 pytestmark = pytest.mark.skipif(not os.environ.get("CORNERNET_EXHAUSTIVE"),
-                                reason="exhaustive sweep of all float32 inputs (~15 min): set "
+                                reason="exhaustive sweep of all float32 inputs (~19 min): set "
                                        "CORNERNET_EXHAUSTIVE=1")
 CHUNK = 1 << 24
 
