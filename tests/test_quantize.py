@@ -351,10 +351,14 @@ def test_bad_calibration_sets(work, tmp_path, capsys):
     _fails([model, "--calib", str(bad), "--output", str(out)], capsys, "calibration image", "0.png", "cannot decode")
     (bad / "0.png").write_bytes(b"")
     _fails([model, "--calib", str(bad / "0.png"), "--output", str(out)], capsys, "0.png", "empty (0 bytes), not an image")
-    _fails([model, "--calib", str(work["calib"]), "--num-images", "0", "--output", str(out)], capsys,
-           "--num-images must be >= 1")
-    _fails([model, "--calib", str(work["calib"]), "--method", "percentile", "--percentile", "0",
-            "--output", str(out)], capsys, "--percentile")
+    for flag, value, message in (("--num-images", "0", "must be at least 1, got 0"),
+                                 ("--percentile", "0", "must be greater than 0, got 0")):
+        with pytest.raises(SystemExit) as exc:       # argparse: a usage error, exit 2
+            main(["quantize", model, "--calib", str(work["calib"]), flag, value, "--output", str(out)])
+        assert exc.value.code == 2
+        assert f"argument {flag}: {message}" in capsys.readouterr().err
+    _fails([model, "--calib", str(work["calib"]), "--method", "percentile", "--percentile", "101",
+            "--output", str(out)], capsys, "--percentile lies in (0, 100]")
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
