@@ -90,6 +90,7 @@ def test_unmapped_corner_pools_are_reported():
     nodes = [onnx.helper.make_node("CornerPool", ["a", "b"], ["c"], name=f"pool{i}", domain="cornernet_deploy")
              for i in range(2)]
     check_plugin_layers(nodes, ["pool0", "pool1"])
+    check_plugin_layers(nodes, ["pool0", "pool1_1"])  # the parser's unique-name suffix
     with pytest.raises(UserError, match=r"1 of 2 CornerPool nodes did not become plugin layers .*\(pool1\)"):
         check_plugin_layers(nodes, ["pool0"])
     # A plugin the parser inserted for another op does not stand in for a missing corner pool.
