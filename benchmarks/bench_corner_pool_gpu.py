@@ -3,14 +3,20 @@
     python benchmarks/bench_corner_pool_gpu.py [--library PATH] [--iters 200] [--flush-l2] [--json out.json]
 
 For batch 1 and 8, channels 128 and 256, 128x128 maps, FP32 and FP16, both fused modes: mean time per
-call (CUDA events after warm-up), effective bandwidth with bytes = 3 * numel * sizeof(dtype) (a and b read
-once, out written once: the minimum any implementation must move), its share of the GPU's peak (spec table
-by GPU name, and a measured device-to-device copy = practical ceiling), and the speed-up over PyTorch.
-Each configuration is checked for exact equality with PyTorch before it is timed.
+call on the GPU, effective bandwidth with bytes = 3 * numel * sizeof(dtype) (a and b read once, out written
+once: the minimum any implementation must move), its share of the GPU's peak (spec table by GPU name, and a
+measured device-to-device copy = practical ceiling), and the speed-up over PyTorch. Each configuration is
+checked for exact equality with PyTorch before it is timed.
+
+Timing: a ctypes call plus a kernel launch costs microseconds on the host, as much as the kernel itself at
+batch 1, so calls are captured in a CUDA graph (--graph-calls launches per graph, both for our kernel and
+for the PyTorch reference) and the graph replays are timed with CUDA events: the numbers are the GPU's
+time per call. If capture fails, a plain launch loop is timed instead and the row says so ("timing").
 
 Caution: an H100/H200 L2 (50 MB) holds a whole batch-1 FP32 problem (25 MB at C=128), so back-to-back
-timings at batch 1 can exceed DRAM bandwidth; --flush-l2 evicts L2 before every timed call (then each
-call is timed separately). Prints a skip message and exits 0 without a CUDA GPU.
+timings at batch 1 can exceed DRAM bandwidth; --flush-l2 writes a 256 MB buffer before every call (inside
+the graph; the time of the flushes alone is measured and subtracted). Prints a skip message and exits 0
+without a CUDA GPU.
 """
 from __future__ import annotations
 
@@ -66,29 +72,55 @@ def torch_reference(torch, mode, a, b):
     return vertical + horizontal
 
 
-def time_us(torch, fn, iters, warmup, flush=None):
-    """Mean microseconds per call of fn (CUDA events). With `flush`, L2 is evicted before each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    if flush is None:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
+def time_us(torch, fn, iters, warmup, flush=None, graph_calls=20):
+    """(mean microseconds of GPU time per fn() call, timing method). fn must launch on
+    torch.cuda.current_stream() as it is when called (capture runs on a side stream)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as graph capture requires
+        for _ in range(warmup):
             fn()
-        end.record()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+
+    def graph_of(body):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            for _ in range(graph_calls):
+                body()
+        return graph
+
+    def replay_us(graph):
+        replays = max(1, iters // graph_calls)
+        graph.replay()
         torch.cuda.synchronize()
-        return start.elapsed_time(end) * 1000.0 / iters
-    total_ms = 0.0
-    for _ in range(iters):
-        flush()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(replays):
+            graph.replay()
         end.record()
         torch.cuda.synchronize()
-        total_ms += start.elapsed_time(end)
-    return total_ms * 1000.0 / iters
+        return start.elapsed_time(end) * 1000.0 / (replays * graph_calls)
+
+    try:
+        if flush is None:
+            return replay_us(graph_of(fn)), "cuda graph"
+
+        def flushed():
+            flush()
+            fn()
+        return replay_us(graph_of(flushed)) - replay_us(graph_of(flush)), "cuda graph, L2 flushed"
+    except RuntimeError as exc:  # capture not possible here: time launches (includes host overhead)
+        print(f"note: CUDA graph capture failed ({exc}); timing a launch loop instead", file=sys.stderr)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        if flush is not None:
+            flush()
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000.0 / iters, "launch loop" + (" (flush included)" if flush else "")
 
 
 def measured_copy_gbps(torch, iters=50):
@@ -96,8 +128,7 @@ def measured_copy_gbps(torch, iters=50):
     n = (1 << 30) // 4
     src = torch.empty(n, dtype=torch.float32, device="cuda")
     dst = torch.empty_like(src)
-    us = time_us(torch, lambda: dst.copy_(src), iters=iters, warmup=5)
-    del src, dst
+    us, _ = time_us(torch, lambda: dst.copy_(src), iters=iters, warmup=5, graph_calls=10)
     return 2 * (1 << 30) / (us * 1e-6) / 1e9
 
 
@@ -108,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--flush-l2", action="store_true", help="evict L2 before every timed call")
+    parser.add_argument("--graph-calls", type=int, default=20, help="launches captured per CUDA graph")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -132,7 +164,8 @@ def main(argv=None) -> int:
     peak = spec_peak(name)
     copy_gbps = measured_copy_gbps(torch)
     print(f"GPU: {name}; spec peak: {peak if peak else 'unknown'} GB/s; measured D2D copy: {copy_gbps:.0f} GB/s; "
-          f"library: {library}; {'L2 flushed before each call' if args.flush_l2 else 'back-to-back calls'}")
+          f"library: {library}; {'L2 flushed before each call' if args.flush_l2 else 'back-to-back calls'}; "
+          f"{args.graph_calls} calls per CUDA graph")
     flush = None
     if args.flush_l2:
         scrub = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")  # well above any L2 size
@@ -153,12 +186,11 @@ def main(argv=None) -> int:
                     a = torch.randn(shape, device="cuda", generator=gen).to(dtype)
                     b = torch.randn(shape, device="cuda", generator=gen).to(dtype)
                     out = torch.empty_like(a)
-                    stream = torch.cuda.current_stream().cuda_stream
                     dtype_code = 1 if dtype == torch.float16 else 0
 
-                    def ours():
+                    def ours():  # the current stream at call time: graph capture runs on its own stream
                         status = lib.cornerPoolForward(MODES[mode], dtype_code, a.data_ptr(), b.data_ptr(),
-                                                       out.data_ptr(), *shape, stream)
+                                                       out.data_ptr(), *shape, torch.cuda.current_stream().cuda_stream)
                         if status != 0:
                             raise RuntimeError(lib.cornerPoolStatusString(status).decode())
 
@@ -166,22 +198,21 @@ def main(argv=None) -> int:
                     reference = torch_reference(torch, mode, a, b)
                     exact = torch.equal(out, reference)
                     failures += not exact
-                    ours_us = time_us(torch, ours, args.iters, args.warmup, flush)
-                    torch_us = time_us(torch, lambda: torch_reference(torch, mode, a, b), args.iters, args.warmup,
-                                       flush)
+                    ours_us, timing = time_us(torch, ours, args.iters, args.warmup, flush, args.graph_calls)
+                    torch_us, torch_timing = time_us(torch, lambda: torch_reference(torch, mode, a, b), args.iters,
+                                                     args.warmup, flush, args.graph_calls)
                     nbytes = 3 * a.numel() * a.element_size()
                     ours_gbps, torch_gbps = nbytes / (ours_us * 1e-6) / 1e9, nbytes / (torch_us * 1e-6) / 1e9
                     row = {"gpu": name, "mode": mode, "dtype": str(dtype).replace("torch.", ""), "N": n, "C": c,
                            "H": 128, "W": 128, "bytes": nbytes, "ours_us": ours_us, "ours_gbps": ours_gbps,
                            "torch_us": torch_us, "torch_gbps": torch_gbps, "speedup": torch_us / ours_us,
                            "spec_peak_gbps": peak, "copy_gbps": copy_gbps, "exact_match": exact,
-                           "l2_flushed": args.flush_l2}
+                           "l2_flushed": args.flush_l2, "timing": timing, "torch_timing": torch_timing}
                     results.append(row)
                     spec_share = f"{100 * ours_gbps / peak:6.0f}%" if peak else "     ?"
                     print(f"{mode:<13}{row['dtype']:<9}{n:>3}{c:>5}  {ours_us:>9.1f}{ours_gbps:>8.0f}{spec_share}"
                           f"{100 * ours_gbps / copy_gbps:>6.0f}%  {torch_us:>9.1f}{torch_gbps:>8.0f}  "
                           f"{row['speedup']:>7.1f}x{'' if exact else '  MISMATCH vs torch'}")
-                    del a, b, out, reference
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if failures:

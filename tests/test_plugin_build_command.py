@@ -161,25 +161,80 @@ def test_find_plugin_library_default_location(tmp_path, clean_env):
     assert plugin_build.find_plugin_library() == tmp_path / "lib" / plugin_build.PLUGIN_LIBRARY_NAME
 
 
+def test_find_plugin_library_picks_the_running_tensorrt_major(tmp_path, clean_env):
+    clean_env.setattr(plugin_build, "default_output_dir", lambda: tmp_path / "lib")
+    for major in (10, 11):
+        (tmp_path / "lib" / f"tensorrt-{major}").mkdir(parents=True)
+        (tmp_path / "lib" / f"tensorrt-{major}" / plugin_build.PLUGIN_LIBRARY_NAME).write_bytes(b"\x7fELF")
+    assert plugin_build.find_plugin_library(tensorrt_major=10).parent.name == "tensorrt-10"
+    assert plugin_build.find_plugin_library(tensorrt_major=11).parent.name == "tensorrt-11"
+    with pytest.raises(UserError, match=r"tensorrt-12.*TensorRT 12 headers"):
+        plugin_build.find_plugin_library(tensorrt_major=12)
+    assert [p.parent.name for p in plugin_build.built_plugin_libraries()] == ["tensorrt-11", "tensorrt-10"]
+    # $CORNERNET_DEPLOY_PLUGIN may name a folder of per-major folders too
+    clean_env.setenv(plugin_build.PLUGIN_ENV, str(tmp_path / "lib"))
+    assert plugin_build.find_plugin_library(tensorrt_major=10) == (tmp_path / "lib" / "tensorrt-10" /
+                                                                   plugin_build.PLUGIN_LIBRARY_NAME).resolve()
+    with pytest.raises(UserError, match="no libcornernet_deploy_plugins.so in .*lib nor in .*tensorrt-12"):
+        plugin_build.find_plugin_library(tensorrt_major=12)
+
+
+def tagged_library(path: Path, version: str) -> Path:
+    """A file carrying the version tag that plugins/cornernetDeployPlugins.cpp compiles into the library
+    (the real libraries are checked in test_plugin_compile.py)."""
+    path.write_bytes(b"\x7fELF\0padding\0cornernet_deploy_tensorrt_headers=" + version.encode() + b"\0more")
+    return path
+
+
+def test_library_version_is_read_from_the_file_without_loading_it(tmp_path):
+    assert plugin_build.plugin_library_tensorrt_version(tagged_library(tmp_path / "a.so", "10.3.0")) == "10.3.0"
+    (tmp_path / "b.so").write_bytes(b"\x7fELF no tag")
+    assert plugin_build.plugin_library_tensorrt_version(tmp_path / "b.so") is None
+    assert plugin_build.plugin_library_tensorrt_version(tmp_path / "missing.so") is None
+
+
+@pytest.mark.parametrize("library, runtime, outcome", [
+    ("10.3.0", "10.16.1.11", None),            # older minor of the same major: supported
+    ("10.16.0", "10.16.1.11", None),
+    ("11.1.0", "11.4.0.106", None),
+    ("10.16.0", "10.3.0.26", "warning"),       # newer headers than the runtime: allowed, with a warning
+    ("11.1.0", "10.16.1.11", "refused"),       # another major: vtables differ (crash / lost messages)
+    ("10.16.0", "11.4.0.106", "refused"),
+    (None, "10.16.1.11", "refused"),           # no tag: cannot know, so never risk it
+])
+def test_library_and_runtime_versions_decide_the_load(library, runtime, outcome):
+    if outcome == "refused":
+        with pytest.raises(UserError) as info:
+            plugin_build.check_library_matches("lib.so", library, runtime)
+        assert "\n" not in str(info.value) and f"TensorRT {runtime.split('.')[0]} headers" in str(info.value)
+    else:
+        note = plugin_build.check_library_matches("lib.so", library, runtime)
+        assert (note is not None) == (outcome == "warning")
+
+
 class FakeRegistry:
-    def __init__(self, handle="handle", creators=(("CornerPool", "1", "cornernet_deploy"),)):
-        self.handle, self.creators, self.loaded = handle, set(creators), []
+    """Records what load_plugin_library asks of a registry (the real registries of TensorRT 10 and 11
+    are exercised in test_plugin_compile.py)."""
+
+    def __init__(self, handle="handle", creators_after_load=(("CornerPool", "1", "cornernet_deploy"),),
+                 registered=()):
+        self.handle, self.after_load, self.creators, self.loaded = handle, set(creators_after_load), set(registered), []
 
     def load_library(self, path):
         self.loaded.append(path)
+        self.creators |= self.after_load
         return self.handle
 
     def get_creator(self, name, version, namespace):
         return object() if (name, version, namespace) in self.creators else None
 
 
-def fake_trt(registry):
-    return types.SimpleNamespace(get_plugin_registry=lambda: registry)
+def fake_trt(registry, version="10.16.1.11"):
+    return types.SimpleNamespace(get_plugin_registry=lambda: registry, __version__=version)
 
 
 def test_load_plugin_library_registers_once_and_checks_the_creator(tmp_path):
-    library = tmp_path / "lib.so"
-    library.write_bytes(b"")
+    library = tagged_library(tmp_path / "lib.so", "10.16.0")
     registry = FakeRegistry()
     trt = fake_trt(registry)
     assert plugin_build.load_plugin_library(trt, library) == "handle"
@@ -187,9 +242,31 @@ def test_load_plugin_library_registers_once_and_checks_the_creator(tmp_path):
     assert registry.loaded == [str(library)]
 
     with pytest.raises(UserError, match="could not load"):
-        plugin_build.load_plugin_library(fake_trt(FakeRegistry(handle=None)), library)
+        plugin_build.load_plugin_library(fake_trt(FakeRegistry(handle=None, creators_after_load=())), library)
     with pytest.raises(UserError, match="registers no cornernet_deploy::CornerPool version 1"):
-        plugin_build.load_plugin_library(fake_trt(FakeRegistry(creators=())), library)
+        plugin_build.load_plugin_library(fake_trt(FakeRegistry(creators_after_load=())), library)
+
+
+def test_load_plugin_library_refuses_another_major_before_touching_the_registry(tmp_path):
+    library = tagged_library(tmp_path / "lib11.so", "11.1.0")
+    registry = FakeRegistry()
+    with pytest.raises(UserError, match="built with TensorRT 11.1.0 headers but this is TensorRT 10.16.1.11"):
+        plugin_build.load_plugin_library(fake_trt(registry, "10.16.1.11"), library)
+    assert registry.loaded == []
+
+
+def test_load_plugin_library_skips_the_load_when_cornerpool_is_registered(tmp_path):
+    # e.g. a second copy of the library, or a statically registering build already loaded
+    registry = FakeRegistry(registered=[("CornerPool", "1", "cornernet_deploy")])
+    assert plugin_build.load_plugin_library(fake_trt(registry), tmp_path / "not-even-there.so") is None
+    assert registry.loaded == []
+
+
+def test_load_plugin_library_warns_about_newer_headers(tmp_path):
+    library = tagged_library(tmp_path / "lib.so", "10.16.0")
+    notes = []
+    plugin_build.load_plugin_library(fake_trt(FakeRegistry(), "10.3.0.26"), library, echo=notes.append)
+    assert len(notes) == 1 and "newer than this TensorRT 10.3.0.26" in notes[0]
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------
@@ -209,9 +286,101 @@ def test_cli_build_reports_user_errors(tmp_path, clean_env, capsys):
     assert f"--tensorrt-root {tmp_path}: no NvInferRuntime.h" in capsys.readouterr().err
 
 
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("option", ["--build-dir", "--output"])
+def test_cli_build_refuses_a_file_as_folder_before_any_work(tmp_path, clean_env, capsys, option):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    headers = fake_headers(tmp_path / "inc")
+    assert main(["plugin", "build", "--tensorrt-root", str(headers), option, str(a_file)]) == 2
+    assert f"{option} {a_file}: is a file; give a folder" in _one_line_error(capsys)
+    assert main(["plugin", "build", "--tensorrt-root", str(headers), option, str(a_file / "sub")]) == 2
+    assert f"{a_file} is a file, not a folder" in _one_line_error(capsys)
+
+
+HEADER_8_6 = "#define NV_TENSORRT_MAJOR 8\n#define NV_TENSORRT_MINOR 6\n#define NV_TENSORRT_PATCH 1\n"
+
+
+def test_cli_build_refuses_tensorrt_8_headers_before_cmake(tmp_path, clean_env, capsys):
+    headers = fake_headers(tmp_path / "trt8" / "include", HEADER_8_6)
+    build_dir = tmp_path / "build"
+    assert main(["plugin", "build", "--tensorrt-root", str(tmp_path / "trt8"), "--build-dir", str(build_dir)]) == 2
+    err = _one_line_error(capsys)
+    assert f"TensorRT 8.6.1 headers found in {headers.resolve()}" in err and "needs TensorRT 10.0 or newer" in err
+    assert not build_dir.exists()  # CMake never ran
+
+
+def _fake_tool(directory: Path, name: str, script: str) -> Path:
+    """A stand-in for a build tool (not for TensorRT): a shell script on PATH."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tool = directory / name
+    tool.write_text("#!/bin/sh\n" + script)
+    tool.chmod(0o755)
+    return tool
+
+
+def test_cli_build_refuses_named_archs_that_the_cmake_is_too_old_for(tmp_path, clean_env, capsys):
+    # JetPack 6 ships CMake 3.22: 'native' (3.24) and 'all-major' (3.23) would fail inside CMake.
+    bin_dir = tmp_path / "bin"
+    _fake_tool(bin_dir, "cmake", 'if [ "$1" = "--version" ]; then echo "cmake version 3.22.1"; exit 0; fi\n'
+                                 'echo "configure ran" > "$CMAKE_RAN"; exit 1\n')
+    clean_env.setenv("CUDACXX", str(_fake_tool(bin_dir, "nvcc", "exit 0\n")))
+    clean_env.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    clean_env.setenv("CMAKE_RAN", str(tmp_path / "cmake_ran"))
+    headers = fake_headers(tmp_path / "inc")
+    for arch, version in (("native", "3.24"), ("all-major", "3.23")):
+        assert main(["plugin", "build", "--tensorrt-root", str(headers), "--cuda-arch", arch,
+                     "--build-dir", str(tmp_path / "build")]) == 2
+        assert f"--cuda-arch {arch} needs CMake {version} or newer" in _one_line_error(capsys)
+    assert not (tmp_path / "cmake_ran").exists()
+
+
+def test_cli_build_warns_when_headers_and_importable_tensorrt_differ(tmp_path, clean_env, capsys):
+    bin_dir = tmp_path / "bin"
+    _fake_tool(bin_dir, "cmake", 'if [ "$1" = "--version" ]; then echo "cmake version 3.25.1"; exit 0; fi\nexit 1\n')
+    clean_env.setenv("CUDACXX", str(_fake_tool(bin_dir, "nvcc", "exit 0\n")))
+    clean_env.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    clean_env.setattr(plugin_build, "importable_tensorrt_version", lambda: "11.4.0.106")
+    headers = fake_headers(tmp_path / "inc", HEADER_10_3)
+    assert main(["plugin", "build", "--tensorrt-root", str(headers), "--build-dir", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    assert ("warning: building for TensorRT 10.3.0 headers, but the importable tensorrt is 11.4.0.106: this library "
+            "will only load into a TensorRT 10.x process") in err
+    assert "CMake configure failed" in err  # the stand-in cmake stops it there
+
+
+def test_default_output_is_one_folder_per_tensorrt_major(tmp_path, clean_env, capsys):
+    bin_dir = tmp_path / "bin"
+    _fake_tool(bin_dir, "cmake", 'if [ "$1" = "--version" ]; then echo "cmake version 3.25.1"; exit 0; fi\nexit 1\n')
+    clean_env.setenv("CUDACXX", str(_fake_tool(bin_dir, "nvcc", "exit 0\n")))
+    clean_env.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    clean_env.setattr(plugin_build, "default_build_dir", lambda: tmp_path / "build")
+    clean_env.setattr(plugin_build, "importable_tensorrt_version", lambda: None)
+    assert main(["plugin", "build", "--tensorrt-root", str(fake_headers(tmp_path / "inc", HEADER_11_1))]) == 2
+    assert f"build directory:  {tmp_path / 'build' / 'tensorrt-11'}" in capsys.readouterr().out
+
+
 def test_cli_path_prints_the_library(tmp_path, clean_env, capsys):
     library = tmp_path / plugin_build.PLUGIN_LIBRARY_NAME
     library.write_bytes(b"")
     clean_env.setenv(plugin_build.PLUGIN_ENV, str(library))
     assert main(["plugin", "path"]) == 0
     assert capsys.readouterr().out.strip() == str(library.resolve())
+
+
+def test_cli_path_lists_every_major_without_a_tensorrt(tmp_path, clean_env, capsys):
+    clean_env.setattr(plugin_build, "default_output_dir", lambda: tmp_path / "lib")
+    clean_env.setattr(plugin_build, "importable_tensorrt_version", lambda: None)
+    for major in (10, 11):
+        (tmp_path / "lib" / f"tensorrt-{major}").mkdir(parents=True)
+        (tmp_path / "lib" / f"tensorrt-{major}" / plugin_build.PLUGIN_LIBRARY_NAME).write_bytes(b"")
+    assert main(["plugin", "path"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "lib" / f"tensorrt-{m}" / plugin_build.PLUGIN_LIBRARY_NAME)
+                                               for m in (11, 10)]
+    assert main(["plugin", "path", "--tensorrt-major", "10"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"tensorrt-10/{plugin_build.PLUGIN_LIBRARY_NAME}")

@@ -4,12 +4,21 @@
 * the plugin library builds with CMake (-Wall -Wextra -Werror, --no-undefined) against the TensorRT headers,
   exports getCreators/setLoggerFinder and needs no TensorRT library;
 * the C++ unit test of the plugin's TensorRT-facing logic passes (plugins/tests/cornerPoolPluginUnitTest.cpp);
-* with the PyPI lean TensorRT bindings installed, the real plugin registry loads the library and creates
-  the plugin (pip install tensorrt-lean-cu13-bindings tensorrt-lean-cu13-libs).
+* the library records the version of its headers (in the file and through cornernetDeployTensorRTVersion());
+* the GPU harness (the plugin's IPluginV3 methods on cudaMalloc buffers) builds, and runs where there is a GPU;
+* the real plugin registry of the PyPI lean TensorRT wheels of the *same* major loads each library and
+  creates the plugin, and the registry of *another* major is refused - by load_plugin_library before
+  TensorRT sees the file, and by the library itself when loaded behind our back - without a crash;
+* a second copy of the library is not loaded again; a Runtime whose CUDA initialisation failed is caught.
 
 TensorRT headers come from $CORNERNET_DEPLOY_TRT_INCLUDE_DIRS (several dirs, os.pathsep-separated: one build
-per TensorRT version, for compatibility checks), else the normal search of `cornernet-deploy plugin build`
-($TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT, system). Builds are cached in the temp directory by content hash.
+per TensorRT version), else the normal search of `cornernet-deploy plugin build` ($TENSORRT_INCLUDE_DIR,
+$TENSORRT_ROOT, system). Lean TensorRT runtimes come from $CORNERNET_DEPLOY_LEAN_TENSORRT_DIRS (os.pathsep-
+separated `pip install --target` folders, one per major: the wheels of 10.x and 11.x share the module name
+tensorrt_lean_bindings, so each is used in its own subprocess), else an importable tensorrt_lean_bindings.
+.ci/run sets all of these and CORNERNET_DEPLOY_REQUIRE_TRT_TESTS=1, which turns a missing header set,
+tool or runtime into a failure instead of a skip: in CI these tests must run. Builds are cached in the
+temp directory by content hash.
 """
 from __future__ import annotations
 
@@ -34,13 +43,22 @@ KERNEL = PLUGINS / "cornerPoolPlugin" / "cornerPoolKernel.cu"
 TARGET_ARCHS = ["75", "80", "86", "87", "89", "90"]  # Turing, A100, Ampere, Orin, Ada, Hopper
 KERNEL_INSTANTIATIONS = 12  # {float, half} x {top_left, bottom_right, top, bottom, left, right}
 CACHE = Path(tempfile.gettempdir()) / "cornernet_deploy_tests"
+REQUIRED = os.environ.get("CORNERNET_DEPLOY_REQUIRE_TRT_TESTS") == "1"
+HARNESS_NO_GPU = 77  # cornerPoolPluginGpuHarness: no usable CUDA device
+
+
+def _unavailable(reason: str):
+    """Skip, except in CI (CORNERNET_DEPLOY_REQUIRE_TRT_TESTS=1), where a missing prerequisite is a failure."""
+    if REQUIRED:
+        pytest.fail(f"{reason} (CORNERNET_DEPLOY_REQUIRE_TRT_TESTS=1: these tests must run here)")
+    pytest.skip(reason)
 
 
 def _nvcc():
     try:
         return plugin_build.find_nvcc()
     except UserError as exc:
-        pytest.skip(f"CUDA compiler unavailable: {exc}")
+        _unavailable(f"CUDA compiler unavailable: {exc}")
 
 
 def _plugin_sources_digest(*extra: str) -> str:
@@ -111,17 +129,23 @@ def _cmake_build(include_dir: Path, name: str, *options: str) -> Path:
 def plugin_build_dir(request):
     include_dir = request.param
     if include_dir is None:
-        pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR or TENSORRT_ROOT (e.g. the include/ "
-                    "of github.com/NVIDIA/TensorRT at a release tag) to build the plugin library")
+        _unavailable("TensorRT headers not found: set TENSORRT_INCLUDE_DIR or TENSORRT_ROOT (e.g. the include/ "
+                     "of github.com/NVIDIA/TensorRT at a release tag) to build the plugin library")
     if shutil.which("cmake") is None:
-        pytest.skip("cmake not on PATH")
+        _unavailable("cmake not on PATH")
     return _cmake_build(include_dir, f"plugin-{_header_id(include_dir)}", "-DCORNERNET_DEPLOY_BUILD_TESTS=ON")
+
+
+def _headers_version(build_dir: Path) -> str:
+    cache = (build_dir / "CMakeCache.txt").read_text()
+    include_dir = re.search(r"^TENSORRT_INCLUDE_DIR:\w+=(.*)$", cache, re.M).group(1)
+    return plugin_build.tensorrt_header_version(Path(include_dir))
 
 
 def _dynamic_symbols(library: Path, *flags: str) -> list[tuple[str, str]]:
     nm = shutil.which("nm")
     if nm is None:
-        pytest.skip("nm (binutils) not on PATH")
+        _unavailable("nm (binutils) not on PATH")
     out = subprocess.run([nm, "-D", *flags, str(library)], capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
@@ -133,8 +157,8 @@ def _dynamic_symbols(library: Path, *flags: str) -> list[tuple[str, str]]:
 def test_library_exports_registration_entry_points_and_kernel_api(plugin_build_dir):
     library = plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME
     exported = {name for kind, name in _dynamic_symbols(library, "--defined-only") if kind == "T"}
-    assert exported == {"getCreators", "setLoggerFinder", "cornerPoolForward", "cornerPoolDirectional",
-                        "cornerPoolStatusString", "cornerPoolMaxWidth"}
+    assert exported == {"getCreators", "setLoggerFinder", "cornernetDeployTensorRTVersion", "cornerPoolForward",
+                        "cornerPoolDirectional", "cornerPoolStatusString", "cornerPoolMaxWidth"}
 
 
 def test_library_needs_no_tensorrt_and_no_shared_cudart(plugin_build_dir):
@@ -147,6 +171,18 @@ def test_library_needs_no_tensorrt_and_no_shared_cudart(plugin_build_dir):
     assert "nvinfer" not in needed and "libcudart" not in needed, needed
 
 
+def test_library_records_the_version_of_its_headers(plugin_build_dir):
+    import ctypes
+
+    library = plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME
+    version = _headers_version(plugin_build_dir)  # from NvInferVersion.h of the headers it was built with
+    assert plugin_build.plugin_library_tensorrt_version(library) == version
+    major, minor, patch = (int(x) for x in version.split("."))
+    exported = ctypes.CDLL(str(library)).cornernetDeployTensorRTVersion
+    exported.restype = ctypes.c_int32
+    assert exported() == major * 10000 + minor * 100 + patch  # NV_TENSORRT_VERSION
+
+
 def test_plugin_unit_test_passes(plugin_build_dir):
     proc = subprocess.run([str(plugin_build_dir / "cornerPoolPluginUnitTest")], capture_output=True, text=True,
                           timeout=300)
@@ -154,7 +190,60 @@ def test_plugin_unit_test_passes(plugin_build_dir):
     assert re.search(r"\d+ checks, 0 failed", proc.stdout), proc.stdout
 
 
-# ---- the real TensorRT plugin registry (PyPI lean bindings; no GPU needed) --------------------------------
+def test_gpu_harness_builds_and_runs_where_there_is_a_gpu(plugin_build_dir):
+    proc = subprocess.run([str(plugin_build_dir / "cornerPoolPluginGpuHarness")], capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode == HARNESS_NO_GPU:
+        pytest.skip(f"compiled; needs a GPU to run: {proc.stdout.strip()}")  # not a CI failure: no GPU there
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"\d+ checks, 0 failed", proc.stdout), proc.stdout
+
+
+# ---- the real TensorRT plugin registries (PyPI lean wheels, one per major; no GPU needed) ------------------
+
+def _lean_runtimes() -> dict:
+    """{major: (pip --target folder or None for this interpreter's own, version)}."""
+    found = {}
+    for folder in filter(None, os.environ.get("CORNERNET_DEPLOY_LEAN_TENSORRT_DIRS", "").split(os.pathsep)):
+        for info in Path(folder).glob("tensorrt_lean_cu*_bindings-*.dist-info"):
+            version = info.name.split("-")[1].removesuffix(".dist-info")
+            found[int(version.split(".")[0])] = (Path(folder), version)
+    if not found:
+        import importlib.metadata
+        import importlib.util
+        if importlib.util.find_spec("tensorrt_lean_bindings") is not None:
+            for dist in importlib.metadata.distributions():
+                name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+                if re.fullmatch(r"tensorrt-lean-cu\d+-bindings", name):
+                    found[int(dist.version.split(".")[0])] = (None, dist.version)
+    return found
+
+
+LEAN = _lean_runtimes()
+
+
+def _lean_or_unavailable(major: int):
+    if major not in LEAN:
+        _unavailable(f"no lean TensorRT {major}.x runtime (pip install --target DIR tensorrt-lean-cu12-bindings=="
+                     f"10.16.1.11 tensorrt-lean-cu12-libs==10.16.1.11, or the cu13 11.4.0.106 pair for 11.x, and "
+                     f"list DIR in CORNERNET_DEPLOY_LEAN_TENSORRT_DIRS)")
+    return LEAN[major]
+
+
+def _run_in_lean(major: int, script: str, *args: str):
+    """Run ``script`` in a fresh interpreter whose tensorrt_lean_bindings is TensorRT ``major``. Fresh: the
+    registry is process-global, and without a TensorRT logger the plugin's messages go to stderr."""
+    folder, _ = _lean_or_unavailable(major)
+    env = dict(os.environ)
+    if folder is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(folder), str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=env)
+
+
+def _library_major(build_dir: Path) -> int:
+    return int(_headers_version(build_dir).split(".")[0])
+
 
 REGISTRY_SCRIPT = r"""
 import json, sys
@@ -194,18 +283,8 @@ print(json.dumps(result))
 """
 
 
-def _lean_bindings_or_skip():
-    import importlib.util
-    if importlib.util.find_spec("tensorrt_lean_bindings") is None:
-        pytest.skip("PyPI lean TensorRT bindings not installed "
-                    "(pip install tensorrt-lean-cu13-bindings tensorrt-lean-cu13-libs)")
-
-
-def _run_registry_script(library: Path, how: str):
-    # A fresh process: the registry is process-global, and no TensorRT logger exists there, so the plugin's
-    # error messages go to stderr where the test can read them.
-    proc = subprocess.run([sys.executable, "-c", REGISTRY_SCRIPT, str(library), how], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+def _run_registry_script(major: int, library: Path, how: str):
+    proc = _run_in_lean(major, REGISTRY_SCRIPT, str(library), how)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -220,22 +299,141 @@ def _check_registry_result(result, stderr):
     assert "CornerPool[bad_int_node]: field 'mode' is 7" in stderr
 
 
-def test_tensorrt_registry_loads_library_and_creates_plugins(plugin_build_dir):
-    _lean_bindings_or_skip()
-    result, stderr = _run_registry_script(plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME, "load_library")
+def test_registry_of_the_same_major_loads_the_library_and_creates_plugins(plugin_build_dir):
+    major = _library_major(plugin_build_dir)
+    result, stderr = _run_registry_script(major, plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME, "load_library")
+    assert result["version"].split(".")[0] == str(major)
     _check_registry_result(result, stderr)
     assert not result["found_without_namespace"]  # registered under its own namespace only
 
 
+CROSS_MAJOR_SCRIPT = r"""
+import json, sys
+import tensorrt_lean_bindings as trt
+from cornernet_deploy.errors import UserError
+from cornernet_deploy.tensorrt.plugin_build import load_plugin_library
+
+library = sys.argv[1]
+registry = trt.get_plugin_registry()
+result = {"version": trt.__version__}
+try:
+    load_plugin_library(trt, library)
+    result["refused"] = None
+except UserError as exc:
+    result["refused"] = str(exc)
+result["registered_after_refusal"] = registry.get_creator("CornerPool", "1", "cornernet_deploy") is not None
+# Behind our back (trtexec, C++, another tool): the library itself must refuse, not crash.
+handle = registry.load_library(library)
+creator = registry.get_creator("CornerPool", "1", "cornernet_deploy")
+result["registered_by_raw_load"] = creator is not None
+if creator is not None:  # what used to happen: the plugin's first log call goes through a foreign vtable
+    import numpy as np
+    field = trt.PluginField("mode", np.frombuffer(b"diagonal\0", np.int8), trt.PluginFieldType.CHAR)
+    creator.create_plugin("bad_node", trt.PluginFieldCollection([field]), trt.TensorRTPhase.BUILD)
+print(json.dumps(result))
+"""
+
+
+def test_registry_of_another_major_is_refused_without_a_crash(plugin_build_dir):
+    library = plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME
+    major = _library_major(plugin_build_dir)
+    other = 11 if major == 10 else 10
+    proc = _run_in_lean(other, CROSS_MAJOR_SCRIPT, str(library))
+    # Before the version checks, an 11.x library crashed a 10.x process here (SIGSEGV at its first log call).
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    version = _headers_version(plugin_build_dir)
+    assert result["refused"] == (f"{library} was built with TensorRT {version} headers but this is TensorRT "
+                                 f"{result['version']}: a plugin library only runs in the TensorRT major it was built "
+                                 f"for; build one with TensorRT {other} headers (`cornernet-deploy plugin build "
+                                 "--tensorrt-root DIR`)")
+    assert not result["registered_after_refusal"] and not result["registered_by_raw_load"]
+    assert (f"was built with TensorRT {version} headers but this process runs TensorRT "
+            f"{'.'.join(result['version'].split('.')[:3])}") in proc.stderr
+    assert "so it registers nothing" in proc.stderr
+
+
+SECOND_COPY_SCRIPT = r"""
+import json, shutil, sys
+import tensorrt_lean_bindings as trt
+from cornernet_deploy.tensorrt.plugin_build import load_plugin_library
+
+library, copy = sys.argv[1], sys.argv[2]
+shutil.copy(library, copy)
+registry = trt.get_plugin_registry()
+first = load_plugin_library(trt, library)
+second = load_plugin_library(trt, copy)   # e.g. CORNERNET_DEPLOY_PLUGIN and the manifest name two copies
+raw = registry.load_library(copy)         # what TensorRT does with a second copy
+print(json.dumps({"first": first is not None, "second": second is None, "raw_refused": raw is None,
+                  "registered": registry.get_creator("CornerPool", "1", "cornernet_deploy") is not None}))
+"""
+
+
+def test_a_second_copy_of_the_library_is_not_loaded_again(plugin_build_dir, tmp_path):
+    major = _library_major(plugin_build_dir)
+    proc = _run_in_lean(major, SECOND_COPY_SCRIPT, str(plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME),
+                        str(tmp_path / "copy.so"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"first": True, "second": True, "raw_refused": True,
+                                                                "registered": True}
+
+
+FAILED_RUNTIME_SCRIPT = r"""
+import json
+import tensorrt_lean_bindings as trt
+from cornernet_deploy.errors import UserError
+from cornernet_deploy.tensorrt import common
+from cornernet_deploy.tensorrt.common import create_runtime, make_logger
+
+lines = []
+logger = make_logger(trt, lines)
+raw = trt.Runtime(logger)   # TensorRT's own behaviour without a usable GPU
+common._UNUSABLE.append(raw)  # destroying it would crash this process (as create_runtime knows)
+result = {"raw_returned": raw is not None, "raw_logged_errors": [l for l in lines if l.startswith("[ERROR]")]}
+lines.clear()
+try:
+    create_runtime(trt, logger, lines)
+    result["error"] = None
+except UserError as exc:
+    result["error"] = str(exc)
+import gc
+gc.collect()  # the failed runtime create_runtime saw must not be destroyed now (SIGSEGV)
+print(json.dumps(result), flush=True)
+"""
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_a_runtime_whose_cuda_init_failed_is_caught(major):
+    proc = _run_in_lean(major, FAILED_RUNTIME_SCRIPT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not result["raw_logged_errors"]:
+        pytest.skip("TensorRT initialised CUDA here (a GPU is present): nothing to catch")
+    # TensorRT hands back a Runtime object anyway; deserializing with it would crash.
+    assert result["raw_returned"]
+    assert result["error"].startswith("TensorRT could not create its runtime (no usable GPU or driver?): ")
+    assert "CUDA initialization failure" in result["error"] and "\n" not in result["error"]
+
+
 def test_static_registration_build_registers_under_our_namespace():
-    _lean_bindings_or_skip()
-    nvinfer = plugin_build.python_nvinfer_library()
     include_dirs = [d for d in _header_dirs() if d is not None]
-    if nvinfer is None or not include_dirs:
-        pytest.skip("needs TensorRT headers and a pip-installed libnvinfer(_lean) to link static registration")
-    build = _cmake_build(include_dirs[0], "plugin-static-registration", "-DCORNERNET_DEPLOY_STATIC_REGISTRATION=ON",
+    usable = [(d, int(plugin_build.tensorrt_header_version(d).split(".")[0])) for d in include_dirs]
+    usable = [(d, m) for d, m in usable if m in LEAN]
+    if not usable:
+        _unavailable("needs TensorRT headers and a lean TensorRT runtime of the same major (its libnvinfer_lean "
+                     "links static registration)")
+    include_dir, major = usable[-1]
+    folder, _ = LEAN[major]
+    if folder is not None:
+        candidates = sorted((folder / "tensorrt_lean_libs").glob(f"libnvinfer_lean.so.{major}*"))
+        nvinfer = candidates[0] if candidates else None
+    else:
+        nvinfer = plugin_build.python_nvinfer_library()
+    if nvinfer is None:
+        _unavailable(f"no libnvinfer_lean.so.{major} to link static registration against")
+    build = _cmake_build(include_dir, f"plugin-static-registration-{major}", "-DCORNERNET_DEPLOY_STATIC_REGISTRATION=ON",
                          f"-DNVINFER_LIBRARY={nvinfer}")
-    result, stderr = _run_registry_script(build / plugin_build.PLUGIN_LIBRARY_NAME, "dlopen")
+    result, stderr = _run_registry_script(major, build / plugin_build.PLUGIN_LIBRARY_NAME, "dlopen")
     _check_registry_result(result, stderr)
 
 
@@ -243,18 +441,21 @@ def test_cli_plugin_build_end_to_end(tmp_path, capsys):
     """`cornernet-deploy plugin build` from header discovery to the library in --output."""
     include_dirs = [d for d in _header_dirs() if d is not None]
     if not include_dirs or shutil.which("cmake") is None:
-        pytest.skip("needs TensorRT headers (TENSORRT_INCLUDE_DIR / TENSORRT_ROOT) and cmake")
+        _unavailable("needs TensorRT headers (TENSORRT_INCLUDE_DIR / TENSORRT_ROOT) and cmake")
     _nvcc()
     from cornernet_deploy.cli import main
     # A content-addressed build directory keeps reruns incremental; the output directory is fresh.
-    build_dir = CACHE / f"cli-{_plugin_sources_digest(str(include_dirs[0]))}"
+    # (the source path is part of the key: CMake refuses a build folder configured for another checkout)
+    build_dir = CACHE / f"cli-{_plugin_sources_digest(str(include_dirs[0]), str(PLUGINS))}"
     rc = main(["plugin", "build", "--tensorrt-root", str(include_dirs[0]), "--cuda-arch", "sm_75",
                "--build-dir", str(build_dir), "--output", str(tmp_path / "out")])
     out = capsys.readouterr().out
     library = tmp_path / "out" / plugin_build.PLUGIN_LIBRARY_NAME
     assert rc == 0 and library.is_file()
-    assert f"plugin library:   {library}" in out
-    assert f"TensorRT headers: {include_dirs[0].resolve()}" in out
+    version = plugin_build.tensorrt_header_version(include_dirs[0])
+    assert f"plugin library:   {library}  (TensorRT {version.split('.')[0]}.x)" in out
+    assert f"TensorRT headers: {include_dirs[0].resolve()} (version {version}" in out
+    assert plugin_build.plugin_library_tensorrt_version(library) == version
     assert "-DCMAKE_CUDA_ARCHITECTURES=75" in (build_dir / "cornernet_deploy_build.log").read_text()
 
 

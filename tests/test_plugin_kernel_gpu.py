@@ -28,7 +28,8 @@ INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
 @pytest.fixture(scope="module")
 def kernels():
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU: torch.cuda.is_available() is False")
+        pytest.skip("no CUDA GPU visible to torch (torch.cuda.is_available() is False; the README's test set-up "
+                    "pins a CPU torch: on a GPU machine run these with a CUDA torch, e.g. scripts/gpu_check.sh)")
     try:
         cache = Path(tempfile.gettempdir()) / "cornernet_deploy_tests" / "gpu-kernels"
         path = plugin_build.compile_kernel_library(cache, arch="native")

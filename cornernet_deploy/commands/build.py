@@ -1,5 +1,11 @@
-"""``cornernet-deploy build MODEL.onnx``: a TensorRT engine with the corner-pool plugin."""
+"""``cornernet-deploy build MODEL.onnx``: a TensorRT engine with the corner-pool plugin.
+
+Every option is checked (argparse types here, paths and shapes in ``build_engine``) before TensorRT
+is imported, so a mistake is reported as itself rather than as a missing TensorRT.
+"""
 from __future__ import annotations
+
+from .common import positive_int
 
 
 def add_arguments(parser):
@@ -8,14 +14,22 @@ def add_arguments(parser):
                         help="fp16: give an FP16 export (`export --precision fp16`, required on TensorRT 11); "
                              "on TensorRT 10 an FP32 export also builds with the FP16 builder flag; "
                              "int8: give a model from `cornernet-deploy quantize`")
-    parser.add_argument("--min-batch", type=int)
-    parser.add_argument("--opt-batch", type=int)
-    parser.add_argument("--max-batch", type=int)
+    parser.add_argument("--min-batch", type=positive_int, metavar="N",
+                        help="smallest batch the engine accepts (dynamic-batch exports; default 1)")
+    parser.add_argument("--opt-batch", type=positive_int, metavar="N",
+                        help="batch TensorRT tunes its kernels for (default: --max-batch)")
+    parser.add_argument("--max-batch", type=positive_int, metavar="N",
+                        help="largest batch the engine accepts (default 1)")
     parser.add_argument("--input-size", help="HxW for a --dynamic-size export (default: the official size)")
-    parser.add_argument("--workspace", type=int, default=None, metavar="MB", help="builder workspace limit (default 1024)")
+    parser.add_argument("--workspace", type=positive_int, default=None, metavar="MB",
+                        help="builder workspace limit (default 1024)")
     parser.add_argument("--profile", help="named build settings from engines/profiles.json (explicit flags win)")
     parser.add_argument("--timing-cache", metavar="FILE", help="read and update this timing cache")
-    parser.add_argument("--plugin", metavar="LIB", help="plugin library (default: $CORNERNET_DEPLOY_PLUGIN or the built one)")
+    parser.add_argument("--plugin", metavar="LIB",
+                        help="plugin library (default: $CORNERNET_DEPLOY_PLUGIN or the one `plugin build` made "
+                             "for the running TensorRT major)")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="keep FP32 layers in full FP32 (TensorRT otherwise may use TF32 on Ampere and newer)")
     parser.add_argument("--output", help="engine file (default: engines/NAME_PRECISION.engine)")
 
 
@@ -25,5 +39,6 @@ def run(args) -> int:
     apply_preset(args, "engines/profiles.json", args.profile, defaults=dict(workspace=1024))
     build_engine(args.onnx, args.output, precision=args.precision, min_batch=args.min_batch,
                  opt_batch=args.opt_batch, max_batch=args.max_batch, input_size=args.input_size,
-                 workspace_mb=args.workspace, timing_cache=args.timing_cache, plugin_library=args.plugin)
+                 workspace_mb=args.workspace, timing_cache=args.timing_cache, plugin_library=args.plugin,
+                 tf32=not args.no_tf32)
     return 0

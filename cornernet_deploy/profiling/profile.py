@@ -218,7 +218,8 @@ def profile_backends(backends: Sequence, images: Sequence[np.ndarray], *, batch:
             x = np.stack([s._preprocess(images[j % len(images)], s.backend.spec, 1.0, s.canvas,
                                         s.backend.mean, s.backend.std)[0]
                           for j in range(s.network_batch)])
-            row.layers = summarize_layers(fn(x, iterations=layer_runs), runs=layer_runs)
+            names = (getattr(s.backend, "manifest", None) or {}).get("corner_pool_layers")  # ONNX node names
+            row.layers = summarize_layers(fn(x, iterations=layer_runs), runs=layer_runs, corner_pool_names=names)
     return rows
 
 

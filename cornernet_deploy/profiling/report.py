@@ -71,11 +71,14 @@ def layer_table(entry: dict, top: int = 10):
 
     layers = entry["layers"]
     share = layers.get("corner_pool_share")
+    reformat_ms = layers.get("corner_pool_reformat_ms")
+    reformats = (f" + {fmt_ms(reformat_ms)} ms in {layers.get('corner_pool_reformat_layers')} reformat layers "
+                 "around it" if reformat_ms else "")
     table = Table(title=f"{escape(entry['label'])}: top layers (TensorRT IProfiler, mean of "
                         f"{layers.get('runs')} runs); corner-pool plugin "
                         f"{fmt_ms(layers.get('corner_pool_ms'))} ms = "
                         f"{'-' if share is None else f'{100 * share:.1f}%'} of "
-                        f"{fmt_ms(layers.get('total_ms'))} ms")
+                        f"{fmt_ms(layers.get('total_ms'))} ms{reformats}")
     table.add_column("layer", overflow="fold")
     table.add_column("ms", justify="right")
     table.add_column("share", justify="right")

@@ -9,9 +9,14 @@ every network is strongly typed and runs in the types the ONNX file has. So:
 - ONNX in FP32 + ``--precision fp16``: TensorRT 10 only, with the FP16 builder flag (TensorRT picks
   per layer; our plugin declares FP16 support); TensorRT 11 refuses and says to export in FP16.
 
+FP32 engines: TensorRT may run FP32 convolutions/matmuls in TF32 on Ampere and newer (its default);
+``tf32=False`` (``build --no-tf32``) keeps them in full FP32, for comparisons against FP32 references.
+
 Artifacts, each written only when complete: the engine, ``NAME.manifest.json`` (TensorRT version,
-GPU, precision, shapes, plugin and ONNX hashes, and the export metadata the runtime needs) and
-``NAME.build.log``.
+GPU, precision, shapes, the plugin library with its hash and TensorRT header version, ONNX hash,
+the corner-pool layer names, and the export metadata the runtime needs), ``NAME.build.log`` and,
+when asked, the timing cache (after the engine: a cache problem never costs the engine).
+Every argument is checked before TensorRT is imported, so mistakes get their own message.
 """
 from __future__ import annotations
 
@@ -24,58 +29,13 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
-from ..fileio import write_bytes_atomic, write_text_atomic
-from ..onnx_function import DOMAIN, OP_TYPE, strip_corner_pool_function
+from ..fileio import check_output_file, write_bytes_atomic, write_text_atomic
+from .common import (create_builder, import_tensorrt, log_path, make_logger, manifest_path, sha256_file,
+                     tensorrt_major, warn)
 
 MANIFEST_FORMAT = 1
 
-
-def manifest_path(engine_path) -> Path:
-    p = Path(engine_path)
-    return p.with_name(p.stem + ".manifest.json")
-
-
-def log_path(engine_path) -> Path:
-    p = Path(engine_path)
-    return p.with_name(p.stem + ".build.log")
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise UserError("TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU)") from None
-    if not hasattr(trt, "Builder"):
-        raise UserError("the installed 'tensorrt' package has no builder (a lean/dispatch runtime or a stub)")
-    return trt
-
-
-def tensorrt_major(trt) -> int:
-    return int(trt.__version__.split(".")[0])
-
-
-def make_logger(trt, lines: list, echo_level=None):
-    """A TensorRT logger that keeps every message (for the build log) and echoes warnings+."""
-    echo_level = trt.Logger.WARNING if echo_level is None else echo_level
-
-    class CollectingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):
-            lines.append(f"[{str(severity).split('.')[-1]}] {msg}")
-            if int(severity) <= int(echo_level):
-                print(f"TensorRT {str(severity).split('.')[-1].lower()}: {msg}")
-
-    return CollectingLogger()
+__all__ = ["build_engine", "BuildResult", "check_plugin_layers", "plugin_layer_names", "manifest_path", "log_path"]
 
 
 def _progress_monitor(trt):
@@ -108,48 +68,129 @@ class BuildResult:
     seconds: float
 
 
+def _export_metadata(model):
+    """The exporter's metadata dict of an ONNX model, or None (read without the torch-side exporter,
+    so that engines can be built on a machine without torch, e.g. a Jetson)."""
+    from ..runtime.pipeline import METADATA_KEY
+    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    return json.loads(raw) if raw is not None else None
+
+
 def _corner_pool_nodes(model) -> list:
+    from ..onnx_function import DOMAIN, OP_TYPE
     return [n for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN]
 
 
-def count_plugin_layers(trt, network) -> int:
+def plugin_layer_names(trt, network) -> list:
+    """Names of the plugin layers of a parsed network. The parser names each layer after its ONNX
+    node, and it inserts plugins of its own for some ops, so layers are matched by name, not counted."""
     plugin_types = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, n)}
-    return sum(network.get_layer(i).type in plugin_types for i in range(network.num_layers))
+    return [layer.name for layer in (network.get_layer(i) for i in range(network.num_layers))
+            if layer.type in plugin_types]
 
 
-def check_plugin_layers(expected_nodes: list, plugin_layers: int) -> None:
-    """Every CornerPool node must have become a plugin layer (not an inlined function body)."""
-    if plugin_layers != len(expected_nodes):
-        names = ", ".join(n.name for n in expected_nodes[:4])
-        raise UserError(f"{len(expected_nodes)} CornerPool nodes ({names}) but {plugin_layers} plugin layers "
-                        "after parsing: the parser did not map every corner pool to the cornernet_deploy plugin")
+def check_plugin_layers(expected_nodes: list, plugin_layers: list) -> None:
+    """Every CornerPool node must have become a plugin layer of its own name (not an inlined function
+    body); ``plugin_layers`` are the names of the network's plugin layers."""
+    present = set(plugin_layers)
+    # The parser names a layer after its node, with "_N" appended if the name was already taken
+    # (onnx-tensorrt ImporterContext::registerLayer / generateUniqueName).
+    suffixed = {name.rsplit("_", 1)[0] for name in present if name.rsplit("_", 1)[-1].isdigit()}
+    missing = [n.name for n in expected_nodes if n.name not in present and n.name not in suffixed]
+    if missing:
+        names = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise UserError(f"{len(missing)} of {len(expected_nodes)} CornerPool nodes did not become plugin layers "
+                        f"after parsing ({names}): the parser did not map every corner pool to the "
+                        "cornernet_deploy plugin")
+
+
+def _check_batches(min_batch, opt_batch, max_batch) -> None:
+    for name, value in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
+        if value is not None and int(value) < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+
+
+def _attach_timing_cache(config, cache_path, echo=warn):
+    """Give the builder the timing cache in ``cache_path`` (if any). ``create_timing_cache`` may return
+    None and ``set_timing_cache`` returns False for a cache of another device/version: then fall back
+    to an empty cache with a warning rather than fail after the build."""
+    data = Path(cache_path).read_bytes() if cache_path and Path(cache_path).is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None and data:
+        echo(f"{cache_path}: TensorRT cannot read this timing cache; starting an empty one")
+        data, cache = b"", config.create_timing_cache(b"")
+    if cache is None:
+        echo("TensorRT could not create a timing cache; building without one")
+        return None
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        if not data:
+            echo("TensorRT refused an empty timing cache; building without one")
+            return None
+        echo(f"{cache_path}: timing cache was made on another GPU or TensorRT version; starting an empty one")
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            return None
+    return cache
+
+
+def _save_timing_cache(config, cache_path, echo=warn) -> None:
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            raise RuntimeError("no timing cache to save")
+        write_bytes_atomic(cache_path, bytes(cache.serialize()))
+    except Exception as exc:  # the engine is already written; a cache is only a speed-up for next time
+        echo(f"could not save the timing cache {cache_path}: {exc}")
 
 
 def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: int | None = None,
                  opt_batch: int | None = None, max_batch: int | None = None, input_size=None,
-                 workspace_mb: int = 1024, timing_cache=None, plugin_library=None,
+                 workspace_mb: int = 1024, timing_cache=None, plugin_library=None, tf32: bool = True,
                  progress=print) -> BuildResult:
-    import onnx
-
-    from ..exporter import parse_hw, read_metadata
-    from .cuda import device_info
-    from .plugin_build import find_plugin_library, load_plugin_library
-
     start = time.perf_counter()
     onnx_path = Path(onnx_path)
+    progress = progress or (lambda _msg: None)
+    # Everything the user gave is checked before the ONNX file is read and before TensorRT is imported.
     if precision not in ("fp32", "fp16", "int8"):
         raise UserError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
+    _check_batches(min_batch, opt_batch, max_batch)
+    if workspace_mb is None or int(workspace_mb) < 1:
+        raise UserError(f"--workspace must be at least 1 (MB), got {workspace_mb}")
+    output = check_output_file(output or Path("engines") / f"{onnx_path.stem}_{precision}.engine", "--output")
+    if timing_cache is not None:
+        check_output_file(timing_cache, "--timing-cache")
+    if plugin_library is not None and not Path(plugin_library).is_file():
+        raise UserError(f"--plugin {plugin_library}: no such file")
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
+
+    import onnx
+
+    from ..onnx_function import strip_corner_pool_function
+    from .cuda import device_info
+    from .plugin_build import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
+
+    if input_size:
+        from ..exporter import parse_hw  # the exporter imports torch: only --input-size needs it here
+        requested_hw = parse_hw(input_size)
+    else:
+        requested_hw = None
     try:
         model = onnx.load(str(onnx_path))
     except Exception:
         raise UserError(f"{onnx_path} is not an ONNX model") from None
-    metadata = read_metadata(model)
+    metadata = _export_metadata(model)
     if metadata is None:
         raise UserError(f"{onnx_path} was not exported by cornernet-deploy (no metadata); use `cornernet-deploy export`")
     nodes = _corner_pool_nodes(model)
     onnx_precision = metadata.get("precision", "fp32")
+    if precision == "fp32" and onnx_precision == "fp16":
+        raise UserError(f"{onnx_path} is an FP16 export; build it with --precision fp16")
+    if (precision == "int8") != (onnx_precision == "int8"):  # INT8 = explicit Q/DQ (TensorRT 11 has no other)
+        raise UserError(f"{onnx_path} is an INT8 (Q/DQ) model; build it with --precision int8"
+                        if onnx_precision == "int8" else
+                        f"{onnx_path} is a float model; quantize it first (`cornernet-deploy quantize "
+                        f"{onnx_path} --calib IMAGES`) and build the INT8 model it writes")
 
     # shapes: batch from the flags (dynamic exports) or the file; H, W from the file or --input-size
     static_batch = metadata.get("batch")
@@ -159,60 +200,54 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
                             "to build for other batch sizes")
         min_batch = opt_batch = max_batch = static_batch
     else:
-        max_batch = max_batch or opt_batch or 1
-        opt_batch = opt_batch or max_batch
-        min_batch = min_batch or 1
+        max_batch = max_batch if max_batch is not None else (opt_batch if opt_batch is not None else 1)
+        opt_batch = opt_batch if opt_batch is not None else max_batch
+        min_batch = min_batch if min_batch is not None else 1
         if not (1 <= min_batch <= opt_batch <= max_batch):
             raise UserError(f"batch sizes must satisfy 1 <= min ({min_batch}) <= opt ({opt_batch}) <= max ({max_batch})")
     if metadata.get("input_hw"):
         hw = tuple(metadata["input_hw"])
-        if input_size and parse_hw(input_size) != hw:
+        if requested_hw and requested_hw != hw:
             raise UserError(f"{onnx_path} takes {hw[0]}x{hw[1]} inputs; export with --dynamic-size for other sizes")
     else:
-        hw = parse_hw(input_size) if input_size else tuple(metadata["spec"]["input_size"])
-    output = Path(output or Path("engines") / f"{onnx_path.stem}_{precision}.engine")
+        hw = requested_hw or tuple(metadata["spec"]["input_size"])
 
-    if (precision == "int8") != (onnx_precision == "int8"):  # INT8 = explicit Q/DQ (TensorRT 11 has no other)
-        raise UserError(f"{onnx_path} is an INT8 (Q/DQ) model; build it with --precision int8"
-                        if onnx_precision == "int8" else
-                        f"{onnx_path} is a float model; quantize it first (`cornernet-deploy quantize "
-                        f"{onnx_path} --calib IMAGES`) and build the INT8 model it writes")
-
-    trt = import_tensorrt()
+    trt = import_tensorrt("Builder")
     major = tensorrt_major(trt)
     strongly_typed = major >= 11 or onnx_precision == "fp16"
     if precision == "fp16" and onnx_precision == "fp32" and major >= 11:
         raise UserError(f"TensorRT {trt.__version__} builds only strongly typed networks: export an FP16 "
                         "model (`cornernet-deploy export --precision fp16`) and build that")
-    if precision == "fp32" and onnx_precision == "fp16":
-        raise UserError(f"{onnx_path} is an FP16 export; build it with --precision fp16")
 
     log_lines: list = []
     logger = make_logger(trt, log_lines)
-    plugin_path = Path(plugin_library) if plugin_library else find_plugin_library()
+    plugin_path = Path(plugin_library) if plugin_library else find_plugin_library(tensorrt_major=major)
     load_plugin_library(trt, plugin_path)
     progress(f"TensorRT {trt.__version__}, plugin {plugin_path}")
 
-    builder = trt.Builder(logger)
+    builder = create_builder(trt, logger, log_lines)
     flags = 0
     if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and major < 11:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if hasattr(trt, "OnnxParserFlag") and hasattr(trt.OnnxParserFlag, "ENABLE_PLUGIN_OVERRIDE"):
-        parser.set_flag(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)  # 10.15+: plugins beat builtins
+    # No ENABLE_PLUGIN_OVERRIDE: the FunctionProtos are stripped below and our nodes carry
+    # plugin_namespace, which is enough on every version; the flag would also let any plugin named like
+    # an ONNX op replace a builtin.
     # Up to TensorRT 10.6 a same-named local function always wins over a plugin: parse without ours.
     strip_corner_pool_function(model)
     progress(f"parsing {onnx_path} ({len(nodes)} CornerPool nodes)")
     if not parser.parse(model.SerializeToString(), str(onnx_path.parent)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT could not parse {onnx_path}: {errors}")
-    check_plugin_layers(nodes, count_plugin_layers(trt, network))
+    check_plugin_layers(nodes, plugin_layer_names(trt, network))
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if precision == "fp16" and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+    if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     if precision == "int8" and not strongly_typed:  # TensorRT 10: Q/DQ layers need the INT8 flag; FP16 for the rest
         config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.FP16)
@@ -223,9 +258,8 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, (min_batch, 3, *hw), (opt_batch, 3, *hw), (max_batch, 3, *hw))
     config.add_optimization_profile(profile)
-    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if timing_cache:
+        _attach_timing_cache(config, timing_cache)
 
     progress(f"building {precision} engine for batch {min_batch}..{max_batch} at {hw[0]}x{hw[1]} "
              "(minutes on a large model)")
@@ -235,24 +269,26 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
         write_text_atomic(log_path(output), "\n".join(log_lines) + "\n")
         raise UserError(f"TensorRT engine build failed: {tail or 'see ' + str(log_path(output))}")
     engine_bytes = bytes(serialized)
-    if timing_cache:
-        write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
 
     gpu = device_info()
     manifest = {
         "format": MANIFEST_FORMAT, "toolkit_version": __version__,
         "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tensorrt_version": trt.__version__, "gpu": gpu, "precision": precision,
-        "strongly_typed": strongly_typed,
+        "strongly_typed": strongly_typed, "tf32": bool(tf32),
         "input": {"name": input_name, "min": [min_batch, 3, *hw], "opt": [opt_batch, 3, *hw], "max": [max_batch, 3, *hw]},
         "outputs": metadata["outputs"], "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
         "plugin_library": str(plugin_path), "plugin_sha256": sha256_file(plugin_path),
+        "plugin_tensorrt_version": plugin_library_tensorrt_version(plugin_path),
+        "corner_pool_layers": [n.name for n in nodes],
         "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path),
         "metadata": {**metadata, "input_hw": list(hw), "batch": None if min_batch != max_batch else max_batch},
     }
     write_text_atomic(log_path(output), "\n".join(log_lines) + "\n")
     write_text_atomic(manifest_path(output), json.dumps(manifest, indent=1))
-    write_bytes_atomic(output, engine_bytes)  # last: an engine never exists without its manifest
+    write_bytes_atomic(output, engine_bytes)  # after its manifest: an engine never exists without one
+    if timing_cache:
+        _save_timing_cache(config, timing_cache)
     seconds = time.perf_counter() - start
     progress(f"wrote {output} ({len(engine_bytes) / 1e6:.1f} MB) in {seconds:.1f} s; manifest {manifest_path(output)}")
     return BuildResult(output, manifest, seconds)

@@ -20,7 +20,8 @@ def cudart():
         from cuda import cudart as runtime  # older cuda-python
         return runtime
     except ImportError:
-        raise UserError("the TensorRT backend needs cuda-python: pip install cuda-python") from None
+        raise UserError("the TensorRT backend needs cuda-python of your CUDA major: pip install 'cuda-python>=12.6,<13' "
+                        "(CUDA 12, JetPack 6) or 'cuda-python>=13,<14' (CUDA 13)") from None
 
 
 def check(result):
@@ -51,3 +52,19 @@ def device_info(device: int = 0) -> dict:
             name, cc = (s.strip() for s in out.stdout.strip().splitlines()[0].rsplit(",", 1))
             return {"name": name, "compute_capability": cc}
     return {"name": "unknown", "compute_capability": "unknown"}
+
+
+def gpu_status() -> tuple:
+    """(True, "N CUDA device(s)") when the CUDA runtime (cuda-python) sees a GPU, else (False, why).
+    What TensorRT itself needs: a CPU-only torch says nothing about it."""
+    try:
+        rt = cudart()
+    except UserError as exc:
+        return False, str(exc)
+    err, count = rt.cudaGetDeviceCount()
+    if int(err) != int(rt.cudaError_t.cudaSuccess):
+        _, name = rt.cudaGetErrorName(err)
+        return False, f"cudaGetDeviceCount failed: {name.decode() if isinstance(name, bytes) else name}"
+    if count < 1:
+        return False, "no CUDA device"
+    return True, f"{count} CUDA device(s)"

@@ -1,18 +1,26 @@
 """Build and locate the TensorRT corner-pool plugin library (``libcornernet_deploy_plugins.so``).
 
-* :func:`build_plugin` runs CMake on ``plugins/`` of a source checkout (``cornernet-deploy plugin build``).
-* :func:`find_plugin_library` tells the engine builder and the runtime which library to load:
-  ``$CORNERNET_DEPLOY_PLUGIN`` if set (a file, or a directory holding the library), else the default
-  build output ``<checkout>/build/lib/libcornernet_deploy_plugins.so`` (outside a checkout:
-  ``$XDG_CACHE_HOME/cornernet_deploy/lib``).
-* :func:`load_plugin_library` registers it with a TensorRT module's plugin registry.
+One library per TensorRT major version: the plugin-facing interfaces (ILogger, ILoggerFinder,
+IPluginRegistry) have different vtables in 10.x and 11.x, so a library runs only in a TensorRT of
+the major version of its headers (minor no newer). Each library carries its headers' version
+(``cornernet_deploy_tensorrt_headers=X.Y.Z`` in the file, and ``cornernetDeployTensorRTVersion()``).
+
+* :func:`build_plugin` runs CMake on ``plugins/`` of a source checkout (``cornernet-deploy plugin build``);
+  by default into ``<checkout>/build/lib/tensorrt-<major>/`` (outside a checkout:
+  ``$XDG_CACHE_HOME/cornernet_deploy/lib/tensorrt-<major>/``).
+* :func:`find_plugin_library` tells the engine builder and the runtime which library to load for the
+  running TensorRT: ``$CORNERNET_DEPLOY_PLUGIN`` if set (a file, or a directory holding the library
+  or ``tensorrt-<major>/`` folders), else the default build output for that major.
+* :func:`load_plugin_library` refuses a library of another major (one line, before TensorRT touches
+  it), skips the load when the creator is already registered, and registers it otherwise.
 
 Only TensorRT *headers* are needed to build: the library registers through the exported
 ``getCreators``/``setLoggerFinder`` and links no TensorRT library. Header search order (first hit wins):
 ``--tensorrt-root`` (``DIR/include`` or ``DIR`` itself), ``$TENSORRT_INCLUDE_DIR``, ``$TENSORRT_ROOT/include``,
 the system (``/usr/include/<arch>-linux-gnu`` from the libnvinfer-dev package, ``/usr/include``,
 ``/usr/local/tensorrt/include``, ``/opt/tensorrt/include``), then an ``include/`` directory inside an
-installed ``tensorrt_libs`` / ``tensorrt`` Python package (the PyPI wheels currently ship none).
+installed ``tensorrt_libs`` / ``tensorrt`` Python package (no PyPI wheel checked so far ships
+headers; this is for builds that do).
 
 Importing this module imports neither TensorRT nor torch.
 """
@@ -23,12 +31,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_output_dir
+from .common import tensorrt_major as running_tensorrt_major, warn
 
 PLUGIN_LIBRARY_NAME = "libcornernet_deploy_plugins.so"
 PLUGIN_ENV = "CORNERNET_DEPLOY_PLUGIN"
@@ -50,6 +60,12 @@ PYTHON_TENSORRT_PACKAGES = ("tensorrt_libs", "tensorrt_lean_libs", "tensorrt")
 
 _HEADER = "NvInferRuntime.h"
 _ARCH_PATTERN = re.compile(r"^(?:sm_|compute_)?(\d{2,3}[af]?)(-real|-virtual)?$")
+# The IPluginV3 plugin needs TensorRT 10.0 or newer.
+OLDEST_TENSORRT_MAJOR = 10
+# Written into the library by plugins/cornernetDeployPlugins.cpp (kHeadersTag).
+_LIBRARY_VERSION_TAG = re.compile(rb"cornernet_deploy_tensorrt_headers=(\d+)\.(\d+)\.(\d+)")
+# Named CUDA architectures and the CMake version that introduced them (JetPack 6's apt cmake is 3.22).
+_NAMED_ARCH_MIN_CMAKE = {"native": (3, 24), "all": (3, 23), "all-major": (3, 23)}
 
 
 @dataclass(frozen=True)
@@ -79,8 +95,13 @@ def default_build_dir() -> Path:
 
 
 def default_output_dir() -> Path:
+    """Where ``plugin build`` puts its libraries, one ``tensorrt-<major>/`` folder per TensorRT major."""
     root = checkout_root()
     return (root / "build" / "lib") if root else _cache_dir() / "lib"
+
+
+def major_dir_name(major: int) -> str:
+    return f"tensorrt-{major}"
 
 
 def _cache_dir() -> Path:
@@ -105,6 +126,20 @@ def tensorrt_header_version(include_dir: Path) -> Optional[str]:
             return None
         parts.append(m.group(1))
     return ".".join(parts)
+
+
+def check_header_version(headers: TensorRTHeaders) -> int:
+    """The headers' major version; UserError (before any build work) for headers older than 10.0 or
+    without a readable version."""
+    if headers.version is None:
+        raise UserError(f"cannot read the TensorRT version from {headers.include_dir / 'NvInferVersion.h'}; "
+                        "the plugin library must know the version it is built for")
+    major = int(headers.version.split(".")[0])
+    if major < OLDEST_TENSORRT_MAJOR:
+        raise UserError(f"TensorRT {headers.version} headers found in {headers.include_dir} (via {headers.found_via}); "
+                        f"the CornerPool plugin uses IPluginV3 and needs TensorRT {OLDEST_TENSORRT_MAJOR}.0 or newer "
+                        "headers (pass --tensorrt-root DIR)")
+    return major
 
 
 def _headers_at(include_dir: Path, found_via: str) -> Optional[TensorRTHeaders]:
@@ -192,6 +227,28 @@ def find_cmake() -> Path:
     return Path(which)
 
 
+def cmake_version(cmake: Path) -> Optional[tuple]:
+    """(major, minor) of ``cmake --version``, or None if it cannot be read."""
+    try:
+        out = subprocess.run([str(cmake), "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"cmake version (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_cmake_supports_archs(cmake: Path, normalized_archs: Optional[str]) -> None:
+    """``native``/``all``/``all-major`` need a newer CMake than our minimum: refuse before configuring."""
+    needed = _NAMED_ARCH_MIN_CMAKE.get(normalized_archs or "")
+    if needed is None:
+        return
+    have = cmake_version(cmake)
+    if have is not None and have < needed:
+        raise UserError(f"--cuda-arch {normalized_archs} needs CMake {needed[0]}.{needed[1]} or newer, "
+                        f"{cmake} is {have[0]}.{have[1]}: give the architectures as numbers (e.g. 87 for "
+                        "Jetson Orin) or pip install cmake")
+
+
 def normalize_cuda_archs(spec: str) -> str:
     """'75,87 sm_90' -> '75;87;90' (CMAKE_CUDA_ARCHITECTURES); also 'native', 'all', 'all-major',
     and CMake's -real/-virtual suffixes. UserError on anything else."""
@@ -207,6 +264,20 @@ def normalize_cuda_archs(spec: str) -> str:
             raise UserError(f"--cuda-arch: '{item}' is not a CUDA architecture (examples: 75, sm_87, 90-virtual, native)")
         out.append(m.group(1) + (m.group(2) or ""))
     return ";".join(out)
+
+
+def importable_tensorrt_version() -> Optional[str]:
+    """``tensorrt.__version__`` of the Python TensorRT this interpreter would import, or None.
+    Asked in a child process: importing TensorRT here would load its libraries for nothing."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import tensorrt; print(tensorrt.__version__)"],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
+    return version if re.match(r"^\d+\.\d+", version) else None
 
 
 def python_nvinfer_library() -> Optional[Path]:
@@ -251,17 +322,31 @@ def _run_logged(cmd: list[str], log_path: Path, what: str) -> None:
 def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir=None, output_dir=None,
                  jobs: Optional[int] = None, static_registration: bool = False,
                  echo: Callable[[str], None] = print) -> Path:
-    """Configure and build the plugin library; copy it into ``output_dir``; return its path."""
+    """Configure and build the plugin library for the TensorRT major of the headers found; copy it
+    into ``output_dir`` (default: ``default_output_dir()/tensorrt-<major>``); return its path.
+    Every check that can fail (paths, headers, tools, CMake features) runs before CMake does."""
+    if build_dir is not None:
+        check_output_dir(build_dir, "--build-dir")
+    if output_dir is not None:
+        check_output_dir(output_dir, "--output")
     source_dir = plugin_source_dir()
     headers = find_tensorrt_headers(tensorrt_root)
+    major = check_header_version(headers)
+    archs = normalize_cuda_archs(cuda_archs) if cuda_archs else None
     nvcc = find_nvcc()
     cmake = find_cmake()
-    build_dir = Path(build_dir) if build_dir else default_build_dir()
-    output_dir = Path(output_dir) if output_dir else default_output_dir()
+    check_cmake_supports_archs(cmake, archs)
+    build_dir = Path(build_dir) if build_dir else default_build_dir() / major_dir_name(major)
+    output_dir = Path(output_dir) if output_dir else default_output_dir() / major_dir_name(major)
+    installed = importable_tensorrt_version()
+    if installed is not None and int(installed.split(".")[0]) != major:
+        warn(f"building for TensorRT {headers.version} headers, but the importable tensorrt is {installed}: "
+             f"this library will only load into a TensorRT {major}.x process (build one with TensorRT "
+             f"{installed.split('.')[0]} headers too for this Python)")
     build_dir.mkdir(parents=True, exist_ok=True)
     log_path = build_dir / "cornernet_deploy_build.log"
     log_path.write_text("")
-    echo(f"TensorRT headers: {headers.include_dir} (version {headers.version or 'unknown'}, via {headers.found_via})")
+    echo(f"TensorRT headers: {headers.include_dir} (version {headers.version}, via {headers.found_via})")
     echo(f"CUDA compiler:    {nvcc}")
     echo(f"build directory:  {build_dir}  (log: {log_path})")
     extra = []
@@ -269,7 +354,7 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
         nvinfer = python_nvinfer_library()
         if nvinfer:  # e.g. a pip-installed TensorRT; otherwise CMake searches the system
             extra.append(f"-DNVINFER_LIBRARY={nvinfer}")
-    _run_logged(cmake_configure_command(cmake, source_dir, build_dir, headers, nvcc, cuda_archs,
+    _run_logged(cmake_configure_command(cmake, source_dir, build_dir, headers, nvcc, archs,
                                         static_registration, extra), log_path, "CMake configure")
     build_cmd = [str(cmake), "--build", str(build_dir), "--target", "cornernet_deploy_plugins",
                  "--parallel", str(jobs or max(1, min(4, os.cpu_count() or 1)))]
@@ -277,10 +362,14 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
     built = build_dir / PLUGIN_LIBRARY_NAME
     if not built.is_file():
         raise UserError(f"the build finished but {built} is missing; see {log_path}")
+    tagged = plugin_library_tensorrt_version(built)
+    if tagged != headers.version:  # a stale build directory configured for other headers
+        raise UserError(f"{built} says it was built with TensorRT {tagged} headers, not {headers.version}; "
+                        f"remove {build_dir} and build again")
     target = output_dir / PLUGIN_LIBRARY_NAME
     with atomic_path(target, suffix=".so") as tmp:  # a loader never sees a half-copied library
         shutil.copy2(built, tmp)
-    echo(f"plugin library:   {target}")
+    echo(f"plugin library:   {target}  (TensorRT {major}.x)")
     return target
 
 
@@ -327,38 +416,112 @@ def load_kernel_library(path):
 # --------------------------------------------------------------------------------------------------------
 # Locate and load
 
-def find_plugin_library(required: bool = True) -> Optional[Path]:
-    """The plugin library to load: ``$CORNERNET_DEPLOY_PLUGIN`` (file or directory), else the default
-    build output. Raises UserError when ``required`` and nothing is found, else returns None."""
+def plugin_library_tensorrt_version(path) -> Optional[str]:
+    """"X.Y.Z" of the TensorRT headers a plugin library was built with, read from the file (the
+    library is not loaded), or None for a file without the tag (not ours, or built before the tag)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    m = _LIBRARY_VERSION_TAG.search(data)
+    return ".".join(g.decode() for g in m.groups()) if m else None
+
+
+def check_library_matches(path, library_version: Optional[str], runtime_version: str) -> Optional[str]:
+    """UserError when the library cannot run in this TensorRT (another major, or no version tag);
+    a warning text when its headers are of a newer minor than the runtime; else None."""
+    runtime_major = int(str(runtime_version).split(".")[0])
+    if library_version is None:
+        raise UserError(f"{path} carries no TensorRT version (not a cornernet-deploy plugin library, or built "
+                        f"by an older cornernet-deploy): rebuild it with `cornernet-deploy plugin build` using "
+                        f"TensorRT {runtime_major} headers")
+    library = tuple(int(x) for x in library_version.split(".")[:2])
+    runtime = tuple(int(x) for x in str(runtime_version).split(".")[:2])
+    if library[0] != runtime[0]:
+        raise UserError(f"{path} was built with TensorRT {library_version} headers but this is TensorRT "
+                        f"{runtime_version}: a plugin library only runs in the TensorRT major it was built for; "
+                        f"build one with TensorRT {runtime[0]} headers (`cornernet-deploy plugin build "
+                        f"--tensorrt-root DIR`)")
+    if library > runtime:
+        return (f"{path} was built with TensorRT {library_version} headers, newer than this TensorRT "
+                f"{runtime_version}; TensorRT supports plugins built with headers of its own or an older "
+                f"minor version: rebuild it with TensorRT {runtime[0]}.{runtime[1]} headers if it misbehaves")
+    return None
+
+
+def _library_in(directory: Path, major: Optional[int]) -> Optional[Path]:
+    candidates = [directory / major_dir_name(major) / PLUGIN_LIBRARY_NAME] if major else []
+    candidates.append(directory / PLUGIN_LIBRARY_NAME)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def find_plugin_library(required: bool = True, tensorrt_major: Optional[int] = None) -> Optional[Path]:
+    """The plugin library to load into a TensorRT of major version ``tensorrt_major``:
+    ``$CORNERNET_DEPLOY_PLUGIN`` (a file, or a directory holding the library or ``tensorrt-<major>/``),
+    else the default build output for that major. Raises UserError when ``required`` and nothing is
+    found, else returns None. Which version a found library was built for is checked when it is loaded."""
     env = os.environ.get(PLUGIN_ENV)
     if env:
         path = Path(env).expanduser()
-        if path.is_dir():
-            path = path / PLUGIN_LIBRARY_NAME
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"{PLUGIN_ENV}={env}: {path} does not exist")
-        return path.resolve()
-    default = default_output_dir() / PLUGIN_LIBRARY_NAME
-    if default.is_file():
-        return default
+        found = _library_in(path, tensorrt_major) if path.is_dir() else path
+        if found is None:
+            raise UserError(f"{PLUGIN_ENV}={env}: no {PLUGIN_LIBRARY_NAME} in {path}"
+                            + (f" nor in {path / major_dir_name(tensorrt_major)}" if tensorrt_major else ""))
+        return found.resolve()
+    if tensorrt_major:
+        found = _library_in(default_output_dir(), tensorrt_major)
+    else:
+        found = next(iter(built_plugin_libraries()), None)
+    if found is not None:
+        return found
     if required:
-        raise UserError(f"TensorRT plugin library not found ({default}); build it with "
-                        f"`cornernet-deploy plugin build` or point {PLUGIN_ENV} at it")
+        expected = default_output_dir() / (major_dir_name(tensorrt_major) if tensorrt_major else "") / PLUGIN_LIBRARY_NAME
+        raise UserError(f"TensorRT plugin library not found ({expected}); build it with `cornernet-deploy plugin "
+                        f"build`" + (f" (TensorRT {tensorrt_major} headers)" if tensorrt_major else "")
+                        + f" or point {PLUGIN_ENV} at it")
     return None
+
+
+def built_plugin_libraries() -> list:
+    """Every library under the default build output, newest TensorRT major first."""
+    root = default_output_dir()
+    found = sorted(root.glob(f"tensorrt-*/{PLUGIN_LIBRARY_NAME}"),
+                   key=lambda p: -int(p.parent.name.split("-")[-1]) if p.parent.name.split("-")[-1].isdigit() else 0)
+    if (root / PLUGIN_LIBRARY_NAME).is_file():
+        found.append(root / PLUGIN_LIBRARY_NAME)
+    return found
 
 
 _loaded: dict = {}
 
 
-def load_plugin_library(trt, path=None):
-    """Register the library's creators with ``trt``'s plugin registry (``trt`` = the imported tensorrt
-    module, or tensorrt_lean/tensorrt_dispatch) once per process and check that CornerPool is there.
-    Returns the registry's library handle."""
-    path = Path(path) if path else find_plugin_library()
+def load_plugin_library(trt, path=None, echo: Callable[[str], None] = warn):
+    """Make ``trt``'s plugin registry know CornerPool (``trt`` = the imported tensorrt module, or
+    tensorrt_lean/tensorrt_dispatch), once per process:
+
+    * when CornerPool is already registered (another copy of the library, or a statically registering
+      build) nothing is loaded: TensorRT would refuse a second registration;
+    * a library built for another TensorRT major is refused before TensorRT sees it (it would crash
+      the process or lose its messages); a newer minor is loaded with a warning (``echo``);
+    * otherwise the library is loaded and the creator checked.
+
+    Returns the registry's library handle, or None when nothing had to be loaded."""
+    major = running_tensorrt_major(trt)
+    path = Path(path) if path else find_plugin_library(tensorrt_major=major)
     key = (id(trt), str(Path(path).resolve()))
     if key in _loaded:
         return _loaded[key]
     registry = trt.get_plugin_registry()
+    if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
+        _loaded[key] = None
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"plugin library {path} does not exist")
+    note = check_library_matches(path, plugin_library_tensorrt_version(path), trt.__version__)
+    if note:
+        echo(note)
     handle = registry.load_library(str(path))
     if handle is None:
         raise UserError(f"TensorRT could not load the plugin library {path} (see the TensorRT log above)")

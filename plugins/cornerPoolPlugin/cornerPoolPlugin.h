@@ -8,7 +8,9 @@
  * See README.md next to this file for the full contract and cornerPoolKernel.h for numerics.
  *
  * The plugin calls no TensorRT library function: every interface used is defined inline in the headers,
- * so the library links against libcudart only and works with TensorRT 10.x and 11.x.
+ * so the library links against libcudart only. The same source builds for TensorRT 10.x and 11.x, but a
+ * build runs only in the major version of its headers (the logger/registry vtables differ between majors;
+ * see ../cornernetDeployPlugins.cpp).
  */
 #pragma once
 

@@ -24,7 +24,8 @@ class TensorRTBackend(Backend):
     timing = CUDA_EVENTS
 
     def __init__(self, path, plugin_library=None, device: int = 0, check_compatibility: bool = True):
-        from ...tensorrt.builder import import_tensorrt, make_logger, manifest_path
+        # tensorrt.common, not tensorrt.builder: the runtime never imports onnx (nor torch).
+        from ...tensorrt.common import create_runtime, import_tensorrt, make_logger, manifest_path
         from ...tensorrt.cuda import check, cudart, device_info
         from ...tensorrt.plugin_build import load_plugin_library
 
@@ -41,7 +42,7 @@ class TensorRTBackend(Backend):
         except (ValueError, KeyError):
             raise UserError(f"{mpath} is not a cornernet-deploy engine manifest") from None
 
-        trt = import_tensorrt()
+        trt = import_tensorrt("Runtime")
         self.trt, self.rt, self._check = trt, cudart(), check
         if check_compatibility:
             built_trt, here = self.manifest.get("tensorrt_version"), trt.__version__
@@ -53,20 +54,31 @@ class TensorRTBackend(Backend):
             if (built_gpu.get("name"), built_gpu.get("compute_capability")) != (gpu["name"], gpu["compute_capability"]):
                 raise UserError(f"{path} was built for {built_gpu.get('name')} (sm {built_gpu.get('compute_capability')}), "
                                 f"this GPU is {gpu['name']} (sm {gpu['compute_capability']}): rebuild it here")
-        check(self.rt.cudaSetDevice(device))
-        load_plugin_library(trt, plugin_library or self._plugin_path())
+        try:
+            check(self.rt.cudaSetDevice(device))
+        except RuntimeError as exc:
+            raise UserError(f"cannot use CUDA device {device} ({exc}): no usable GPU or driver?") from None
+        library = Path(plugin_library) if plugin_library else self._plugin_path()
+        self._warn_if_plugin_changed(library)
+        load_plugin_library(trt, library)
         self._log: list = []
-        self.runtime = trt.Runtime(make_logger(trt, self._log))
+        self._logger = make_logger(trt, self._log)  # must outlive the runtime: TensorRT keeps a bare pointer
+        # TensorRT hands back a Runtime even when CUDA failed to initialise; create_runtime checks the log.
+        self.runtime = create_runtime(trt, self._logger, self._log)
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise UserError(f"TensorRT could not deserialize {path}: " + " ".join(self._log[-3:]))
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # e.g. out of device memory for the activations
+            raise UserError(f"TensorRT could not create an execution context for {path}: "
+                            + (" ".join(self._log[-3:]) or "no reason given (out of GPU memory?)"))
         self.path = path
         self.precision = self.manifest.get("precision", "fp32")
         self.input_name = self.manifest["input"]["name"]
         min_shape, max_shape = self.manifest["input"]["min"], self.manifest["input"]["max"]
         self.input_hw = tuple(max_shape[2:])
         self.max_batch = max_shape[0]
+        self._min_batch = min_shape[0]
         self.static_batch = min_shape[0] == max_shape[0]
         self.output_names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
                              if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
@@ -75,14 +87,33 @@ class TensorRTBackend(Backend):
         self._events = [check(self.rt.cudaEventCreate()) for _ in range(4)]
 
     def _plugin_path(self):
-        from ...tensorrt.plugin_build import find_plugin_library
+        """The library recorded at build time if it is still there and made for this TensorRT major,
+        else the one ``plugin build`` made for this major."""
+        from ...tensorrt.common import tensorrt_major
+        from ...tensorrt.plugin_build import find_plugin_library, plugin_library_tensorrt_version
+        major = tensorrt_major(self.trt)
         recorded = Path(self.manifest.get("plugin_library", ""))
-        return recorded if recorded.is_file() else find_plugin_library()
+        version = plugin_library_tensorrt_version(recorded) if recorded.is_file() else None
+        if version is not None and int(version.split(".")[0]) == major:
+            return recorded
+        return find_plugin_library(tensorrt_major=major)
+
+    def _warn_if_plugin_changed(self, library: Path) -> None:
+        from ...tensorrt.common import sha256_file, warn
+        built_with = self.manifest.get("plugin_sha256")
+        if built_with and library.is_file() and sha256_file(library) != built_with:
+            warn(f"{library} is not the plugin library {self.manifest.get('plugin_library')} the engine was built "
+                 "with (different SHA-256); it must implement the same CornerPool, or rebuild the engine")
+
+    def _set_input_shape(self, shape) -> None:
+        if not self.context.set_input_shape(self.input_name, tuple(int(d) for d in shape)):
+            raise UserError(f"TensorRT refused input shape {tuple(shape)} for {self.input_name} (the engine's "
+                            f"profile: {self.manifest['input']['min']} .. {self.manifest['input']['max']})")
 
     def _allocate(self, max_input_shape):
         """Device and pinned host buffers for the largest batch, bound to the context once."""
         trt, check, rt = self.trt, self._check, self.rt
-        self.context.set_input_shape(self.input_name, max_input_shape)
+        self._set_input_shape(max_input_shape)
         self.buffers = {}
         for name in [self.input_name] + self.output_names:
             shape = tuple(self.context.get_tensor_shape(name))
@@ -106,7 +137,10 @@ class TensorRTBackend(Backend):
             raise UserError(f"the engine takes {self.input_hw[0]}x{self.input_hw[1]} inputs, got {batch.shape[2:]}")
         if self.static_batch and n != self.max_batch:
             raise UserError(f"the engine takes exactly {self.max_batch} images per batch")
-        self.context.set_input_shape(self.input_name, tuple(batch.shape))
+        if n < self._min_batch:
+            raise UserError(f"batch of {n} is below the engine's minimum of {self._min_batch} (build with "
+                            "--min-batch 1 to run smaller batches)")
+        self._set_input_shape(batch.shape)
         inp = self.buffers[self.input_name]
         data = np.ascontiguousarray(batch, dtype=inp["dtype"])
         inp["host"][: data.nbytes] = data.view(np.int8).reshape(-1)
