@@ -143,11 +143,11 @@ def tiny(tmp_path_factory):
     torch.set_num_threads(previous_threads)
 
 
-def _compare(tmp_path, *argv):
+def _compare(tmp_path, *argv, num_images=2):
     out = tmp_path / "c.json"
     # --min-score 0: every detection counts, so the detection check is never vacuous
-    rc = main(["compare", *map(str, argv), "--num-images", "2", "--min-score", "0", "--json", str(out),
-               "--quiet"])
+    rc = main(["compare", *map(str, argv), "--num-images", str(num_images), "--min-score", "0",
+               "--json", str(out), "--quiet"])
     return rc, (json.loads(out.read_text()) if out.exists() else None)
 
 
@@ -275,7 +275,9 @@ def near_tied(tmp_path_factory):
     from cornernet_deploy.models import build_model, save_checkpoint
     d = tmp_path_factory.mktemp("ties")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
+        # seed and image count chosen so that the exact (torch-identical) decode still meets
+        # flips: 59 detections on 1 of the 4 images, measured when the decode became exact
+        torch.manual_seed(3)
         model = build_model("cornernet-squeeze", num_classes=1, width=0.125).eval()
     with torch.no_grad():
         for heads in (model.tl_heats, model.br_heats):
@@ -286,9 +288,10 @@ def near_tied(tmp_path_factory):
 
 
 def test_faithful_export_with_near_tied_scores_passes(near_tied, tmp_path):
-    """Failed before (agreement 0.965, a score delta of 0.617 from soft-NMS order flips) although
-    every head agreed to ~1e-6."""
-    rc, report = _compare(tmp_path, near_tied / "m.pt", near_tied / "m.onnx")
+    """Failed before the tie rule (with seed 1 then: agreement 0.965, a score delta of 0.617 from
+    soft-NMS order flips) although every head agreed to ~1e-6; the flips counted here would be
+    missed + extra detections without it, and the FP32 profile allows none."""
+    rc, report = _compare(tmp_path, near_tied / "m.pt", near_tied / "m.onnx", num_images=4)
     assert rc == 0, report["failures"]
     assert max(h["max_abs"] for h in report["heads"].values()) < 1e-4
     d = report["detections"]
