@@ -50,7 +50,7 @@ from .errors import UserError
 from .fileio import atomic_path
 from .onnx_function import DOMAIN, OP_TYPE
 from .runtime.pipeline import METADATA_KEY, spec_from_metadata
-from .tensorrt.builder import sha256_file  # torch- and TensorRT-free
+from .tensorrt.common import sha256_file  # torch-, onnx- and TensorRT-free
 
 __all__ = ["quantize_onnx", "QuantizeResult", "METHODS", "QUANTIZED_OPS", "DEFAULT_NUM_IMAGES",
            "select_calibration_images", "head_output_convs", "fold_batchnorm_after_concat"]

@@ -26,7 +26,6 @@ failure leaves nothing half-written.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from typing import List, Optional
 from .. import __version__
 from ..errors import UserError
 from ..runtime.pipeline import METADATA_KEY, spec_from_metadata
+from ..tensorrt.common import manifest_path, sha256_file
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
@@ -155,7 +155,6 @@ def _onnx_metadata(path: Path) -> dict:
 
 
 def _engine_manifest(path: Path) -> dict:
-    from ..tensorrt.builder import manifest_path
     mpath = manifest_path(path)
     if not mpath.is_file():
         raise UserError(f"{path} has no manifest ({mpath.name}); engines must be built with `cornernet-deploy build`")
@@ -167,14 +166,6 @@ def _engine_manifest(path: Path) -> dict:
     return manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _plugin_library(manifest: dict, plugin) -> Path:
     from ..tensorrt.plugin_build import find_plugin_library
     if plugin:
@@ -183,9 +174,11 @@ def _plugin_library(manifest: dict, plugin) -> Path:
             raise UserError(f"--plugin {plugin}: no such file")
     else:
         recorded = Path(manifest.get("plugin_library") or "")
-        path = recorded if recorded.is_file() else find_plugin_library()
+        built_for = str(manifest.get("tensorrt_version") or "").split(".")[0]
+        path = recorded if recorded.is_file() else find_plugin_library(
+            tensorrt_major=int(built_for) if built_for.isdigit() else None)
     want = manifest.get("plugin_sha256")
-    if want and _sha256(path) != want:
+    if want and sha256_file(path) != want:
         raise UserError(f"{path} is not the plugin library the engine was built with (sha256 differs "
                         "from the manifest's plugin_sha256); pass the right one with --plugin")
     return path
@@ -325,7 +318,7 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
             name=name, net_name=net_name, model=model, spec=spec, metadata=metadata, manifest=manifest,
             max_batch=max_batch, delay_us=delay_us,
             plugin_file=plugin_path.name if plugin_path else None))
-        record = {"toolkit_version": __version__, "source": str(model), "source_sha256": _sha256(model),
+        record = {"toolkit_version": __version__, "source": str(model), "source_sha256": sha256_file(model),
                   "arch": spec.name, "models": [name] + ([net_name] if net_name else []),
                   "max_batch": max_batch, "instances": instances, "python_instances": py_count,
                   "dynamic_batching_delay_us": delay_us}

@@ -176,7 +176,8 @@ class OnnxRuntimeBackend(Backend):
         self.metadata = self._parse_metadata(raw, path)
         self.precision = self._check_precision(precision, path)
         retarget_corner_pool_to_tensorrt_ep(model)
-        library = Path(plugin_library) if plugin_library else find_plugin_library()
+        library = Path(plugin_library) if plugin_library else find_plugin_library(
+            tensorrt_major=_importable_tensorrt_major())
         root = Path(cache_dir) if cache_dir else default_cache_dir()
         engines = root / f"{path.stem}-{hashlib.sha256(data).hexdigest()[:16]}"
         engines.mkdir(parents=True, exist_ok=True)
@@ -217,3 +218,14 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def _importable_tensorrt_major():
+    """The TensorRT major of the ``tensorrt`` Python package, which on a GPU machine is the
+    TensorRT that ONNX Runtime's TensorRT provider loads too; None without it (then the newest
+    plugin library built is taken, and a wrong major is refused when TensorRT loads it)."""
+    try:
+        import tensorrt
+        return int(str(tensorrt.__version__).split(".")[0])
+    except Exception:        # not installed, or a broken install
+        return None
