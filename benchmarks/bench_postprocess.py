@@ -223,6 +223,10 @@ def main(argv=None):
           f"numpy {np.__version__}, torch {torch.__version__} "
           f"({torch.backends.cpu.get_cpu_capability()}); single thread; wall-clock ms, "
           f"median [25-75 %]")
+    from cornernet_deploy.runtime import soft_nms_compiled
+    print("# our soft-NMS: " + ("numba-compiled loops (numba " + __import__("numba").__version__ + ")"
+                                if soft_nms_compiled.available() else
+                                "numpy path (numba not installed, or CORNERNET_DEPLOY_NUMBA=0)"))
     print(f"# official code: {args.official}" if official else
           "# official code: NOT RUN (pass --official PATH); ratios below are against our oracle only")
     ok = True

@@ -13,6 +13,32 @@ from cornernet_deploy.zoo import TestConfig as Cfg
 from reference_official import ref_soft_nms
 
 
+def use_path(path):
+    """Run soft-NMS on its numpy path or through the numba-compiled loops (same bits expected)."""
+    import contextlib
+    import os
+
+    from cornernet_deploy.runtime import soft_nms_compiled
+
+    @contextlib.contextmanager
+    def chosen():
+        before = os.environ.get("CORNERNET_DEPLOY_NUMBA")
+        os.environ["CORNERNET_DEPLOY_NUMBA"] = "1" if path == "compiled" else "0"
+        try:
+            if path == "compiled" and not soft_nms_compiled.available():
+                pytest.skip("numba is not installed (pip install 'cornernet-deploy[fast]')")
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("CORNERNET_DEPLOY_NUMBA", None)
+            else:
+                os.environ["CORNERNET_DEPLOY_NUMBA"] = before
+    return chosen()
+
+
+PATHS = pytest.mark.parametrize("path", ["numpy", "compiled"])
+
+
 def boxes(*rows):
     return np.array(rows, dtype=np.float32)
 
@@ -133,12 +159,14 @@ params = dict(seed=st.integers(0, 2 ** 31 - 1), n=st.integers(0, 40), quantized=
               threshold=st.sampled_from([0.001, 0.05, 0.3]))
 
 
+@PATHS
 @settings(max_examples=120, deadline=None)
 @given(**params)
-def test_soft_nms_equals_the_cython_loops(seed, n, quantized, method, sigma, threshold):
+def test_soft_nms_equals_the_cython_loops(path, seed, n, quantized, method, sigma, threshold):
     b = random_boxes(seed, n, quantized)
     mine, ref = b.copy(), b.copy()
-    keep = soft_nms(mine, sigma=sigma, Nt=0.5, threshold=threshold, method=method)
+    with use_path(path):
+        keep = soft_nms(mine, sigma=sigma, Nt=0.5, threshold=threshold, method=method)
     ref_keep = ref_soft_nms(ref, sigma=sigma, Nt=0.5, threshold=threshold, method=method)
     assert list(keep) == ref_keep
     np.testing.assert_array_equal(mine, ref)          # stale rows included, bit for bit
@@ -168,11 +196,12 @@ def test_large_class_is_fast():
 
 # --- many classes, large ones (the numpy pass path), against the Cython loops -------------------
 
+@PATHS
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1), quantized=st.booleans(), keep_stale=st.booleans(),
        threshold=st.sampled_from([0.001, 0.05]), method=st.sampled_from([0, 1, 2]))
-def test_per_class_nms_large_classes_equal_the_cython_loops(seed, quantized, keep_stale, threshold,
-                                                            method):
+def test_per_class_nms_large_classes_equal_the_cython_loops(path, seed, quantized, keep_stale,
+                                                            threshold, method):
     rng = np.random.RandomState(seed)
     sizes = [int(rng.randint(0, 3)), int(rng.randint(65, 110)), int(rng.randint(0, 70)),
              int(rng.randint(65, 90))]                 # small and large classes side by side
@@ -183,7 +212,8 @@ def test_per_class_nms_large_classes_equal_the_cython_loops(seed, quantized, kee
     dets = np.concatenate(parts)[rng.permutation(sum(sizes))]
     cfg = Cfg(top_k=1, num_dets=1, ae_threshold=1, keep_stale_rows=keep_stale,
               soft_nms_threshold=threshold, soft_nms_method=method)
-    mine = per_class_nms(dets, 4, cfg)
+    with use_path(path):
+        mine = per_class_nms(dets, 4, cfg)
     for cls in range(4):
         ref = np.ascontiguousarray(dets[dets[:, 7] == cls][:, 0:7])
         keep = ref_soft_nms(ref, sigma=cfg.soft_nms_sigma, Nt=cfg.soft_nms_nt,

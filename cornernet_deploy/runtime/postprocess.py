@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from . import soft_nms_compiled
 from .detections import Detections
 
 __all__ = ["flip_merge", "rescale_dets", "soft_nms", "soft_nms_merge", "per_class_nms",
@@ -238,8 +239,12 @@ def _soft_nms_vector(block, over, weight, threshold):
 def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
     """``soft_nms`` on each ``rows[s:e]`` block (one class each, in place); returns each final N.
 
-    Small blocks: the pair weights of all of them in one vectorised pass, then the Cython's loop
-    per block (``_soft_nms_scalar``); large blocks: their weights by broadcasting, then ``_soft_nms_vector``."""
+    With numba installed, every block runs the compiled loops (``soft_nms_compiled``: the same
+    arithmetic, the same bits). Otherwise, small blocks: the pair weights of all of them in one
+    vectorised pass, then the Cython's loop per block (``_soft_nms_scalar``); large blocks: their
+    weights by broadcasting, then ``_soft_nms_vector``."""
+    if soft_nms_compiled.available():
+        return _soft_nms_blocks_compiled(rows, bounds, sigma, nt, threshold, method)
     counts = [e - s for s, e in bounds]
     small = [j for j, (s, e) in enumerate(bounds) if 2 <= e - s <= _SCALAR_MAX_ROWS]
     if small:
@@ -258,6 +263,29 @@ def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
             over, weight = _pair_weights(box[:, None], box[None], sigma, nt, method)
             counts[j] = _soft_nms_vector(rows[s:e], over, weight, threshold)
     return counts
+
+
+def _soft_nms_blocks_compiled(rows, bounds, sigma, nt, threshold, method):
+    """``_soft_nms_blocks`` through the compiled loops; ``exp`` of the Gaussian weights is numpy's
+    (see ``soft_nms_compiled``)."""
+    sizes = np.array([e - s for s, e in bounds], dtype=np.int64)
+    work = np.flatnonzero(sizes >= 2)
+    counts = sizes.copy()
+    if work.size:
+        starts = np.array([bounds[j][0] for j in work], dtype=np.int64)
+        g = sizes[work]
+        offsets = np.concatenate([[0], np.cumsum(g * g)[:-1]]).astype(np.int64)
+        total = int((g * g).sum())
+        over = np.empty(total, dtype=np.bool_)
+        value = np.empty(total, dtype=np.float32)
+        soft_nms_compiled.pair_terms(rows, starts, g, offsets, float(sigma), float(nt), int(method),
+                                     over, value)
+        if method == 2:                  # numpy's float64 exp, as the Cython's np.exp call
+            value[:] = np.exp(value.astype(np.float64))
+        done = np.empty(work.size, dtype=np.int64)
+        soft_nms_compiled.soft_nms_loops(rows, starts, g, offsets, over, value, float(threshold), done)
+        counts[work] = done
+    return counts.tolist()
 
 
 def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: float = 0.001,
