@@ -29,7 +29,7 @@ from ..fileio import write_text_atomic
 from .augment import AugmentConfig, augment_cornernet, augment_saccade
 from .dataset import CocoDataset
 from .losses import CornerNetLoss, collate_targets, targets_to
-from .targets import SACCADE_ATT_RANGES, cornernet_targets, saccade_targets
+from .targets import cornernet_targets, saccade_targets
 
 OFFICIAL_LR = 2.5e-4
 OFFICIAL_SEED = 317
@@ -90,12 +90,12 @@ class TrainSamples(torch.utils.data.Dataset):
         if spec.attention:
             image, boxes, labels, kept = augment_saccade(image, rec.boxes, rec.labels, rng,
                                                          self.aug_cfg, train=self.augment)
-            ratios = tuple(spec.stride * 2 ** (spec.levels - 1 - i) for i in range(spec.levels))
-            ranges = SACCADE_ATT_RANGES[-spec.levels:] if spec.levels <= 3 else \
-                SACCADE_ATT_RANGES + ((0, 32),) * (spec.levels - 3)
+            # one map per hourglass level; each trained on the object sizes of its cell size
+            # (zoo.SACCADE_ATT_LAYOUT), the sizes the runtime's zoom scales assume
             targets = saccade_targets(boxes, labels, kept, spec.num_classes, self.input_hw,
-                                      self.output_hw, spec.gaussian_iou, att_ratios=ratios,
-                                      att_ranges=ranges)
+                                      self.output_hw, spec.gaussian_iou,
+                                      att_ratios=spec.attention_ratios(),
+                                      att_ranges=spec.attention_ranges())
         else:
             image, boxes, labels = augment_cornernet(image, rec.boxes, rec.labels, rng,
                                                      self.aug_cfg, train=self.augment)
