@@ -131,7 +131,10 @@ class ArchSpec:
     def summary(self) -> str:
         """One line for people: family, stacks, depth, stride, classes (always this variant's)."""
         stacks = f"{self.stacks} stack{'s' if self.stacks != 1 else ''}"
-        return (f"{self.description or self.name}, {stacks}, {self.levels} hourglass levels, "
+        # the zoo's words for a known family: files written before 0.2 recorded the official
+        # model's numbers ("(2 stacks)") in ``description``, whatever the variant
+        family = ARCHS[self.name].description if self.name in ARCHS else (self.description or self.name)
+        return (f"{family}, {stacks}, {self.levels} hourglass levels, "
                 f"output stride {self.stride}, {self.num_classes} classes")
 
     def attention_ratios(self) -> tuple:
@@ -234,7 +237,7 @@ ARCHS: dict[str, ArchSpec] = {
         dims=(256, 256, 384, 384, 384, 512), modules=(2, 2, 2, 2, 2, 4),
         pre_stride2_residuals=1, upsample="nearest", head_kernel=3, attention=False,
         input_size=(511, 511), test=_CORNERNET_TEST,
-        description="CornerNet, Hourglass-104"),
+        description="CornerNet, residual hourglass (Hourglass-104 at the official depth)"),
     "cornernet-squeeze": ArchSpec(
         name="cornernet-squeeze", block="fire", stacks=2, levels=4,
         dims=(256, 256, 384, 384, 512), modules=(2, 2, 2, 2, 4),
