@@ -104,3 +104,25 @@ def test_eval_command_measures_coco_map(demo_onnx, tmp_path):
     # a wrong annotation file is a one-line user error
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert main(["eval", str(demo_onnx), "--data", str(tmp_path / "bad.json"), "--images", str(tmp_path)]) == 2
+
+
+def test_the_held_out_split_is_generated_alone_where_the_readme_measures_it(tmp_path):
+    """README's re-measure command needs only the val split: `--data-only val` makes it (the same
+    scenes as a full run of the training script: same seed) without training."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "python scripts/train_demo_model.py --data-only val" in readme
+    assert "--data runs/demo_model/data/val/annotations.json --images runs/demo_model/data/val/images" in readme
+    script = root / "scripts" / "train_demo_model.py"
+    out = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "demo_model"),
+                          "--data-only", "val", "--num-val", "3"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = tmp_path / "demo_model" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["val"]
+    ann = json.loads((data / "val" / "annotations.json").read_text())
+    assert len(ann["images"]) == 3 and all((data / "val" / "images" / im["file_name"]).is_file()
+                                           for im in ann["images"])
+    # the split is the one the bundled model was measured on: val seed = data seed + 1
+    recipe = read_checkpoint(DEMO_CHECKPOINT)["recipe"]
+    assert ann["info"]["seed"] == recipe["data_seed"] + 1 and recipe["num_val"] == 200
