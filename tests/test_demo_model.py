@@ -126,3 +126,22 @@ def test_the_held_out_split_is_generated_alone_where_the_readme_measures_it(tmp_
     # the split is the one the bundled model was measured on: val seed = data seed + 1
     recipe = read_checkpoint(DEMO_CHECKPOINT)["recipe"]
     assert ann["info"]["seed"] == recipe["data_seed"] + 1 and recipe["num_val"] == 200
+
+
+def test_demo_mistakes_are_one_line_errors_before_the_export(tmp_path, capsys):
+    from cornernet_deploy.cli import main
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["demo", "--output", str(afile)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --output {afile}: is a file; give a folder"
+    assert main(["demo", "--output", str(tmp_path / "o"), "--image-size", "99999"]) == 2
+    assert "choose 32..4096" in capsys.readouterr().err
+    for flag, value in (("--image-size", "0"), ("--image-size", "-3"), ("--runs", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", "--output", str(tmp_path / "o"), flag, value])
+        assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert main(["demo", "--output", str(tmp_path / "o"), "--checkpoint", str(run_dir)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
