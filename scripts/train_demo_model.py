@@ -102,7 +102,8 @@ def train(out: Path, sets, args) -> Path:
                       batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                       seed=args.seed, snapshot=args.snapshot, workers=args.workers,
                       device=args.device, resume=str(last) if last.exists() else None,
-                      progress=not args.no_progress)
+                      # no last.pt yet: whatever an earlier attempt left (logs) is restarted
+                      overwrite=not last.exists(), progress=not args.no_progress)
     t0 = time.time()
     result = run_training(cfg)
     print(f"[train] {result['iterations']} iterations in {time.time() - t0:.0f}s; "
