@@ -43,12 +43,12 @@ def bench_arch(arch, iters, warmup, workdir, json_dir=None):
     import torch
 
     from cornernet_deploy.exporter import export_onnx
-    from cornernet_deploy.profiling.profile import build_report, generated_images, profile_runners
+    from cornernet_deploy.profiling.profile import build_report, generated_images, profile_backends
     from cornernet_deploy.profiling.report import profile_table, write_json
-    from cornernet_deploy.profiling.runners import OnnxRuntimeRunner, TorchRunner
+    from cornernet_deploy.runtime.backends import open_backend
 
     torch_default = torch.get_num_threads()
-    base = TorchRunner(arch, "cpu", "fp32")                      # seeded random weights
+    base = open_backend(arch)                                    # seeded random weights
     onnx_path = Path(workdir) / f"{arch}.onnx"
     export_onnx(model=base.net, output=onnx_path, corner_pool="plugin", dynamic_size=False, verify=False,
                 progress=None)  # fixed at the timed size, as the recorded results
@@ -57,19 +57,18 @@ def bench_arch(arch, iters, warmup, workdir, json_dir=None):
     t1.threads = 1
     tdef = copy.copy(base)
     tdef.threads = None
-    o1 = OnnxRuntimeRunner(str(onnx_path), "cpu", threads=1)
-    odef = OnnxRuntimeRunner(str(onnx_path), "cpu")
+    o1 = open_backend(onnx_path, threads=1)
+    odef = open_backend(onnx_path)
     hw = tuple(base.spec.input_size)
     images = generated_images(4, hw)
     # same computation? (one input, both backends)
     from cornernet_deploy.runtime.preprocess import preprocess
     x = preprocess(images[0], base.spec, 1.0, hw)[0][None]
-    with t1.session():
-        ref = t1.run(x)
+    ref = t1.run(x)
     got = o1.run(x)
     max_diff = max(float(np.max(np.abs(ref[k] - got[k]))) for k in ref)
     runners = [o1, t1, odef, tdef]
-    rows = profile_runners(runners, images, batch=1, warmup=warmup, iters=iters)
+    rows = profile_backends(runners, images, batch=1, warmup=warmup, iters=iters)
     settings = {"batch": 1, "warmup": warmup, "iters": iters, "images": f"generated:4x{hw[0]}x{hw[1]}",
                 "num_images": 4, "flip": False, "benchmark": "bench_cpu_end_to_end",
                 "torch_default_threads": torch_default}

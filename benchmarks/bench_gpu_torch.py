@@ -46,9 +46,9 @@ def main(argv=None):
               % (torch.__version__, torch.version.cuda))
         return 0
 
-    from cornernet_deploy.profiling.profile import build_report, generated_images, profile_runners
+    from cornernet_deploy.profiling.profile import build_report, generated_images, profile_backends
     from cornernet_deploy.profiling.report import write_json
-    from cornernet_deploy.profiling.runners import TorchRunner
+    from cornernet_deploy.runtime.backends import open_backend
     from cornernet_deploy.runtime.preprocess import preprocess
 
     torch.backends.cudnn.benchmark = True
@@ -61,14 +61,14 @@ def main(argv=None):
     print(header)
     print("-" * len(header))
     for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
-        r32 = TorchRunner(arch, "cuda", "fp32")
-        r16 = TorchRunner(arch, "cuda", "fp16")
+        r32 = open_backend(arch, device="cuda", precision="fp32")
+        r16 = open_backend(arch, device="cuda", precision="fp16")
         hw = tuple(r32.spec.input_size)
         images = generated_images(8, hw)
         x = preprocess(images[0], r32.spec, 1.0, hw)[0][None]
         h32, h16 = r32.run(x), r16.run(x)
         dheat = max(float(np.max(np.abs(h32[k] - h16[k]))) for k in ("tl_heat", "br_heat"))
-        rows = profile_runners([r32, r16], images, batch=args.batch, warmup=args.warmup,
+        rows = profile_backends([r32, r16], images, batch=args.batch, warmup=args.warmup,
                                iters=args.iters)
         report = build_report(rows, {"batch": args.batch, "warmup": args.warmup, "iters": args.iters,
                                      "images": f"generated:8x{hw[0]}x{hw[1]}", "num_images": 8,

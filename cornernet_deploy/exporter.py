@@ -383,7 +383,9 @@ def verify_against_torch(onnx_model, wrapper, dummy, names, spec: ArchSpec, prec
     - raw heads and attention maps: every element within ``atol + rtol * |torch|``;
     - in-graph decode: the top-K corner scores as sorted values (the k-th best score, whichever
       cell holds it), and the detections both decode to (official pairing, soft-NMS) matched by
-      IoU within class, with ``compare``'s agreement and score-delta limits. The top-K *indices*
+      IoU within class, with ``compare``'s agreement and score-delta limits and its swap rule
+      (an unmatched pair of one class within the score tolerance is one candidate either side
+      of a cut). The top-K *indices*
       are not compared: among (nearly) tied scores their order is not defined by the arithmetic,
       and FP16 moves scores by ~1e-3.
 
@@ -420,7 +422,8 @@ def verify_against_torch(onnx_model, wrapper, dummy, names, spec: ArchSpec, prec
             rows = decode_outputs(outputs, spec.test, out_hw)
             return [postprocess(r, spec.num_classes, spec.test, spec.class_names) for r in rows]
 
-        detections = detection_agreement(dets(expected), dets(got), tol.min_score)
+        # compare's near-tie rule: an unmatched pair of one class within score_atol is a swap
+        detections = detection_agreement(dets(expected), dets(got), tol.min_score, tol.score_atol)
         if detections["agreement"] < tol.min_agreement:
             failures.append(f"detections: agreement {detections['agreement']:.3f} < {tol.min_agreement:g} "
                             f"({detections['missed']} missed, {detections['extra']} extra)")

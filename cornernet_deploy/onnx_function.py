@@ -108,3 +108,30 @@ def strip_corner_pool_function(model: onnx.ModelProto) -> int:
         if o.domain == ML_DOMAIN and not ml_used:
             model.opset_import.remove(o)
     return len(ours)
+
+
+# ONNX Runtime's TensorRT execution provider registers every creator in TensorRT's plugin registry
+# (ours once ``trt_extra_plugin_lib_paths`` has loaded the library) as a custom op of this domain.
+TENSORRT_EP_PLUGIN_DOMAIN = "trt.plugins"
+
+
+def retarget_corner_pool_to_tensorrt_ep(model: onnx.ModelProto) -> int:
+    """Make ``model`` one that ONNX Runtime's TensorRT provider runs with our plugin: the function
+    bodies go (as for ``build``: TensorRT's parser would inline a same-named local function) and
+    the CornerPool nodes move to the ``trt.plugins`` domain, the only custom-op domain that
+    provider declares to ONNX Runtime (its parser still finds the creator by op type,
+    ``plugin_version`` and ``plugin_namespace``). Such a model runs on that provider only. Returns
+    how many nodes were moved."""
+    strip_corner_pool_function(model)
+    moved = 0
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type == OP_TYPE:
+            node.domain = TENSORRT_EP_PLUGIN_DOMAIN
+            moved += 1
+    if not any(n.domain == DOMAIN for n in model.graph.node):
+        for o in list(model.opset_import):
+            if o.domain == DOMAIN:
+                model.opset_import.remove(o)
+    if moved and not any(o.domain == TENSORRT_EP_PLUGIN_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(TENSORRT_EP_PLUGIN_DOMAIN, 1))
+    return moved

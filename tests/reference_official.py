@@ -7,9 +7,14 @@ Written from docs/OFFICIAL_SPEC sections 3-4 and the official semantics (``_deco
 code does in torch (sigmoid, max-pool, bilinear interpolation, normalisation), and numpy float32
 scalars for the Cython's C floats.
 
-Two documented choices shared with the runtime (they are deviations from "unspecified", not from
-a defined official result): top-k ties are broken by lower flat index (stable sort), and the
-sigmoid is the float64 value rounded to float32.
+One documented choice shared with the runtime (a deviation from "unspecified", not from a defined
+official result): top-k ties are broken by lower flat index (stable sort).
+
+Arithmetic follows what the official code computes: torch's float32 ``sigmoid`` (see
+``torch_sigmoid``), and in the Cython soft-NMS the C that Cython generates for ``nms.pyx``: the
+literal ``+ 1`` becomes the double ``1.0``, so ``x2 - x1 + 1`` is a float difference widened to
+double, the areas' products and the union are double, and each is rounded to float when it is
+stored into a ``cdef float`` (Python floats below are those C doubles).
 """
 from __future__ import annotations
 
@@ -26,6 +31,23 @@ F32 = np.float32
 # decode
 # ------------------------------------------------------------------------------------------
 
+def torch_sigmoid(h):
+    """``torch.sigmoid`` of a float32 tensor, as the official ``_decode`` calls it, with every
+    element on torch's SIMD path: torch computes the last ``n mod (2 x vector width)`` elements of
+    each thread's chunk with a scalar libm ``expf`` that differs in ~5% of values. The official
+    maps (80 x 128 x 128, 80 x 64 x 64) are multiples of 64, so there no element takes it; here
+    the flattened map is padded to a multiple of 64 and computed on one thread."""
+    flat = h.reshape(-1)
+    pad = (-flat.numel()) % 64
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = torch.sigmoid(torch.cat([flat, flat.new_zeros(pad)]))[:flat.numel()]
+    finally:
+        torch.set_num_threads(threads)
+    return out.reshape(h.shape)
+
+
 def ref_decode(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K=100, kernel=3,
                ae_threshold=0.5, num_dets=1000, no_border=False):
     """Official ``_decode`` on numpy inputs [N, ...]; returns [N, num_dets, 8] float32."""
@@ -34,7 +56,7 @@ def ref_decode(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K=100, kernel
     pad = (kernel - 1) // 2
 
     def heat_nms(h):
-        h = torch.sigmoid(h.double()).float()
+        h = torch_sigmoid(h)
         hmax = F.max_pool2d(h, (kernel, kernel), stride=1, padding=pad)
         return h * (hmax == h).float()
 
@@ -80,7 +102,7 @@ def ref_decode(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K=100, kernel
 
 
 # ------------------------------------------------------------------------------------------
-# soft-NMS: the Cython, line by line, with float32 scalars
+# soft-NMS: the Cython, line by line (C float = numpy float32, C double = Python float)
 # ------------------------------------------------------------------------------------------
 
 def ref_soft_nms(boxes, sigma=0.5, Nt=0.3, threshold=0.001, method=0, merge=False, weight_exp=6):
@@ -112,17 +134,19 @@ def ref_soft_nms(boxes, sigma=0.5, Nt=0.3, threshold=0.001, method=0, merge=Fals
         pos = i + 1
         while pos < N:
             x1, y1, x2, y2 = (boxes[pos, c] for c in range(4))
-            area = F32(F32(x2 - x1 + F32(1)) * F32(y2 - y1 + F32(1)))
+            area = F32((float(F32(x2 - x1)) + 1.0) * (float(F32(y2 - y1)) + 1.0))
             # the Cython's inline min/max: ``a if a <= b else b`` / ``a if a >= b else b``
-            iw = F32((tx2 if tx2 <= x2 else x2) - (tx1 if tx1 >= x1 else x1) + F32(1))
+            iw = F32(float(F32((tx2 if tx2 <= x2 else x2) - (tx1 if tx1 >= x1 else x1))) + 1.0)
             if iw > 0:
-                ih = F32((ty2 if ty2 <= y2 else y2) - (ty1 if ty1 >= y1 else y1) + F32(1))
+                ih = F32(float(F32((ty2 if ty2 <= y2 else y2) - (ty1 if ty1 >= y1 else y1))) + 1.0)
                 if ih > 0:
-                    ua = F32(F32(F32(F32(tx2 - tx1 + F32(1)) * F32(ty2 - ty1 + F32(1))) + area)
-                             - F32(iw * ih))
+                    ua = F32((float(F32(tx2 - tx1)) + 1.0) * (float(F32(ty2 - ty1)) + 1.0)
+                             + float(area) - float(F32(iw * ih)))
+                    if ua == 0:
+                        raise ZeroDivisionError("float division")     # as the Cython
                     ov = F32(F32(iw * ih) / ua)
                     if method == 1:
-                        weight = F32(F32(1) - ov) if ov > Nt else F32(1)
+                        weight = F32(1.0 - float(ov)) if ov > Nt else F32(1)
                     elif method == 2:
                         weight = F32(np.exp(float(F32(-F32(ov * ov) / sigma))))
                     else:

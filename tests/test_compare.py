@@ -9,7 +9,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.profiling.compare import (TOLERANCES, HeadStats, box_iou_matrix, choose_tolerance,
                                                 detection_agreement, match_detections)
-from cornernet_deploy.profiling.tensorrt import tensorrt_available
+from cornernet_deploy.runtime.backends.tensorrt import tensorrt_available
 from cornernet_deploy.runtime.detections import Detections
 
 TINY = dict(num_classes=3, width=0.125)
@@ -109,7 +109,7 @@ def test_tolerance_profile_choice():
     assert choose_tolerance("fp16", ["fp32", "fp32"]).name == "fp16"
     assert TOLERANCES["fp16"].head_atol > TOLERANCES["fp32"].head_atol
     with pytest.raises(UserError, match="unknown tolerance profile"):
-        choose_tolerance("int8", [])
+        choose_tolerance("int4", [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +119,8 @@ def test_tolerance_profile_choice():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    previous_threads = torch.get_num_threads()      # restored below: other modules' results
+    torch.set_num_threads(1)                        # must not depend on this one
     from cornernet_deploy.exporter import export_onnx
     from cornernet_deploy.models import build_model, save_checkpoint
     d = tmp_path_factory.mktemp("cmp")
@@ -138,7 +139,8 @@ def tiny(tmp_path_factory):
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.02)
     save_checkpoint(model, d / "perturbed.pt")
-    return d
+    yield d
+    torch.set_num_threads(previous_threads)
 
 
 def _compare(tmp_path, *argv):
@@ -200,6 +202,12 @@ def test_compare_one_line_errors(tiny, tmp_path, capsys):
          "unknown tolerance profile 'x'"),
         (["compare", str(tiny / "plugin.onnx"), str(tiny / "big.onnx")], "different input sizes"),
         (["compare", str(tiny / "plugin.onnx"), str(tiny / "five.pt")], "not comparable"),
+        (["compare", str(tiny / "tiny.pt"), str(tiny / "plugin.onnx"), "--provider", "cpu,cuda"],
+         "MODEL_A is not an .onnx file: give one value"),
+        (["compare", str(tiny / "tiny.pt"), str(tiny / "tiny.pt"), "--provider", "cuda"],
+         "--provider applies to .onnx models, and neither model is one"),
+        (["compare", str(tiny / "plugin.onnx"), str(tiny / "plugin.onnx"), "--provider", "cpu,gpu"],
+         "unknown provider 'gpu'"),
     ]
     for argv, message in cases:
         assert main(argv + ["--quiet"]) == 2, argv
@@ -219,3 +227,158 @@ def test_engine_against_onnx(tiny, tmp_path):
     rc, report = _compare(tmp_path, tiny / "plugin.onnx", engine)
     assert rc == 0, report["failures"]
     assert report["b"]["backend"] == "tensorrt"
+
+
+# ----------------------------------------------------------------------------------------------
+# near-ties (issue 14 item 9)
+# ----------------------------------------------------------------------------------------------
+
+def test_swaps_of_equal_scored_detections_are_not_disagreements():
+    from cornernet_deploy.profiling.compare import DetectionStats
+    # the 3rd candidate of A and of B score within 1e-3 of each other at a cut: a swap
+    a = dets([[0, 0, 10, 10, 0.9, 0], [20, 20, 30, 30, 0.5000, 0]])
+    b = dets([[0, 0, 10, 10, 0.9, 0], [60, 60, 70, 70, 0.5004, 0]])
+    s = DetectionStats(0.1, swap_atol=1e-3)
+    s.add(a, b)
+    assert (s.summary()["swaps"], s.summary()["missed"], s.summary()["extra"]) == (1, 0, 0)
+    assert s.summary()["agreement"] == 1.0
+    # not a swap: another class, or scores further apart than the tolerance
+    for other in (dets([[0, 0, 10, 10, 0.9, 0], [60, 60, 70, 70, 0.5004, 1]]),
+                  dets([[0, 0, 10, 10, 0.9, 0], [60, 60, 70, 70, 0.5020, 0]])):
+        s = DetectionStats(0.1, swap_atol=1e-3)
+        s.add(a, other)
+        assert (s.summary()["swaps"], s.summary()["missed"], s.summary()["extra"]) == (0, 1, 1)
+        assert s.summary()["agreement"] == pytest.approx(1 - 2 / 4)
+
+
+def test_tie_flips_where_the_heads_agree_are_counted_apart():
+    from cornernet_deploy.profiling.compare import DetectionStats
+    # soft-NMS order flipped: the two overlapping boxes exchanged their rescored scores
+    a = dets([[0, 0, 10, 10, 0.8, 0], [1, 0, 11, 10, 0.3, 0], [50, 50, 60, 60, 0.7, 0]])
+    b = dets([[0, 0, 10, 10, 0.3, 0], [1, 0, 11, 10, 0.8, 0], [50, 50, 60, 60, 0.7, 0]])
+    judged = DetectionStats(0.1, swap_atol=1e-3)
+    judged.add(a, b, heads_agree=False)
+    assert judged.summary()["max_score_delta"] == pytest.approx(0.5)
+    excused = DetectionStats(0.1, swap_atol=1e-3)
+    excused.add(a, b, heads_agree=True)
+    s = excused.summary()
+    assert s["tie_flips"] == 2 and s["tie_flip_images"] == 1
+    assert s["max_score_delta"] == 0.0 and s["matched"] == 1 and s["agreement"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def near_tied(tmp_path_factory):
+    """Random weights with heat biases of +2: every score is ~0.88 and near-tied with many others,
+    so top-K and soft-NMS order flip between two faithful backends."""
+    torch = pytest.importorskip("torch")
+    from cornernet_deploy.exporter import export_onnx
+    from cornernet_deploy.models import build_model, save_checkpoint
+    d = tmp_path_factory.mktemp("ties")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = build_model("cornernet-squeeze", num_classes=1, width=0.125).eval()
+    with torch.no_grad():
+        for heads in (model.tl_heats, model.br_heats):
+            heads[-1][1].bias.fill_(2.0)
+    save_checkpoint(model, d / "m.pt")
+    export_onnx(model=model, output=d / "m.onnx", input_size=(127, 127), progress=None, verify=False)
+    return d
+
+
+def test_faithful_export_with_near_tied_scores_passes(near_tied, tmp_path):
+    """Failed before (agreement 0.965, a score delta of 0.617 from soft-NMS order flips) although
+    every head agreed to ~1e-6."""
+    rc, report = _compare(tmp_path, near_tied / "m.pt", near_tied / "m.onnx")
+    assert rc == 0, report["failures"]
+    assert max(h["max_abs"] for h in report["heads"].values()) < 1e-4
+    d = report["detections"]
+    assert d["tie_flips"] > 0 and d["tie_flip_images"] >= 1 and d["matched"] > 100
+
+
+# ----------------------------------------------------------------------------------------------
+# native pre-processing (issue 14 item 4, the compare half)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_exports(tmp_path_factory):
+    import cv2
+    pytest.importorskip("torch")
+    from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+    from cornernet_deploy.data.shapes import render_scene
+    from cornernet_deploy.exporter import export_onnx
+    d = tmp_path_factory.mktemp("native")
+    (d / "scenes").mkdir()
+    for i in range(3):      # held-out scenes of 160x256: a 127x127 export must shrink them
+        image = render_scene(9000 + i, image_size=((160, 256),), num_objects=(1, 5))[0]
+        cv2.imwrite(str(d / "scenes" / f"{i}.png"), image)
+    export_onnx(checkpoint=DEMO_CHECKPOINT, output=d / "fixed.onnx", input_size=(127, 127), progress=None)
+    export_onnx(checkpoint=DEMO_CHECKPOINT, output=d / "dynamic.onnx", dynamic_size=True, progress=None)
+    return DEMO_CHECKPOINT, d
+
+
+def test_native_preprocessing_catches_what_a_fixed_export_size_costs(demo_exports, tmp_path, capsys):
+    checkpoint, d = demo_exports
+    out = tmp_path / "c.json"
+
+    def compare(model, *extra):
+        rc = main(["compare", str(checkpoint), str(d / model), "--images", str(d / "scenes"),
+                   "--json", str(out), "--quiet", *extra])
+        return rc, json.loads(out.read_text())
+
+    rc, report = compare("fixed.onnx")            # one shared 127x127 canvas: the same work
+    assert rc == 0 and report["preprocess"] == "shared" and report["canvas_hw"] == [127, 127]
+    rc, report = compare("fixed.onnx", "--native-preprocess")
+    assert rc == 1 and report["preprocess"] == "native" and report["heads"] is None
+    assert report["detections"]["agreement"] < 0.9 and "inputs differ in size" in report["note"]
+    assert any(line.startswith("FAIL: detections: agreement") for line in capsys.readouterr().err.splitlines())
+    rc, report = compare("dynamic.onnx", "--native-preprocess")    # pads like the checkpoint
+    assert rc == 0, report["failures"]
+    assert report["heads"] is not None and report["detections"]["agreement"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# flags and messages (issue 14 items 5, 16, 19)
+# ----------------------------------------------------------------------------------------------
+
+def test_min_score_out_of_range_is_a_usage_error(tiny, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(tiny / "plugin.onnx"), str(tiny / "plugin.onnx"), "--min-score", "5"])
+    assert exc.value.code == 2
+    assert "argument --score-threshold/--min-score: scores lie in [0, 1], got 5" in capsys.readouterr().err
+
+
+def test_nothing_compared_is_not_a_pass(tiny, tmp_path, capsys):
+    # graph decode: no raw heads; and no detection of a random model scores 1.0
+    rc = main(["compare", str(tiny / "graph.onnx"), str(tiny / "graph.onnx"), "--num-images", "1",
+               "--min-score", "1", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "PASS" not in captured.out
+    assert "FAIL: nothing was compared" in captured.err
+
+
+def test_image_conversion_notes_are_notes_and_quiet_silences_them(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    from cornernet_deploy.data.shapes import render_scene
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "gray.png"), render_scene(1, image_size=(100, 120))[0][:, :, 0])
+    argv = ["compare", str(tiny / "plugin.onnx"), str(tiny / "plugin.onnx"), "--images", str(folder),
+            "--min-score", "0"]
+    code = "import sys; from cornernet_deploy.cli import main; sys.exit(main(sys.argv[1:]))"
+    loud = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    notes = [ln for ln in loud.stderr.splitlines() if "grayscale" in ln]
+    assert notes and all(ln.startswith("note: ") for ln in notes) and "Warning" not in loud.stderr
+    quiet = subprocess.run([sys.executable, "-c", code, *argv, "--quiet"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_json_path_is_checked_before_loading_anything(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    # the models do not exist: the path error must come first
+    assert main(["compare", "nope.onnx", "nope.onnx", "--json", str(tmp_path / "a_file" / "c.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --json ") and "is a file, not a folder" in err and "\n" not in err

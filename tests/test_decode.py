@@ -17,7 +17,8 @@ HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 
 
 def sig(x):
-    return float(np.float32(1 / (1 + np.exp(-np.float64(x)))))
+    """torch's float32 sigmoid (the official one), on its SIMD path (a 64-element call)."""
+    return float(torch.sigmoid(torch.full((64,), x, dtype=torch.float32))[0])
 
 
 def empty_heads(n=1, c=3, h=16, w=16, low=-20.0):
@@ -210,3 +211,72 @@ def test_same_input_twice_gives_identical_output():
     a = run_decode(h, k=12, ae_threshold=0.5, num_dets=100)
     b = run_decode({k: v.copy() for k, v in h.items()}, k=12, ae_threshold=0.5, num_dets=100)
     np.testing.assert_array_equal(a, b)
+
+
+# --- torch's float32 sigmoid, bit for bit -----------------------------------------------------
+
+def torch_simd_sigmoid(x):
+    from reference_official import torch_sigmoid
+    return torch_sigmoid(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+
+needs_simd_torch = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+    reason="torch runs without SIMD kernels here (libm expf sigmoid); the runtime reproduces "
+           "torch's SIMD (SLEEF) sigmoid, the one of x86 AVX2/AVX-512 and aarch64 builds")
+
+
+@needs_simd_torch
+def test_sigmoid_equals_torch_bit_for_bit():
+    from cornernet_deploy.runtime.decode import SIGMOID_ONE_FROM, SIGMOID_ZERO_UP_TO, sigmoid
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        rng.normal(-4, 3, 200_000), rng.uniform(-120, 120, 200_000),
+        np.linspace(10, 20, 100_000), np.linspace(-95, -80, 50_000),       # saturating
+        rng.normal(0, 1e-3, 10_000), [0.0, -0.0, np.inf, -np.inf, 1e30, -1e30],
+    ]).astype(np.float32)
+    for edge in (SIGMOID_ONE_FROM, SIGMOID_ZERO_UP_TO):
+        x = np.concatenate([x, [np.nextafter(edge, np.float32(-np.inf)), edge,
+                                np.nextafter(edge, np.float32(np.inf))]]).astype(np.float32)
+    mine, ref = sigmoid(x), torch_simd_sigmoid(x)
+    assert mine.dtype == np.float32
+    np.testing.assert_array_equal(mine.view(np.uint32), ref.view(np.uint32))
+    assert np.isnan(sigmoid(np.float32([np.nan]))).all()
+
+
+heat_kinds = st.sampled_from(["noise", "saturated", "plateaus", "flat", "few_peaks"])
+
+
+@needs_simd_torch
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), kind=heat_kinds, n=st.integers(1, 2),
+       c=st.integers(1, 4), h=st.integers(3, 24), w=st.integers(3, 24), k=st.integers(1, 40),
+       kernel=st.sampled_from([1, 3, 5]))
+def test_decode_equals_the_official_loops_on_hard_maps(seed, kind, n, c, h, w, k, kernel):
+    rng = np.random.RandomState(seed)
+    d = random_heads(rng, n, c, h, w, peaks=4)
+    for name in ("tl_heat", "br_heat"):
+        shape = d[name].shape
+        if kind == "saturated":      # many logits with the same float32 sigmoid (1.0 and below)
+            d[name] = rng.uniform(12, 30, shape).astype(np.float32)
+        elif kind == "plateaus":     # exact ties and equal neighbours
+            d[name] = np.round(rng.randn(*shape)).astype(np.float32) * 4
+        elif kind == "flat":         # one plateau: every pixel a peak, ties everywhere
+            d[name] = np.full(shape, rng.choice([-95.0, -20.0, 0.0, 25.0]), np.float32)
+        elif kind == "few_peaks":    # fewer than k non-zero peaks: zeros fill the top-k
+            d[name] = np.full(shape, -100.0, np.float32)
+            d[name].reshape(-1)[rng.randint(0, d[name].size, 2)] = rng.uniform(-5, 5, 2)
+    mine = decode(*(d[key] for key in HEADS), k=k, ae_threshold=0.5, num_dets=60, kernel=kernel)
+    ref = ref_decode(*(d[key] for key in HEADS), K=min(k, c * h * w), kernel=kernel,
+                     ae_threshold=0.5, num_dets=min(60, min(k, c * h * w) ** 2))
+    np.testing.assert_array_equal(mine.view(np.uint32), ref.view(np.uint32))
+
+
+@needs_simd_torch
+def test_decode_of_official_size_maps_equals_the_official_loops():
+    # one CornerNet-Squeeze-size map (80 x 64 x 64): the fast path with its sampled cut
+    rng = np.random.RandomState(11)
+    d = random_heads(rng, 1, 80, 64, 64, peaks=60)
+    mine = run_decode(d, k=20, ae_threshold=0.5, num_dets=100)
+    ref = ref_decode(*(d[key] for key in HEADS), K=20, ae_threshold=0.5, num_dets=100)
+    np.testing.assert_array_equal(mine.view(np.uint32), ref.view(np.uint32))

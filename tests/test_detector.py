@@ -25,11 +25,18 @@ def random_tiny(arch, seed=0, num_classes=1):
     # One class and a loose embedding threshold (below): random weights put the top corners of
     # different classes in different maps, and the official class rule would reject every pair.
     # Heat biases of +2 (scores ~0.88) get Saccade's first-pass detections over its 0.3 cut.
+    # Heat weights x100: at initialisation the heat logits vary by ~1e-6 across the map (2.00541
+    # +- 5e-7 for the tiny Saccade), so every score ties with its neighbours to float rounding, and
+    # which corners or zoom locations come first is decided by the backend's summation order (torch
+    # on 1 thread vs 2 differs there) instead of by the model: Saccade's zoom order flipped with the
+    # thread count an earlier test had left. x100 spreads the scores (gaps >= 1e-5, 10x the
+    # ONNX Runtime vs PyTorch difference) so that the order is the model's.
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=num_classes, width=0.125).eval()
     with torch.no_grad():
         for heads in (model.tl_heats, model.br_heats):
             heads[-1][1].bias.fill_(2.0)
+            heads[-1][1].weight.mul_(100.0)
     return model
 
 
@@ -80,6 +87,18 @@ def test_onnxruntime_detections_equal_pytorch(arch, decode, corner_pool, tmp_pat
                                   max_batch=1, test=test)
     image = scene(1)
     assert_same_detections(detector(image), reference(image), top=30)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_saccade_detections_do_not_depend_on_the_thread_count(threads, tmp_path):
+    """The flake this file had: the same comparison as above after another test changed torch's
+    thread count. Saccade's zoom order follows score ranks, so it must be decided by the model."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        test_onnxruntime_detections_equal_pytorch("cornernet-saccade", "none", "plugin", tmp_path)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_batch_equals_single_images(tmp_path):

@@ -1,6 +1,5 @@
 """profile: statistics on hand-computed samples, ratios, the report schema, the table, the plot,
 the CLI on tiny models, clear errors, and the torch-free path."""
-import contextlib
 import json
 import os
 import subprocess
@@ -12,10 +11,11 @@ import pytest
 
 from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.profiling.profile import STAGES, RowResult, build_report, profile_runners
+from cornernet_deploy.profiling.layers import summarize_layers
+from cornernet_deploy.profiling.profile import STAGES, RowResult, build_report, profile_backends
 from cornernet_deploy.profiling.report import profile_table, render_plot, validate_report, write_json
 from cornernet_deploy.profiling.stats import percentile, ratio, ratios_to_baseline, summarize
-from cornernet_deploy.profiling.tensorrt import summarize_layers, tensorrt_available
+from cornernet_deploy.runtime.backends.tensorrt import tensorrt_available
 from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
 
 TINY = dict(num_classes=3, width=0.125)
@@ -65,10 +65,11 @@ def test_ratios():
 # report, table, schema (no model needed)
 # ----------------------------------------------------------------------------------------------
 
-class FakeRunner:
-    """A runner with the runner interface and synthetic raw heads (tiny Squeeze layout)."""
+class FakeBackend:
+    """What the profiler uses of a backend (runtime.backends), with synthetic raw heads (tiny
+    Squeeze layout)."""
 
-    backend, device, precision, timing, decode = "fake", "cpu", "fp32", "perf_counter_ns", "none"
+    name, device, precision, timing, decode = "fake", "cpu", "fp32", "perf_counter_ns", "none"
     max_batch = None
     static_batch = False
     threads = None
@@ -79,10 +80,6 @@ class FakeRunner:
         self.mean, self.std, self.class_names = COCO_MEAN_BGR, COCO_STD_BGR, self.spec.class_names
         self.input_hw = input_hw
         self.calls = 0
-
-    @contextlib.contextmanager
-    def session(self):
-        yield self
 
     def run_timed(self, batch):
         self.calls += 1
@@ -95,7 +92,7 @@ class FakeRunner:
         return {k: v.astype(np.float32) for k, v in out.items()}, {"h2d": None, "inference": 1.0, "d2h": None}
 
     def describe(self):
-        return {"label": self.label, "model": self.model, "backend": self.backend, "device": self.device,
+        return {"label": self.label, "model": self.model, "backend": self.name, "device": self.device,
                 "precision": self.precision, "arch": self.spec.name, "decode": self.decode,
                 "timing": self.timing, "threads": None,
                 "input_hw": list(self.input_hw) if self.input_hw else None}
@@ -108,7 +105,7 @@ def _row(name, inference, e2e, batch=1):
     samples = {s: None for s in STAGES}
     samples.update(preprocess=[0.5] * len(e2e), inference=list(inference), postprocess=[0.5] * len(e2e),
                    end_to_end=list(e2e))
-    return RowResult(FakeRunner(name), batch, batch, samples)
+    return RowResult(FakeBackend(name), batch, batch, samples)
 
 
 def test_report_ratios_against_first_row_and_schema():
@@ -183,11 +180,11 @@ def test_plot_renders():
 
 def test_profile_loop_with_synthetic_heads():
     from cornernet_deploy.data.shapes import render_scene
-    runners = [FakeRunner("a"), FakeRunner("b", input_hw=None)]
+    runners = [FakeBackend("a"), FakeBackend("b", input_hw=None)]
     images = [render_scene(i, image_size=(100, 120))[0] for i in range(3)]
-    rows = profile_runners(runners, images, batch=2, warmup=1, iters=3, flip=True)
+    rows = profile_backends(runners, images, batch=2, warmup=1, iters=3, flip=True)
     assert [r.network_batch for r in rows] == [4, 4]
-    assert rows[1].canvas == (127, 127)             # the dynamic runner gets the fixed one's canvas
+    assert rows[1].canvas == (127, 127)             # the dynamic backend gets the fixed one's canvas
     for row in rows:
         assert row.samples["h2d"] is None and len(row.samples["inference"]) == 3
         assert all(e >= p for e, p in zip(row.samples["end_to_end"], row.samples["postprocess"]))
@@ -196,10 +193,10 @@ def test_profile_loop_with_synthetic_heads():
 
 
 def test_static_batch_mismatch_is_a_clear_error():
-    runner = FakeRunner()
+    runner = FakeBackend()
     runner.max_batch, runner.static_batch = 1, True
     with pytest.raises(UserError, match="exactly 1 image"):
-        profile_runners([runner], [np.zeros((50, 50, 3), np.uint8)], batch=2, warmup=0, iters=1)
+        profile_backends([runner], [np.zeros((50, 50, 3), np.uint8)], batch=2, warmup=0, iters=1)
 
 
 def test_layer_summary_and_corner_pool_share():
@@ -221,7 +218,8 @@ def test_layer_summary_and_corner_pool_share():
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    previous_threads = torch.get_num_threads()      # restored below: other modules' results
+    torch.set_num_threads(1)                        # must not depend on this one
     from cornernet_deploy.exporter import export_onnx
     from cornernet_deploy.models import build_model, save_checkpoint
     d = tmp_path_factory.mktemp("tiny")
@@ -229,7 +227,8 @@ def tiny_files(tmp_path_factory):
     model = build_model("cornernet-squeeze", **TINY).eval()
     save_checkpoint(model, d / "tiny.pt")
     export_onnx(model=model, output=d / "tiny.onnx", input_size=(127, 127), progress=None, verify=False)
-    return d
+    yield d
+    torch.set_num_threads(previous_threads)
 
 
 def test_profile_cli_onnx_and_torch_side_by_side(tiny_files, tmp_path, capsys):
@@ -257,6 +256,9 @@ def test_profile_cli_onnx_and_torch_side_by_side(tiny_files, tmp_path, capsys):
     (["profile", "cornernet-squeeze", "--device", "tpu"], "unknown device 'tpu'"),
     (["profile", "cornernet-squeeze", "--precision", "int8"], "unknown precision 'int8'"),
     (["profile", "cornernet-squeeze", "--threads", "x"], "--threads takes whole numbers"),
+    (["profile", "cornernet-squeeze", "--threads", "0"], "must be at least 1, got 0"),
+    (["profile", "cornernet-squeeze", "--threads", "2,-1"], "must be at least 1, got -1"),
+    (["profile", "cornernet-squeeze", "--provider", "npu"], "unknown provider 'npu'"),
     (["profile", "cornernet-squeeze", "--plot", "x.jpg"], "ending in .png"),
 ])
 def test_profile_cli_one_line_errors(argv, message, capsys):
@@ -299,11 +301,13 @@ TRT_OK, TRT_WHY = tensorrt_available()
 
 @pytest.mark.skipif(TRT_OK, reason="tensorrt is importable here; this checks the message without it")
 def test_engine_without_tensorrt_is_a_clear_error(tmp_path, capsys):
+    # with a manifest, so that the file passes the checks made before TensorRT is imported
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not really an engine")
+    (tmp_path / "m.manifest.json").write_text(json.dumps({"metadata": {"arch": "cornernet-squeeze"}}))
     assert main(["profile", str(engine), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "need the tensorrt Python package" in err and "\n" not in err
+    assert err.startswith("error: ") and "TensorRT" in err and "pip install tensorrt" in err and "\n" not in err
 
 
 @pytest.mark.tensorrt
@@ -351,3 +355,31 @@ def test_profile_cli_images_folder(tiny_files, tmp_path, capsys):
     empty.mkdir()
     assert main(["profile", str(tiny_files / "tiny.onnx"), "--images", str(empty), "--quiet"]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+def test_profile_image_notes_respect_quiet(tiny_files, tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    from cornernet_deploy.data.shapes import render_scene
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "gray.png"), render_scene(0, image_size=(90, 140))[0][:, :, 0])
+    argv = ["profile", str(tiny_files / "tiny.onnx"), "--images", str(folder), "--iters", "1", "--warmup", "0"]
+    code = "import sys; from cornernet_deploy.cli import main; sys.exit(main(sys.argv[1:]))"
+    loud = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert any(ln.startswith("note: ") and "grayscale" in ln for ln in loud.stderr.splitlines())
+    assert "Warning" not in loud.stderr
+    quiet = subprocess.run([sys.executable, "-c", code, *argv, "--quiet"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("option, name", [("--json", "p.json"), ("--plot", "p.png")])
+def test_output_paths_are_checked_before_loading_anything(option, name, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    target = tmp_path / "a_file" / name
+    assert main(["profile", "missing.onnx", option, str(target)]) == 2      # not "missing.onnx: ..."
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {option} {target}: {tmp_path / 'a_file'} is a file, not a folder"

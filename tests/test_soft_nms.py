@@ -164,3 +164,28 @@ def test_large_class_is_fast():
     t0 = time.perf_counter()
     soft_nms(b, method=2)
     assert time.perf_counter() - t0 < 5.0
+
+
+# --- many classes, large ones (the numpy pass path), against the Cython loops -------------------
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), quantized=st.booleans(), keep_stale=st.booleans(),
+       threshold=st.sampled_from([0.001, 0.05]), method=st.sampled_from([0, 1, 2]))
+def test_per_class_nms_large_classes_equal_the_cython_loops(seed, quantized, keep_stale, threshold,
+                                                            method):
+    rng = np.random.RandomState(seed)
+    sizes = [int(rng.randint(0, 3)), int(rng.randint(65, 110)), int(rng.randint(0, 70)),
+             int(rng.randint(65, 90))]                 # small and large classes side by side
+    parts = []
+    for cls, n in enumerate(sizes):
+        b = random_boxes(int(rng.randint(2 ** 31)), n, quantized)
+        parts.append(np.concatenate([b, np.full((n, 1), cls, np.float32)], axis=1))
+    dets = np.concatenate(parts)[rng.permutation(sum(sizes))]
+    cfg = Cfg(top_k=1, num_dets=1, ae_threshold=1, keep_stale_rows=keep_stale,
+              soft_nms_threshold=threshold, soft_nms_method=method)
+    mine = per_class_nms(dets, 4, cfg)
+    for cls in range(4):
+        ref = np.ascontiguousarray(dets[dets[:, 7] == cls][:, 0:7])
+        keep = ref_soft_nms(ref, sigma=cfg.soft_nms_sigma, Nt=cfg.soft_nms_nt,
+                            threshold=threshold, method=cfg.soft_nms_method)
+        np.testing.assert_array_equal(mine[cls], ref[:, 0:5] if keep_stale else ref[keep, 0:5])

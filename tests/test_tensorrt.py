@@ -103,12 +103,13 @@ def _tensorrt_or_skip():
 @pytest.mark.gpu
 def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, tmp_path):
     _tensorrt_or_skip()
-    from cornernet_deploy.runtime.detector import Detector, load_backend
+    from cornernet_deploy.runtime.backends import open_backend
+    from cornernet_deploy.runtime.detector import Detector
     from cornernet_deploy.tensorrt.plugin_build import build_plugin, find_plugin_library
 
     library = find_plugin_library(required=False) or build_plugin(output_dir=tmp_path / "plugin")
     root, onnx_paths = tiny_exports
-    reference = load_backend(onnx_paths["fp32"])
+    reference = open_backend(onnx_paths["fp32"])
     rng = np.random.default_rng(0)
     batch = rng.normal(size=(2, 3, 511, 511)).astype(np.float32)
     expected = reference.run(batch)
@@ -121,12 +122,12 @@ def test_end_to_end_engines_agree_with_onnxruntime(tiny_exports, tmp_path):
                      plugin_library=library, progress=None)
         manifest = json.loads(manifest_path(engine).read_text())
         assert manifest["precision"] == precision and manifest["input"]["max"][0] == 2
-        backend = load_backend(engine)
+        backend = open_backend(engine)
         got = backend.run(batch)
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, atol=HEAD_ATOL[precision], err_msg=f"{precision} {name}")
         outputs, stages = backend.run_timed(batch[:1])
-        assert set(stages) == {"h2d", "infer", "d2h"} and all(v >= 0 for v in stages.values())
+        assert set(stages) == {"h2d", "inference", "d2h"} and all(v >= 0 for v in stages.values())
         trt_dets = Detector(backend, test=test)(image)
         top = 10
         np.testing.assert_allclose(trt_dets.scores[:top], ort_dets.scores[:top], atol=HEAD_ATOL[precision])

@@ -62,3 +62,41 @@ def console():
         return Console()
     width = os.environ.get("COLUMNS", "")
     return Console(width=int(width) if width.isdigit() and int(width) > 0 else 200, soft_wrap=True)
+
+
+def option_list(values, allowed, what: str, aliases=None) -> list:
+    """A repeatable, comma-separated option: ``["a,b", "c"]`` -> ``["a", "b", "c"]`` (order kept,
+    duplicates dropped, ``aliases`` mapped), each checked against ``allowed`` with a one-line
+    ``UserError``."""
+    from ..errors import UserError
+
+    out = []
+    for value in values or ():
+        for item in str(value).split(","):
+            item = item.strip().lower()
+            if not item:
+                continue
+            item = (aliases or {}).get(item, item)
+            if item not in allowed:
+                raise UserError(f"unknown {what} '{item}' (choose {', '.join(allowed)})")
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def add_device_arguments(parser) -> None:
+    """``--device`` and ``--provider``: where a model runs (``runtime.backends.open_backend``)."""
+    from ..runtime.backends import DEVICES, PROVIDERS
+
+    parser.add_argument("--device", choices=DEVICES,
+                        help="cpu or cuda (default: cuda for a TensorRT engine, cpu otherwise; for "
+                             "an .onnx model, cuda means ONNX Runtime's CUDA provider)")
+    parser.add_argument("--provider", choices=PROVIDERS,
+                        help="ONNX Runtime execution provider for an .onnx model: cpu, cuda "
+                             "(onnxruntime-gpu) or tensorrt (onnxruntime-gpu + TensorRT, with our "
+                             "corner-pool plugin; engines cached); default: from --device")
+
+
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """``1 image``, ``2 images`` (``nouns``: an irregular plural)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from ..errors import UserError
+from .common import score
 
 
 def add_arguments(parser):
@@ -24,11 +24,21 @@ def add_arguments(parser):
     parser.add_argument("--arch", help="architecture of a checkpoint that records none (official .pkl "
                                        "files are recognised from their keys)")
     parser.add_argument("--tolerance-profile", default="auto", metavar="PROFILE",
-                        help="fp32, fp16 or auto (default: fp16 when either model is fp16)")
-    parser.add_argument("--min-score", type=float,
-                        help="count detections from this score up as missed/extra (default 0.1)")
+                        help="fp32, fp16, int8 or auto (default: the lower precision of the two models)")
+    parser.add_argument("--score-threshold", "--min-score", dest="min_score", type=score, metavar="SCORE",
+                        help="count detections from this score (in [0, 1]) up as missed/extra "
+                             "(default 0.1)")
     parser.add_argument("--device", metavar="DEVICE",
                         help="cpu or cuda for the torch/onnxruntime models (default cpu)")
+    parser.add_argument("--provider", metavar="P[,P]",
+                        help="ONNX Runtime execution provider (cpu, cuda, tensorrt) of the .onnx "
+                             "models; two values: one per model (e.g. cpu,tensorrt to check "
+                             "ONNX Runtime's TensorRT provider against its CPU)")
+    parser.add_argument("--native-preprocess", action="store_true",
+                        help="give each model its own pre-processing (a fixed-size export resizes "
+                             "into its canvas, a dynamic-size model or checkpoint pads at scale 1, "
+                             "as the official test) instead of one shared input: shows what a "
+                             "fixed export size costs")
     parser.add_argument("--json", metavar="FILE", help="also write the comparison as JSON (atomically)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
 
@@ -47,7 +57,8 @@ def print_report(report: dict, console) -> None:
 
     tol = report["tolerance"]
     console.print(Text(f"A (reference): {report['a']['label']}\nB: {report['b']['label']}\n"
-                       f"{report['images']} image(s); tolerance profile {tol['name']}"))
+                       f"{report['images']} image(s), {report['preprocess']} pre-processing; "
+                       f"tolerance profile {tol['name']}"))
     if report["heads"] is not None:
         t = Table(title=f"Raw heads: |b - a| (rel = |b - a| / max(|a|, |b|)); allowance "
                         f"{tol['head_atol']:g} + {tol['head_rtol']:g}*|a|")
@@ -70,45 +81,71 @@ def print_report(report: dict, console) -> None:
               str(d["extra"]), f"{d['agreement']:.3f}", _fmt(d["max_score_delta"]),
               _fmt(d["mean_score_delta"]), _fmt(d["min_iou"], 4), _fmt(d["max_box_delta_px"]))
     console.print(t)
+    if d["swaps"] or d["tie_flips"]:
+        console.print(Text(f"near-ties: {d['swaps']} swap(s) of equal-scored detections; "
+                           f"{d['tie_flips']} tie flip(s) on {d['tie_flip_images']} image(s) whose raw "
+                           "heads agree within the fp32 allowance (not judged)"))
+
+
+def _providers(text, models):
+    """--provider P (every .onnx model) or PA,PB (one per model) -> [provider or None per model]."""
+    from ..runtime.backends import PROVIDERS, backend_for
+    from .common import option_list
+
+    if not text:
+        return [None, None]
+    items = [t.strip().lower() for t in str(text).split(",")]
+    option_list(items, PROVIDERS, "provider")
+    onnx = [backend_for(m) == "onnxruntime" for m in models]
+    if len(items) == 1:
+        if not any(onnx):
+            raise UserError("--provider applies to .onnx models, and neither model is one")
+        return [items[0] if o else None for o in onnx]
+    if len(items) != 2:
+        raise UserError(f"--provider takes one value, or two (one per model); got {text!r}")
+    for name, o in zip(("MODEL_A", "MODEL_B"), onnx):
+        if not o:
+            raise UserError(f"--provider {text} gives one provider per model, but {name} is not an "
+                            ".onnx file: give one value")
+    return items
 
 
 def run(args) -> int:
-    from rich.console import Console
-
-    from ..fileio import write_text_atomic
-    from ..profiling.compare import choose_tolerance, compare_runners
+    from ..fileio import check_output_file, write_text_atomic
+    from ..profiling.compare import choose_tolerance, compare_backends
     from ..profiling.profile import generated_images, load_images
-    from ..profiling.runners import DEVICES, open_runner, parse_list
+    from ..runtime.backends import DEVICES, open_backend
+    from .common import console, option_list
 
     if args.num_images < 1:
         raise UserError("--num-images must be >= 1")
-    devices = parse_list([args.device] if args.device else [], DEVICES, "device")
+    devices = option_list([args.device] if args.device else [], DEVICES, "device")
     device = devices[0] if devices else None
-    if args.json and Path(args.json).is_dir():
-        raise UserError(f"{args.json}: is a directory, give a file name")
+    if args.json:
+        check_output_file(args.json, "--json")
     profile = str(args.tolerance_profile).lower()
     choose_tolerance(profile, [])            # validate the name before loading anything
+    providers = _providers(args.provider, (args.model_a, args.model_b))
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
-    runners = []
+    opened = []
     try:
-        for model in (args.model_a, args.model_b):
-            say(f"loading {model}")
-            dev = device if device or not str(model).lower().endswith((".engine", ".plan", ".trt")) else None
-            runners.append(open_runner(model, device=dev, arch=args.arch))
-        a, b = runners
+        for model, provider in zip((args.model_a, args.model_b), providers):
+            say(f"loading {model}" + (f" ({provider})" if provider else ""))
+            opened.append(open_backend(model, device=device, provider=provider, arch=args.arch))
+        a, b = opened
         tolerance = choose_tolerance(profile, [a.precision, b.precision])
         if args.images:
-            images = load_images(args.images, limit=args.num_images)
+            images = load_images(args.images, limit=args.num_images, note=say)
         else:
             hw = tuple(a.input_hw or b.input_hw or a.spec.input_size)
             images = generated_images(args.num_images, hw)
-        report = compare_runners(a, b, images, tolerance, min_score=args.min_score, progress=say)
+        report = compare_backends(a, b, images, tolerance, min_score=args.min_score,
+                                  native=args.native_preprocess, progress=say)
     finally:
-        for r in runners:
-            r.close()
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    print_report(report, console)
+        for backend in opened:
+            backend.close()
+    print_report(report, console())
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
         say(f"wrote {args.json}")

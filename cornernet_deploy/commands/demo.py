@@ -14,12 +14,13 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import check_output_dir
+from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 from .common import console as make_console
 from .common import nonnegative_int, positive_int
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSET_DIR / "demo_squeeze_shapes.pt"
-DRAW_THRESHOLD = 0.5  # drawn and tabled; the JSON keeps every detection
+DRAW_THRESHOLD = DRAW_SCORE_THRESHOLD  # drawn and tabled; the JSON keeps every detection
 # generated scene sides: shapes are at least 16 px and the bundled model saw 128-256 px scenes
 MIN_SCENE, MAX_SCENE = 32, 4096
 

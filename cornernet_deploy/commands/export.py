@@ -34,7 +34,8 @@ def add_arguments(parser):
                              "shrinks larger images: the export prints what that costs")
     parser.add_argument("--preset", help="named option set (explicit flags win): " + preset_help("export/presets.json"))
     batch = parser.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=positive_int, default=None, help="static batch size (default 1)")
+    batch.add_argument("--batch", "--batch-size", type=positive_int, default=None,
+                       help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", default=None, help="dynamic batch dimension")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--dynamic-size", action="store_true", default=None,

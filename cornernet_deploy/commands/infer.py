@@ -1,85 +1,146 @@
 """``cornernet-deploy infer MODEL IMAGES...``: detections as COCO-style JSON, optional drawings.
 
-Torch-free. All outputs appear only once every image has been processed: a bad image stops the
-run with a one-line error and leaves nothing behind.
+Torch-free for .onnx and .engine models. One run's output is one whole: the results are put
+together in a hidden folder next to ``--output`` and moved into place in one rename at the end.
+A bad image stops the run with a one-line error and leaves nothing behind; an ``--output`` that
+holds anything is refused unless ``--overwrite`` is given and it holds an earlier run's results.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import atomic_dir, check_output_dir
+from .common import add_device_arguments, plural, positive_int, score
+
+RESULT_FILES = ("detections.json", "images.json")
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help=".onnx from `export` or TensorRT .engine from `build`")
-    parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--output", default="detections", help="output folder (default: ./detections)")
-    parser.add_argument("--score-threshold", type=float, default=0.0,
-                        help="drop detections below this score (official: none)")
+    from ..runtime.visualize import DRAW_SCORE_THRESHOLD
+
+    parser.add_argument("model", help=".onnx from `export`, TensorRT .engine from `build`, or a "
+                                      "checkpoint .pt/.pth/.pkl (runs the PyTorch model; needs torch)")
+    parser.add_argument("images", nargs="+", help="image files, folders or glob patterns (hidden "
+                                                  "files and subfolders of a folder are skipped)")
+    parser.add_argument("--output", default="detections",
+                        help="output folder, new or empty (default: ./detections)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier infer run in --output")
+    parser.add_argument("--recursive", action="store_true", help="also take the images of subfolders")
+    parser.add_argument("--score-threshold", "--min-score", dest="score_threshold", type=score,
+                        default=0.0, metavar="SCORE",
+                        help="keep detections from this score up in the JSON (default 0: all, as the "
+                             "official test)")
     parser.add_argument("--save-vis", action="store_true", help="also write images with labelled boxes")
+    parser.add_argument("--vis-score-threshold", type=score, default=DRAW_SCORE_THRESHOLD,
+                        metavar="SCORE",
+                        help=f"draw detections from this score up (default {DRAW_SCORE_THRESHOLD}, as "
+                             f"`demo`; the JSON keeps --score-threshold)")
     flip = parser.add_mutually_exclusive_group()
     flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="force flip test-time augmentation")
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="disable flip test-time augmentation")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per backend call")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--batch-size", "--batch", dest="batch_size", type=positive_int, default=1,
+                        metavar="N", help="images per backend call (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_arguments(parser)
+
+
+def _drawings_of_a_run(folder: Path):
+    """The drawings an earlier run's ``images.json`` lists, or None when it is not one."""
+    if not all((folder / name).is_file() for name in RESULT_FILES):
+        return None
+    try:
+        records = json.loads((folder / "images.json").read_text())
+        return {r["drawing"] for r in records if "drawing" in r}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def check_replaceable(folder: Path) -> None:
+    """Refuse (UserError) to replace ``folder`` unless it holds exactly what an infer run writes:
+    the two JSON files and the drawings its images.json lists (``--overwrite`` must never remove
+    a user's photos)."""
+    drawings = _drawings_of_a_run(folder)
+    ours = set(RESULT_FILES) | (drawings or set())
+    foreign = sorted(p.name for p in folder.iterdir() if drawings is None or p.name not in ours
+                     or not p.is_file())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise UserError(f"--output {folder}: holds files that are not an infer run's results "
+                        f"({shown}); --overwrite replaces only an earlier run's results, give a "
+                        f"new folder")
+
+
+def check_output(folder: Path, overwrite: bool) -> None:
+    check_output_dir(folder, "--output", whole=True)
+    if folder.is_dir() and any(folder.iterdir()):
+        if not overwrite:
+            raise UserError(f"--output {folder}: folder is not empty; pass --overwrite to replace an "
+                            f"earlier run's results, or give a new folder")
+        check_replaceable(folder)
+
+
+def detect(detector, paths, images, flip):
+    """``detector.batch(images)``; an image that cannot be run is named in the error."""
+    try:
+        return detector.batch(images, flip=flip)
+    except UserError as exc:
+        if len(paths) == 1:
+            raise UserError(f"{paths[0]}: {exc}") from None
+        for path, image in zip(paths, images):   # find the culprit among the batch
+            try:
+                detector.batch([image], flip=flip)
+            except UserError as single:
+                raise UserError(f"{path}: {single}") from None
+        raise
 
 
 def run(args) -> int:
-    import warnings
-
     import cv2
     from tqdm import tqdm
 
     from ..runtime.detector import Detector
-    from ..runtime.images import collect_images
-    from ..runtime.preprocess import ImageConversionWarning, load_image
+    from ..runtime.images import collect_images, read_image
     from ..runtime.visualize import draw_detections
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
-    paths = collect_images(args.images)
-    detector = Detector.load(args.model)
+    def note(message):
+        tqdm.write(f"note: {message}", file=sys.stderr)
+
     out_dir = Path(args.output)
+    check_output(out_dir, args.overwrite)
+    paths = collect_images(args.images, recursive=args.recursive, note=note)
+    detector = Detector.load(args.model, device=args.device, provider=args.provider)
     results, per_image = [], []
     start = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=".infer-", dir=out_dir.parent if out_dir.parent.exists() else None))
-    try:
+    may_replace = check_replaceable if args.overwrite else None
+    with atomic_dir(out_dir, may_replace, "--output") as staging:
         bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, desc="infer")
         for i in range(0, len(paths), args.batch_size):
             chunk = paths[i:i + args.batch_size]
-            images = []
-            for p in chunk:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ImageConversionWarning)
-                    images.append(load_image(p))
-                for w in caught:
-                    tqdm.write(f"note: {w.message}")
-            for image_id, (p, image, dets) in enumerate(zip(chunk, images, detector.batch(images, flip=args.flip)), i + 1):
+            images = [read_image(p, note) for p in chunk]
+            for image_id, (p, image, dets) in enumerate(zip(chunk, images, detect(detector, chunk, images, args.flip)), i + 1):
                 dets = dets.filter(args.score_threshold)
-                for entry, name in zip(dets.to_coco(image_id, detector.category_ids), dets.class_names):
+                for entry, name in zip(dets.to_coco(image_id, detector.category_ids, decimals=None),
+                                       dets.class_names):
                     results.append({**entry, "file_name": str(p), "category_name": name})
-                per_image.append({"id": image_id, "file_name": str(p), "width": image.shape[1],
-                                  "height": image.shape[0], "detections": len(dets)})
+                record = {"id": image_id, "file_name": str(p), "width": image.shape[1],
+                          "height": image.shape[0], "detections": len(dets)}
                 if args.save_vis:
-                    ok, buf = cv2.imencode(".png", draw_detections(image, dets))
+                    record["drawing"] = f"{image_id:06d}_{p.stem}.png"
+                    ok, buf = cv2.imencode(".png", draw_detections(image, dets, args.vis_score_threshold))
                     if not ok:
                         raise UserError(f"could not encode the drawing of {p}")
-                    (staging / f"{image_id:06d}_{p.stem}.png").write_bytes(buf.tobytes())
+                    (staging / record["drawing"]).write_bytes(buf.tobytes())
+                per_image.append(record)
             bar.update(len(chunk))
         bar.close()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for f in staging.iterdir():
-            f.replace(out_dir / f.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_text_atomic(out_dir / "images.json", json.dumps(per_image, indent=1))
-    write_text_atomic(out_dir / "detections.json", json.dumps(results))
+        (staging / "images.json").write_text(json.dumps(per_image, indent=1))
+        (staging / "detections.json").write_text(json.dumps(results))
     seconds = time.perf_counter() - start
-    print(f"{len(paths)} images, {len(results)} detections in {seconds:.2f} s "
+    print(f"{plural(len(paths), 'image')}, {plural(len(results), 'detection')} in {seconds:.2f} s "
           f"({len(paths) / seconds:.1f} img/s) -> {out_dir / 'detections.json'}")
     return 0

@@ -1,12 +1,12 @@
-"""Profiling and comparison of CornerNet-family models across backends and precisions.
+"""Profiling and comparison of CornerNet-family models across backends and precisions, on top of
+the runtime's backends (``runtime.backends.open_backend``); this package only measures.
 
 * ``stats``: summary statistics (documented percentile rule) and ratios;
-* ``timers``: host clock and the CUDA-event conventions;
-* ``runners``: one interface over PyTorch (checkpoint or architecture name), ONNX Runtime and
-  TensorRT, with per-stage timed runs;
+* ``timers``: the clocks (host clock; CUDA events are recorded by the backends' ``run_timed``);
 * ``profile``: the staged timing loop and the JSON report; ``report``: table, schema check, plot;
+* ``layers``: TensorRT per-layer times summarised (top layers, the corner-pool plugin's share);
 * ``compare``: raw-head differences and detection agreement of two models, with tolerances.
 
-Importing this package (or any of these modules) imports neither torch nor TensorRT: a runner
+Importing this package (or any of these modules) imports neither torch nor TensorRT: a backend
 imports its framework when it is opened.
 """

@@ -1,8 +1,8 @@
 """Compare two models on the same images: raw-head differences and detection agreement.
 
 Models: any two of a PyTorch checkpoint (or an architecture name: seeded random weights), an
-ONNX file (ONNX Runtime) and a TensorRT engine, through ``profiling.runners``. Model A is the
-reference.
+ONNX file (ONNX Runtime on any provider) and a TensorRT engine, opened with
+``runtime.backends.open_backend``. Model A is the reference.
 
 **Raw heads** (both models must output them, i.e. ``--decode none`` exports; a graph-decode model
 outputs top-K corners instead, and then only detections are compared). Per head, over all images:
@@ -11,16 +11,39 @@ outputs top-K corners instead, and then only detections are compared). Per head,
 ``|b - a| / (atol + rtol * |a|)``: the head is within tolerance when it is <= 1 (the
 ``numpy.allclose`` rule with A as reference). NaN in the same place in both counts as equal.
 
-**Detections**: each model's full test pipeline (``CornerNetPipeline``: pre-processing into the
-same canvas, decode, flip test as the architecture's official setting, soft-NMS, per-image limit;
-the attention/zoom passes for Saccade). Matching is greedy within class: A's detections in
-descending score order each take the still unmatched B detection of the same class with the
-highest IoU, if that IoU >= 0.5 (continuous IoU, ``(x2 - x1) * (y2 - y1)`` areas). Only
-detections scoring >= ``min_score`` are counted as missed (in A, unmatched) or extra (in B,
-unmatched); an A detection may match a B detection below ``min_score`` (and vice versa), so a
-score straddling the threshold is not a disagreement. ``agreement = 1 - (missed + extra) /
-(n_A + n_B)`` over detections >= ``min_score`` (1 when both have none). Score deltas are over
-matched pairs where either score is >= ``min_score``.
+**Inputs**: by default both models get the same pre-processed input (a fixed-size model's canvas,
+else each image padded at scale 1), so that heads can be compared element by element. With
+``native=True`` each model gets its own pre-processing (a fixed-size model resizes the image into
+its canvas, a dynamic-size one pads it at scale 1, as the official test does): the detections then
+show what an export's fixed input size costs; heads are compared only where both inputs have the
+same size.
+
+**Detections**: each model's full test pipeline (``CornerNetPipeline``: pre-processing, decode,
+flip test as the architecture's official setting, soft-NMS, per-image limit; the attention/zoom
+passes for Saccade). Matching is greedy within class: A's detections in descending score order
+each take the still unmatched B detection of the same class with the highest IoU, if that IoU >=
+0.5 (continuous IoU, ``(x2 - x1) * (y2 - y1)`` areas). Only detections scoring >= ``min_score``
+are counted as missed (in A, unmatched) or extra (in B, unmatched); an A detection may match a B
+detection below ``min_score`` (and vice versa), so a score straddling the threshold is not a
+disagreement. ``agreement = 1 - (missed + extra) / (n_A + n_B)`` over detections >= ``min_score``
+(1 when both have none). Score deltas are over matched pairs where either score is >= ``min_score``.
+
+**Near-ties.** The test pipeline makes order decisions (the top-K corners, the per-image limit,
+soft-NMS's order, Saccade's zoom order): two candidates whose scores differ in the 6th digit can be
+ranked either way by two faithful backends, and the detections then differ although the networks
+agree. Two rules keep such flips from failing a comparison:
+
+* *swaps*: an unmatched A detection and an unmatched B detection of the same class whose scores
+  differ by at most the profile's ``score_atol`` are one candidate ranked on either side of a cut;
+  they count as a swap, not as missed + extra;
+* *tie flips*: on an image whose raw heads agree within the FP32 allowance (summation order only,
+  whatever the profile), both sides ran the same code on inputs that are equal to rounding, so
+  every remaining detection difference there is a near-tie decided the other way: it is counted
+  under ``tie_flips`` and not judged. Where heads are not compared (graph decode; native inputs of
+  different sizes) or differ beyond that, every difference is judged.
+
+A comparison in which nothing was compared (no raw heads and no detection over ``min_score``)
+fails: a PASS always means something was checked.
 
 **Tolerances** (``TOLERANCES``; the profile is the lower precision of the two models unless
 given): see the README section "Profiling and comparing".
@@ -36,7 +59,8 @@ import numpy as np
 from ..errors import UserError
 
 __all__ = ["Tolerance", "TOLERANCES", "HeadStats", "Match", "box_iou_matrix", "match_detections",
-           "detection_agreement", "compare_runners", "choose_tolerance", "REL_EPS"]
+           "detection_agreement", "compare_backends", "choose_tolerance", "allowance_used",
+           "REL_EPS"]
 
 REL_EPS = 1e-6
 IOU_THRESHOLD = 0.5
@@ -59,13 +83,16 @@ TOLERANCES: Dict[str, Tolerance] = {
     "fp32": Tolerance("fp32", head_atol=1e-4, head_rtol=1e-4, score_atol=1e-3, min_agreement=1.0),
     # anything involving an FP16 network: ~3 decimal digits per op through ~100 layers
     "fp16": Tolerance("fp16", head_atol=5e-2, head_rtol=5e-2, score_atol=5e-2, min_agreement=0.95),
+    # an INT8 (Q/DQ) model vs float, measured on the demo model (benchmarks/RESULTS.md, INT8): heads
+    # at most 0.5x this allowance; near-tied corner pairings can move one detection's score by ~0.5
+    "int8": Tolerance("int8", head_atol=1.0, head_rtol=0.25, score_atol=0.6, min_agreement=0.85),
 }
 
 
 def choose_tolerance(profile: Optional[str], precisions: Sequence[str]) -> Tolerance:
-    """``profile`` ("fp32" | "fp16" | None/"auto": fp16 when either model is fp16)."""
+    """``profile`` ("fp32" | "fp16" | "int8" | None/"auto": the lowest precision of the models)."""
     if profile in (None, "auto"):
-        profile = "fp16" if "fp16" in precisions else "fp32"
+        profile = next((p for p in ("int8", "fp16") if p in precisions), "fp32")
     try:
         return TOLERANCES[profile]
     except KeyError:
@@ -76,6 +103,26 @@ def choose_tolerance(profile: Optional[str], precisions: Sequence[str]) -> Toler
 # ----------------------------------------------------------------------------------------------
 # raw heads
 # ----------------------------------------------------------------------------------------------
+
+def _abs_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``|b - a|`` in float64; NaN in the same place is 0, NaN on one side only is infinite."""
+    same_nan = np.isnan(a) & np.isnan(b)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(b - a)
+    diff = np.where(same_nan, 0.0, diff)
+    return np.where(np.isnan(diff), np.inf, diff)
+
+
+def _allowance_share(diff: np.ndarray, a: np.ndarray, tol: Tolerance) -> np.ndarray:
+    return diff / (tol.head_atol + tol.head_rtol * np.nan_to_num(np.abs(a), posinf=0.0))
+
+
+def allowance_used(a, b, tol: Tolerance) -> float:
+    """The largest share of ``tol``'s head allowance that an element of ``b`` against ``a`` uses."""
+    a = np.asarray(a, dtype=np.float64)
+    used = _allowance_share(_abs_difference(a, np.asarray(b, dtype=np.float64)), a, tol)
+    return float(used.max(initial=0.0))
+
 
 class HeadStats:
     """Running difference statistics of one head over several batches."""
@@ -98,15 +145,10 @@ class HeadStats:
             raise UserError(f"head {self.name}: shapes differ ({a.shape} vs {b.shape}); the models "
                             "do not compute the same thing")
         self.shape = tuple(a.shape)
-        same_nan = np.isnan(a) & np.isnan(b)
-        with np.errstate(invalid="ignore"):
-            diff = np.abs(b - a)
-        diff = np.where(same_nan, 0.0, diff)
-        diff = np.where(np.isnan(diff), np.inf, diff)          # NaN on one side only
+        diff = _abs_difference(a, b)
         denom = np.maximum(np.maximum(np.abs(a), np.abs(b)), REL_EPS)
         rel = np.where(np.isfinite(diff), diff / np.where(np.isfinite(denom), denom, 1.0), np.inf)
-        allowed = self.tol.head_atol + self.tol.head_rtol * np.nan_to_num(np.abs(a), posinf=0.0)
-        used = diff / allowed
+        used = _allowance_share(diff, a, self.tol)
         self.count += diff.size
         self.sum_abs += float(np.sum(diff))
         self.sum_rel += float(np.sum(rel))
@@ -179,32 +221,66 @@ def match_detections(a, b, iou_threshold: float = IOU_THRESHOLD) -> Match:
 
 
 class DetectionStats:
-    """Agreement of two models' detections accumulated over images."""
+    """Agreement of two models' detections accumulated over images (see the module docstring
+    for the swap and tie-flip rules; ``swap_atol`` is the profile's score tolerance)."""
 
-    def __init__(self, min_score: float):
+    def __init__(self, min_score: float, swap_atol: float = 0.0):
         self.min_score = float(min_score)
+        self.swap_atol = float(swap_atol)
         self.images = 0
-        self.n_a = self.n_b = self.matched = self.missed = self.extra = 0
+        self.n_a = self.n_b = self.matched = self.missed = self.extra = self.swaps = 0
+        self.tie_flip_images = self.tie_flips = 0
         self.score_deltas: List[float] = []
         self.ious: List[float] = []
         self.box_max_abs = 0.0
 
-    def add(self, a, b) -> Match:
+    def _swaps(self, a, b, missed: List[int], extra: List[int]) -> int:
+        """Pair unmatched A and B detections of one class whose scores are within ``swap_atol``
+        (closest scores first); removes them from ``missed``/``extra``; returns how many pairs."""
+        sa, sb = np.asarray(a.scores, np.float64), np.asarray(b.scores, np.float64)
+        ca, cb = np.asarray(a.class_ids).reshape(-1), np.asarray(b.class_ids).reshape(-1)
+        candidates = sorted((abs(sa[i] - sb[j]), i, j) for i in missed for j in extra
+                            if ca[i] == cb[j] and abs(sa[i] - sb[j]) <= self.swap_atol)
+        used_a, used_b = set(), set()
+        for _, i, j in candidates:
+            if i not in used_a and j not in used_b:
+                used_a.add(i)
+                used_b.add(j)
+        missed[:] = [i for i in missed if i not in used_a]
+        extra[:] = [j for j in extra if j not in used_b]
+        return len(used_a)
+
+    def add(self, a, b, heads_agree: bool = False) -> Match:
+        """One image; ``heads_agree``: its raw heads agree within the FP32 allowance, so remaining
+        differences are tie flips (counted apart, not judged)."""
         m = match_detections(a, b)
         t = self.min_score
         sa, sb = np.asarray(a.scores), np.asarray(b.scores)
         self.images += 1
         self.n_a += int(np.sum(sa >= t))
         self.n_b += int(np.sum(sb >= t))
-        self.missed += sum(1 for i in m.unmatched_a if sa[i] >= t)
-        self.extra += sum(1 for j in m.unmatched_b if sb[j] >= t)
-        for i, j, iou in m.pairs:
-            if max(sa[i], sb[j]) >= t:
-                self.matched += 1
-                self.score_deltas.append(abs(float(sb[j]) - float(sa[i])))
-                self.ious.append(iou)
-                self.box_max_abs = max(self.box_max_abs,
-                                       float(np.max(np.abs(b.boxes[j].astype(np.float64) - a.boxes[i]))))
+        missed = [i for i in m.unmatched_a if sa[i] >= t]
+        extra = [j for j in m.unmatched_b if sb[j] >= t]
+        self.swaps += self._swaps(a, b, missed, extra)
+        pairs = [(i, j, iou) for i, j, iou in m.pairs if max(sa[i], sb[j]) >= t]
+        flips = len(missed) + len(extra) + sum(
+            1 for i, j, _ in pairs if abs(float(sb[j]) - float(sa[i])) > self.swap_atol)
+        if heads_agree and flips:
+            self.tie_flip_images += 1
+            self.tie_flips += flips
+            judged = [(i, j, iou) for i, j, iou in pairs if abs(float(sb[j]) - float(sa[i])) <= self.swap_atol]
+            self.n_a -= len(missed)      # the flipped detections are not judged either way
+            self.n_b -= len(extra)
+        else:
+            self.missed += len(missed)
+            self.extra += len(extra)
+            judged = pairs
+        for i, j, iou in judged:
+            self.matched += 1
+            self.score_deltas.append(abs(float(sb[j]) - float(sa[i])))
+            self.ious.append(iou)
+            self.box_max_abs = max(self.box_max_abs,
+                                   float(np.max(np.abs(b.boxes[j].astype(np.float64) - a.boxes[i]))))
         return m
 
     def summary(self) -> dict:
@@ -214,15 +290,18 @@ class DetectionStats:
         return {"images": self.images, "min_score": self.min_score,
                 "count_a": self.n_a, "count_b": self.n_b, "matched": self.matched,
                 "missed": self.missed, "extra": self.extra, "agreement": agreement,
+                "swaps": self.swaps, "tie_flips": self.tie_flips,
+                "tie_flip_images": self.tie_flip_images,
                 "max_score_delta": max(deltas) if deltas else 0.0,
                 "mean_score_delta": (math.fsum(deltas) / len(deltas)) if deltas else 0.0,
                 "min_iou": min(self.ious) if self.ious else None,
                 "max_box_delta_px": self.box_max_abs}
 
 
-def detection_agreement(dets_a: Sequence, dets_b: Sequence, min_score: float = 0.1) -> dict:
+def detection_agreement(dets_a: Sequence, dets_b: Sequence, min_score: float = 0.1,
+                        swap_atol: float = 0.0) -> dict:
     """Summary of matching ``dets_a[k]`` with ``dets_b[k]`` for every image ``k``."""
-    stats = DetectionStats(min_score)
+    stats = DetectionStats(min_score, swap_atol)
     for a, b in zip(dets_a, dets_b):
         stats.add(a, b)
     return stats.summary()
@@ -232,73 +311,89 @@ def detection_agreement(dets_a: Sequence, dets_b: Sequence, min_score: float = 0
 # the comparison
 # ----------------------------------------------------------------------------------------------
 
-def _run_padded(runner, x: np.ndarray) -> dict:
-    """``runner.run`` on ``x`` [n, 3, H, W], split/padded to the model's batch rules."""
+def _run_padded(backend, x: np.ndarray) -> dict:
+    """``backend.run`` on ``x`` [n, 3, H, W], split/padded to the model's batch rules."""
     n = x.shape[0]
-    step = runner.max_batch or n
+    step = backend.max_batch or n
     parts = []
     for start in range(0, n, step):
         chunk = x[start:start + step]
         real = chunk.shape[0]
-        if runner.static_batch and real < runner.max_batch:
-            chunk = np.concatenate([chunk, np.zeros((runner.max_batch - real,) + chunk.shape[1:],
+        if backend.static_batch and real < backend.max_batch:
+            chunk = np.concatenate([chunk, np.zeros((backend.max_batch - real,) + chunk.shape[1:],
                                                     np.float32)])
-        out = runner.run(np.ascontiguousarray(chunk, np.float32))
+        out = backend.run(np.ascontiguousarray(chunk, np.float32))
         parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _pipeline(runner, canvas):
+def _pipeline(backend, canvas):
     from ..runtime.pipeline import CornerNetPipeline
-    return CornerNetPipeline(runner.spec, runner.run, input_hw=canvas, max_batch=runner.max_batch,
-                             static_batch=runner.static_batch, mean=runner.mean, std=runner.std,
-                             class_names=runner.class_names)
+    return CornerNetPipeline(backend.spec, backend.run, input_hw=canvas, max_batch=backend.max_batch,
+                             static_batch=backend.static_batch, mean=backend.mean, std=backend.std,
+                             class_names=backend.class_names)
 
 
-def _check_compatible(a, b) -> Optional[Tuple[int, int]]:
+def _check_compatible(a, b, native: bool) -> Optional[Tuple[int, int]]:
     sa, sb = a.spec, b.spec
     if (sa.num_classes, sa.stride, sa.attention) != (sb.num_classes, sb.stride, sb.attention):
         raise UserError(f"the models are not comparable: {a.label} is {sa.name} with "
                         f"{sa.num_classes} classes (stride {sa.stride}), {b.label} is {sb.name} with "
                         f"{sb.num_classes} classes (stride {sb.stride})")
+    if native:
+        return None
     if a.input_hw and b.input_hw and tuple(a.input_hw) != tuple(b.input_hw):
         raise UserError(f"the models take different input sizes ({a.input_hw[0]}x{a.input_hw[1]} vs "
-                        f"{b.input_hw[0]}x{b.input_hw[1]}); export them at the same size")
+                        f"{b.input_hw[0]}x{b.input_hw[1]}); export them at the same size, or compare "
+                        "them with --native-preprocess")
     return tuple(a.input_hw or b.input_hw or ()) or None
 
 
-def compare_runners(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
-                    min_score: Optional[float] = None, progress=None) -> dict:
-    """Compare runner ``b`` against ``a`` on ``images``; returns the report dict (``passed``,
-    ``failures`` (one line each), ``heads``, ``detections`` ...)."""
+def compare_backends(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
+                     min_score: Optional[float] = None, native: bool = False, progress=None) -> dict:
+    """Compare backend ``b`` against ``a`` on ``images``; returns the report dict (``passed``,
+    ``failures`` (one line each), ``heads``, ``detections`` ...). ``native``: each model gets its
+    own pre-processing (see the module docstring)."""
     from ..runtime.preprocess import preprocess
 
-    canvas = _check_compatible(a, b)
+    canvas = _check_compatible(a, b, native)
     min_score = tolerance.min_score if min_score is None else float(min_score)
     raw = a.decode == "none" and b.decode == "none"
-    note = None
+    notes = []
     if not raw:
         graph = [r.label for r in (a, b) if r.decode != "none"]
-        note = (f"raw heads not compared: {' and '.join(graph)} "
-                f"{'is a graph-decode model' if len(graph) == 1 else 'are graph-decode models'} "
-                "(outputs top-K corners, not heat maps); detections only")
+        notes.append(f"raw heads not compared: {' and '.join(graph)} "
+                     f"{'is a graph-decode model' if len(graph) == 1 else 'are graph-decode models'} "
+                     "(outputs top-K corners, not heat maps); detections only")
+    tie_level = TOLERANCES["fp32"]
     heads: Dict[str, HeadStats] = {}
-    det = DetectionStats(min_score)
-    pipe_a, pipe_b = _pipeline(a, canvas), _pipeline(b, canvas)
+    skipped_heads = 0
+    det = DetectionStats(min_score, tolerance.score_atol)
+    canvas_a, canvas_b = (a.input_hw, b.input_hw) if native else (canvas, canvas)
+    pipe_a, pipe_b = _pipeline(a, canvas_a), _pipeline(b, canvas_b)
     for k, image in enumerate(images):
+        heads_agree = False
         if raw:
-            xa, _ = preprocess(image, a.spec, 1.0, canvas, a.mean, a.std)
-            xb = xa if (tuple(a.mean), tuple(a.std)) == (tuple(b.mean), tuple(b.std)) else \
-                preprocess(image, b.spec, 1.0, canvas, b.mean, b.std)[0]
-            out_a, out_b = _run_padded(a, xa[None]), _run_padded(b, xb[None])
-            if set(out_a) != set(out_b):
-                raise UserError(f"the models output different heads: {sorted(out_a)} vs {sorted(out_b)}")
-            for name in out_a:
-                heads.setdefault(name, HeadStats(name, tolerance)).add(out_a[name], out_b[name])
-        det.add(pipe_a(image), pipe_b(image))
+            xa, _ = preprocess(image, a.spec, 1.0, canvas_a, a.mean, a.std)
+            same_input = canvas_a == canvas_b and (tuple(a.mean), tuple(a.std)) == (tuple(b.mean), tuple(b.std))
+            xb = xa if same_input else preprocess(image, b.spec, 1.0, canvas_b, b.mean, b.std)[0]
+            if xa.shape == xb.shape:
+                out_a, out_b = _run_padded(a, xa[None]), _run_padded(b, xb[None])
+                if set(out_a) != set(out_b):
+                    raise UserError(f"the models output different heads: {sorted(out_a)} vs {sorted(out_b)}")
+                heads_agree = True
+                for name in out_a:
+                    heads.setdefault(name, HeadStats(name, tolerance)).add(out_a[name], out_b[name])
+                    heads_agree &= allowance_used(out_a[name], out_b[name], tie_level) <= 1.0
+            else:
+                skipped_heads += 1
+        det.add(pipe_a(image), pipe_b(image), heads_agree=heads_agree)
         if progress:
             progress(f"image {k + 1}/{len(images)}")
-    head_summary = {name: h.summary() for name, h in heads.items()} if raw else None
+    if skipped_heads:
+        notes.append(f"raw heads not compared on {skipped_heads} of {len(images)} image(s): with "
+                     "native pre-processing the two inputs differ in size; detections only there")
+    head_summary = {name: h.summary() for name, h in heads.items()} if heads else None
     det_summary = det.summary()
     failures = []
     for name, h in (head_summary or {}).items():
@@ -316,10 +411,14 @@ def compare_runners(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
     if det_summary["max_score_delta"] > tolerance.score_atol:
         failures.append(f"detections: max |score_b - score_a| {det_summary['max_score_delta']:.3g} "
                         f"> {tolerance.score_atol:g} ({tolerance.name} tolerance)")
+    if head_summary is None and det_summary["count_a"] + det_summary["count_b"] == 0:
+        failures.append(f"nothing was compared: no raw heads, and no detection of either model scores "
+                        f">= {min_score:g} (lower --min-score, or give images with objects)")
     return {
         "schema": "cornernet_deploy.compare", "format": 1,
         "a": a.describe(), "b": b.describe(), "canvas_hw": list(canvas) if canvas else None,
+        "preprocess": "native" if native else "shared",
         "images": len(images), "tolerance": asdict(tolerance), "min_score": min_score,
-        "heads": head_summary, "note": note, "detections": det_summary,
+        "heads": head_summary, "note": "; ".join(notes) or None, "detections": det_summary,
         "failures": failures, "passed": not failures,
     }

@@ -1,22 +1,23 @@
-"""Per-stage latency of one or more runners on the same images, and the report they make.
+"""Per-stage latency of one or more backends on the same images, and the report they make.
 
 One iteration = one batch of ``batch`` images through the official single-scale test pipeline,
 split into stages (all in milliseconds):
 
 * ``preprocess``: resize, centre in the model's canvas, normalise (``runtime.preprocess``), stack;
   with ``flip`` also the mirrored copies (the network batch doubles) -- host clock;
-* ``h2d``, ``inference``, ``d2h``: the runner's ``run_timed`` (CUDA events on the runner's own
-  stream for torch/CUDA and TensorRT; host clock elsewhere; ``h2d``/``d2h`` are absent (null) for
-  backends that work in host memory: torch on CPU, ONNX Runtime on CPU);
+* ``h2d``, ``inference``, ``d2h``: the backend's ``run_timed`` (``runtime.backends``: CUDA events
+  on the backend's own stream for torch/CUDA and TensorRT; host clock elsewhere, ONNX Runtime on a
+  GPU timing its ``io_binding`` copies apart; ``h2d``/``d2h`` are absent (null) for backends that
+  work in host memory: torch on CPU, ONNX Runtime on CPU);
 * ``postprocess``: decode (``runtime.decode``), flip merge, rescale to image pixels, per-class
   soft-NMS and the per-image limit (``runtime.postprocess``) -- host clock;
 * ``end_to_end``: host clock around the whole iteration (so on a GPU it includes the launch
   overheads and synchronisation that the event times leave out).
 
 Throughput = images per second of the mean end-to-end time (``batch * 1000 / mean``).
-Warm-up iterations run first and are not recorded. With several runners the iterations are
-interleaved (runner 1, runner 2, ..., then again) so that slow drifts of a shared machine hit every
-runner alike. CornerNet-Saccade is timed as one pass at its input size (its attention/zoom loop
+Warm-up iterations run first and are not recorded. With several backends the iterations are
+interleaved (backend 1, backend 2, ..., then again) so that slow drifts of a shared machine hit
+every backend alike. CornerNet-Saccade is timed as one pass at its input size (its attention/zoom loop
 runs a variable number of passes and is not a fixed pipeline).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import datetime
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -33,24 +35,24 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
+from .layers import summarize_layers
 from .stats import PERCENTILE_METHOD, ratio, ratios_to_baseline, summarize
 from .timers import HOST_CLOCK, ms_between, now_ns
 
-__all__ = ["STAGES", "DEVICE_STAGES", "RowResult", "profile_runners", "common_canvas", "load_images",
+__all__ = ["STAGES", "DEVICE_STAGES", "RowResult", "profile_backends", "common_canvas", "load_images",
            "generated_images", "build_report", "environment", "REPORT_SCHEMA", "REPORT_FORMAT"]
 
 STAGES = ("preprocess", "h2d", "inference", "d2h", "postprocess", "end_to_end")
 DEVICE_STAGES = ("h2d", "inference", "d2h")
 REPORT_SCHEMA = "cornernet_deploy.profile"
 REPORT_FORMAT = 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 @dataclass
 class RowResult:
-    """Samples of one runner (ms per stage; None for a stage the backend does not have)."""
+    """Samples of one backend (ms per stage; None for a stage the backend does not have)."""
 
-    runner: object
+    backend: object
     batch: int
     network_batch: int
     samples: Dict[str, Optional[List[float]]] = field(default_factory=dict)
@@ -66,9 +68,13 @@ class RowResult:
 # images
 # ----------------------------------------------------------------------------------------------
 
-def load_images(folder, limit: Optional[int] = None) -> List[np.ndarray]:
-    """Every image file in ``folder`` (sorted by name; not recursive), as BGR uint8."""
-    from ..runtime.preprocess import load_image
+def load_images(folder, limit: Optional[int] = None,
+                note: Optional[Callable[[str], None]] = None) -> List[np.ndarray]:
+    """Every image file in ``folder`` (sorted by name; not recursive), as BGR uint8. Conversions
+    (grayscale, alpha, 16-bit) are reported through ``note`` ("note: ..."), as ``infer`` does,
+    instead of as Python warnings."""
+    from ..runtime.images import IMAGE_SUFFIXES
+    from ..runtime.preprocess import ImageConversionWarning, load_image
     folder = Path(folder)
     if not folder.exists():
         raise UserError(f"{folder}: no such directory")
@@ -76,9 +82,18 @@ def load_images(folder, limit: Optional[int] = None) -> List[np.ndarray]:
         raise UserError(f"{folder}: --images must be a directory of images")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UserError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     files = files[:limit] if limit else files
-    return [load_image(p) for p in files]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageConversionWarning)
+        images = [load_image(p) for p in files]
+    for w in caught:
+        if issubclass(w.category, ImageConversionWarning):
+            if note:
+                note(f"note: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return images
 
 
 def generated_images(count: int, image_hw, seed: int = 0) -> List[np.ndarray]:
@@ -93,9 +108,9 @@ def generated_images(count: int, image_hw, seed: int = 0) -> List[np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 
 class _Staged:
-    """One runner's pipeline split into stages (the same runtime code ``Detector`` uses)."""
+    """One backend's pipeline split into stages (the same runtime code ``Detector`` uses)."""
 
-    def __init__(self, runner, batch: int, flip: bool, canvas=None):
+    def __init__(self, backend, batch: int, flip: bool, canvas=None):
         from ..runtime.decode import decode_outputs
         from ..runtime.postprocess import flip_merge, postprocess, rescale_dets
         from ..runtime.preprocess import flip_tensor, preprocess
@@ -103,24 +118,24 @@ class _Staged:
         self._decode_outputs, self._flip_merge = decode_outputs, flip_merge
         self._postprocess, self._rescale, self._flip_tensor = postprocess, rescale_dets, flip_tensor
         self._preprocess = preprocess
-        self.runner, self.batch, self.flip = runner, int(batch), bool(flip)
-        spec = runner.spec
+        self.backend, self.batch, self.flip = backend, int(batch), bool(flip)
+        spec = backend.spec
         if flip and spec.saccade is not None:
             raise UserError("CornerNet-Saccade has no flip test (the official code never flips it)")
-        self.canvas = tuple(runner.input_hw or canvas or spec.input_size)
+        self.canvas = tuple(backend.input_hw or canvas or spec.input_size)
         self.network_batch = self.batch * (2 if flip else 1)
-        if runner.max_batch is not None:
-            if runner.static_batch and self.network_batch != runner.max_batch:
-                raise UserError(f"{runner.model} takes exactly {runner.max_batch} image(s) per batch; "
+        if backend.max_batch is not None:
+            if backend.static_batch and self.network_batch != backend.max_batch:
+                raise UserError(f"{backend.model} takes exactly {backend.max_batch} image(s) per batch; "
                                 f"asked for {self.network_batch}"
                                 + (" (--batch doubled by --flip)" if flip else "")
                                 + ": use --batch accordingly, or export with --dynamic-batch")
-            if self.network_batch > runner.max_batch:
-                raise UserError(f"{runner.model} takes at most {runner.max_batch} image(s) per batch; "
+            if self.network_batch > backend.max_batch:
+                raise UserError(f"{backend.model} takes at most {backend.max_batch} image(s) per batch; "
                                 f"asked for {self.network_batch}")
 
     def iteration(self, images: Sequence[np.ndarray]):
-        r, spec, test = self.runner, self.runner.spec, self.runner.spec.test
+        r, spec, test = self.backend, self.backend.spec, self.backend.spec.test
         t0 = now_ns()
         tensors, metas = [], []
         for im in images:
@@ -149,20 +164,20 @@ class _Staged:
         return stages, results
 
 
-def common_canvas(runners: Sequence):
-    """The input size a dynamic-size runner is given: the first fixed-size runner's input (so
+def common_canvas(backends: Sequence):
+    """The input size a dynamic-size backend is given: the first fixed-size backend's input (so
     that the rows compare the same work), else the architecture's official input size."""
-    for r in runners:
-        if r.input_hw:
-            return tuple(r.input_hw)
-    return tuple(runners[0].spec.input_size) if runners else None
+    for b in backends:
+        if b.input_hw:
+            return tuple(b.input_hw)
+    return tuple(backends[0].spec.input_size) if backends else None
 
 
-def profile_runners(runners: Sequence, images: Sequence[np.ndarray], *, batch: int = 1,
+def profile_backends(backends: Sequence, images: Sequence[np.ndarray], *, batch: int = 1,
                     warmup: int = 3, iters: int = 20, flip: bool = False, layers: bool = False,
                     layer_runs: int = 10, progress: Optional[Callable[[str], None]] = None
                     ) -> List[RowResult]:
-    """Time every runner on the same batches (interleaved, see the module docstring)."""
+    """Time every backend on the same batches (interleaved, see the module docstring)."""
     if batch < 1:
         raise UserError("--batch must be >= 1")
     if warmup < 0:
@@ -171,17 +186,16 @@ def profile_runners(runners: Sequence, images: Sequence[np.ndarray], *, batch: i
         raise UserError("--iters must be >= 1")
     if not images:
         raise UserError("no images to profile on")
-    canvas = common_canvas(runners)
-    staged = [_Staged(r, batch, flip, canvas) for r in runners]
-    rows = [RowResult(r, batch, s.network_batch, {st: [] for st in STAGES}, canvas=s.canvas)
-            for r, s in zip(runners, staged)]
-    det_counts = [0] * len(runners)
+    canvas = common_canvas(backends)
+    staged = [_Staged(b, batch, flip, canvas) for b in backends]
+    rows = [RowResult(b, batch, s.network_batch, {st: [] for st in STAGES}, canvas=s.canvas)
+            for b, s in zip(backends, staged)]
+    det_counts = [0] * len(backends)
     for it in range(warmup + iters):
         start = (it * batch) % len(images)
         chunk = [images[(start + j) % len(images)] for j in range(batch)]
         for k, (s, row) in enumerate(zip(staged, rows)):
-            with s.runner.session():
-                stages, results = s.iteration(chunk)
+            stages, results = s.iteration(chunk)
             if it < warmup:
                 continue
             det_counts[k] += sum(len(d) for d in results)
@@ -198,13 +212,13 @@ def profile_runners(runners: Sequence, images: Sequence[np.ndarray], *, batch: i
         row.detections_per_image = det_counts[k] / float(iters * batch)
     if layers:
         for s, row in zip(staged, rows):
-            fn = getattr(s.runner, "layer_profile", None)
+            fn = getattr(s.backend, "layer_profile", None)        # TensorRT engines
             if fn is None:
                 continue
-            x = np.stack([s._preprocess(images[j % len(images)], s.runner.spec, 1.0, s.canvas,
-                                        s.runner.mean, s.runner.std)[0]
+            x = np.stack([s._preprocess(images[j % len(images)], s.backend.spec, 1.0, s.canvas,
+                                        s.backend.mean, s.backend.std)[0]
                           for j in range(s.network_batch)])
-            row.layers = fn(x, runs=layer_runs)
+            row.layers = summarize_layers(fn(x, iterations=layer_runs), runs=layer_runs)
     return rows
 
 
@@ -303,7 +317,7 @@ def build_report(rows: Sequence[RowResult], settings: dict) -> dict:
             base_tp = throughput
         ratios = ratios_to_baseline(summaries, base)
         ratios["throughput"] = ratio(throughput, base_tp)
-        entry = dict(row.runner.describe())
+        entry = dict(row.backend.describe())
         entry.update({
             "canvas_hw": list(row.canvas) if row.canvas else None,
             "batch": row.batch, "network_batch": row.network_batch,

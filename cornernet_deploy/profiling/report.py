@@ -99,6 +99,7 @@ _RESULT = {"label": str, "model": str, "backend": str, "device": str, "precision
            "arch": str, "decode": str, "timing": str, "batch": int, "network_batch": int,
            "stages": dict, "throughput_ips": _NUM, "ratios": dict}
 _OPTIONAL_RESULT = {"input_hw": (list, type(None)), "threads": (int, type(None)),
+                    "provider": (str, type(None)),
                     "layers": (dict, type(None)), "inference_throughput_ips": _NUM + (type(None),)}
 
 

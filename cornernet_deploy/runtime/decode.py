@@ -10,12 +10,17 @@ with -inf, plateaus keep all members) -> top-K over the flattened ``C*H*W`` map 
 included). Rows: ``[x1, y1, x2, y2, score, tl_score, br_score, class]`` float32, in output-map
 units, class 0-based.
 
+The sigmoid is torch's float32 CPU sigmoid bit for bit (``sigmoid`` below), but it is evaluated
+only where it can matter: peak suppression and the top-K cut run on the logits (the float32
+sigmoid is monotone non-decreasing, so ``maxpool(sigmoid(x)) == sigmoid(maxpool(x))``), and the
+exact sigmoid decides the result on the few candidates near the cut, so that logits which round
+to the same sigmoid value (ties, saturated maps) come out exactly as in sigmoid space.
+
 Deliberate, documented deviations (none changes a result except in exact ties):
 - Tie order of both top-k steps: ``torch.topk`` leaves ties (e.g. the zeros left by peak
   suppression, or -1 pair scores) in an unspecified order; here ties are broken by the **lower
   flat index first** (the ONNX ``TopK`` rule), so the output is deterministic.
-- The sigmoid is evaluated in float64 and rounded to float32 (the correctly rounded value); torch's
-  float32 sigmoid may differ in the last bit.
+- A NaN logit gives 0 after peak suppression (the official ``heat * keep`` keeps NaN).
 - ``K`` is capped at ``C*H*W`` and ``num_dets`` at ``K*K`` (torch would raise instead).
 - ``ae_threshold`` is compared in float32, as torch compares a float32 tensor with a Python float.
 
@@ -35,6 +40,8 @@ RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 GRAPH_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs",
                  "br_scores", "br_inds", "br_tags", "br_offs")
 
+_F32 = np.float32
+
 
 class Corners(NamedTuple):
     """Top-K corners of one heat map for a batch: the ONNX in-graph decode output layout."""
@@ -45,12 +52,57 @@ class Corners(NamedTuple):
     offs: np.ndarray    # [N, K, 2] float32 (x, y)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Float32 sigmoid, computed in float64 and rounded once."""
-    x64 = np.asarray(x, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        return (1.0 / (1.0 + np.exp(-x64))).astype(np.float32)
+# --- torch's float32 sigmoid ------------------------------------------------------------------
+# torch (x86 AVX2/AVX-512 and aarch64 NEON CPU kernels) computes sigmoid(x) in float32 as
+# 1 / (1 + exp(0 - x)) with exp = SLEEF's expf_u10 (the FMA variant). Below is that algorithm
+# step by step: each fused multiply-add a*b+c of float32 values is evaluated in float64 and
+# rounded once. Checked against torch.sigmoid on all 2^32 float32 inputs (0 mismatches; see
+# benchmarks/RESULTS.md); torch without SIMD kernels (ATEN_CPU_CAPABILITY=default) and the last
+# (n mod 2*vector-width) elements of a torch call use libm's expf instead and differ in ~5%.
+_R_LN2F = _F32(1.442695040888963407359924681001892137426645954152985934135449406931)
+_L2UF = _F32(0.693145751953125)
+_L2LF = _F32(1.428606765330187045e-06)
+_EXPF_POLY = tuple(_F32(c) for c in (0.000198527617612853646278381, 0.00139304355252534151077271,
+                                     0.00833336077630519866943359, 0.0416664853692054748535156,
+                                     0.166666671633720397949219, 0.5))
+SIGMOID_ONE_FROM = _F32(16.635532)      # smallest float32 x with sigmoid(x) == 1
+SIGMOID_ZERO_UP_TO = _F32(-88.72284)    # largest float32 x with sigmoid(x) == 0
 
+
+def _fma(a, b, c):
+    return (a.astype(np.float64) * b + c).astype(_F32)
+
+
+def _sleef_expf(d: np.ndarray) -> np.ndarray:
+    """SLEEF ``xexpf`` (u10) for float32 ``d`` in [-104, 100] (callers clip; no NaN)."""
+    q = np.rint(d * _R_LN2F).astype(np.int32)
+    qf = q.astype(_F32)
+    s = _fma(qf, -_L2UF, d)
+    s = _fma(qf, -_L2LF, s)
+    u = np.full(d.shape, _EXPF_POLY[0], _F32)
+    for c in _EXPF_POLY[1:]:
+        u = _fma(u, s, c)
+    u = _F32(1) + _fma(s * s, u, s)
+    half = q >> 1                                           # ldexp in two steps, as SLEEF
+    with np.errstate(over="ignore"):
+        u = (u * ((half + 127) << 23).view(_F32)) * ((q - half + 127) << 23).view(_F32)
+    return u
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """torch's float32 CPU ``sigmoid``, bit for bit (see above); any shape, returns float32."""
+    x = np.asarray(x, dtype=_F32)
+    out = np.where(x >= SIGMOID_ONE_FROM, _F32(1), _F32(0)).astype(_F32)
+    mid = (x > SIGMOID_ZERO_UP_TO) & (x < SIGMOID_ONE_FROM)
+    out[np.isnan(x)] = np.nan
+    xm = x[mid]
+    if xm.size:
+        e = _sleef_expf(_F32(0) - xm)                       # |x| < 89 here: no clipping needed
+        out[mid] = _F32(1) / (e + _F32(1))
+    return out
+
+
+# --- peak suppression and top-K ---------------------------------------------------------------
 
 def max_pool(x: np.ndarray, kernel: int = 3) -> np.ndarray:
     """Max over a ``kernel x kernel`` window, stride 1, padding ``(kernel-1)//2`` filled with
@@ -58,19 +110,14 @@ def max_pool(x: np.ndarray, kernel: int = 3) -> np.ndarray:
     kernel = int(kernel)
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"peak-suppression kernel must be odd and >= 1, got {kernel}")
-    if kernel == 1:
-        return x.copy()
-    pad = (kernel - 1) // 2
-    h, w = x.shape[-2:]
-    lead = [(0, 0)] * (x.ndim - 2)
-    p = np.pad(x, lead + [(pad, pad), (0, 0)], constant_values=-np.inf)
-    rows = p[..., 0:h, :].copy()
-    for d in range(1, kernel):
-        np.maximum(rows, p[..., d:d + h, :], out=rows)
-    p = np.pad(rows, lead + [(0, 0), (pad, pad)], constant_values=-np.inf)
-    out = p[..., :, 0:w].copy()
-    for d in range(1, kernel):
-        np.maximum(out, p[..., :, d:d + w], out=out)
+    rows = np.array(x, copy=True)
+    for d in range(1, (kernel - 1) // 2 + 1):   # out-of-map neighbours are -inf: just skip them
+        np.maximum(rows[..., d:, :], x[..., :-d, :], out=rows[..., d:, :])
+        np.maximum(rows[..., :-d, :], x[..., d:, :], out=rows[..., :-d, :])
+    out = rows.copy()
+    for d in range(1, (kernel - 1) // 2 + 1):
+        np.maximum(out[..., d:], rows[..., :-d], out=out[..., d:])
+        np.maximum(out[..., :-d], rows[..., d:], out=out[..., :-d])
     return out
 
 
@@ -115,6 +162,87 @@ def topk_desc(values: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(values, out_i, axis=1), out_i
 
 
+def _window_max(flat: np.ndarray, idx: np.ndarray, shape, kernel: int) -> np.ndarray:
+    """``max_pool`` of the [C, H, W] map ``flat`` (flattened) at the flat positions ``idx`` only."""
+    _, h, w = shape
+    sp = idx % (h * w)
+    ys, xs = sp // w, sp % w
+    out = np.full(idx.shape, -np.inf, _F32)
+    r = (kernel - 1) // 2
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            yy, xx = ys + dy, xs + dx
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            vals = flat[np.where(inside, idx + dy * w + dx, idx)]
+            np.maximum(out, np.where(inside, vals, -np.inf), out=out)   # NaN propagates
+    return out
+
+
+def _below_sigmoid(x_est: np.float32, v_est: np.float32) -> np.float32:
+    """A float32 logit whose sigmoid is < ``v_est`` (> 0), close below ``x_est``: every logit
+    with ``sigmoid(x) >= v_est`` is greater than it (the sigmoid is monotone)."""
+    if v_est == 1:
+        return np.nextafter(SIGMOID_ONE_FROM, _F32(-np.inf))
+    v = float(v_est)
+    delta = 4 * float(np.spacing(v_est)) / (v * (1 - v))      # ~4 output ulps of input
+    while True:
+        x_lo = min(_F32(float(x_est) - delta), np.nextafter(x_est, _F32(-np.inf)))
+        if sigmoid(x_lo) < v_est:
+            return x_lo
+        delta *= 4
+
+
+def _first_cut(sample: np.ndarray, n: int, target: int) -> np.float32:
+    """A logit that about ``target`` of the ``n`` map values reach (from a strided sample)."""
+    if n <= 4 * target or not sample.size:
+        return _F32(-np.inf)
+    j = sample.size - min(sample.size, -(-target * sample.size // n))
+    return np.partition(sample, j)[j] if j > 0 else _F32(-np.inf)
+
+
+def _topk_sigmoid_peaks(flat: np.ndarray, shape, k: int, kernel: int):
+    """Top ``k`` of ``peak_suppress(sigmoid(heat))`` for one [C, H, W] logit map (flattened):
+    ``(vals float32 [k], flat inds int64 [k])``, ties by lower index.
+
+    Only logits above a cut get their window maximum and, near the K-th peak, their exact sigmoid.
+    A pixel is kept when ``sigmoid(x) == sigmoid(window max of x)`` (monotone sigmoid), which also
+    keeps a neighbour whose smaller logit rounds to the same sigmoid value as the peak.
+    Falls back to the whole map in sigmoid space when fewer than ``k`` peaks have a non-zero
+    sigmoid (then zeros, in index order, complete the top-K).
+    """
+    n = flat.size
+    sample = flat[::max(1, n // 8192)]
+    sample = sample[~np.isnan(sample)]
+    target = max(32 * k, 1024)                     # pixels above the first cut
+    cut = _first_cut(sample, n, target)
+    while True:
+        cand = np.flatnonzero(flat >= cut)         # NaN never a candidate (kept as 0 anyway)
+        xc = flat[cand]
+        mc = _window_max(flat, cand, shape, kernel)
+        peak_logits = xc[xc == mc]
+        if peak_logits.size >= k:
+            x_est = np.partition(peak_logits, peak_logits.size - k)[peak_logits.size - k]
+            v_est = sigmoid(x_est)
+            if v_est == 0:
+                break                              # zeros reach the top-K: whole map
+            x_lo = _below_sigmoid(x_est, v_est)
+            if x_lo >= cut:                        # every pixel that can reach the top-K is here
+                near = xc > x_lo
+                rel, s, sm = cand[near], sigmoid(xc[near]), sigmoid(mc[near])
+                vals = np.where(s == sm, s, _F32(0))
+                order = np.lexsort((rel, -vals.astype(np.float64)))[:k]
+                return vals[order], rel[order]
+            cut = x_lo
+        elif cut == -np.inf:
+            break                                  # fewer than k peaks in the whole map
+        else:
+            target *= 16
+            cut = _first_cut(sample, n, target)
+    scores = peak_suppress(sigmoid(flat.reshape(shape)), kernel).reshape(1, n)
+    vals, inds = topk_desc(scores, k)
+    return vals[0], inds[0]
+
+
 def _spatial(inds: np.ndarray, width: int, hw: int):
     cls = inds // hw
     sp = inds % hw
@@ -133,12 +261,19 @@ def topk_corners(heat: np.ndarray, tag: np.ndarray, off: np.ndarray, k: int,
     off = np.asarray(off, dtype=np.float32)
     if tag.shape != (n, 1, h, w) or off.shape != (n, 2, h, w):
         raise ValueError(f"head shapes disagree: heat {heat.shape}, tag {tag.shape}, off {off.shape}")
-    scores = peak_suppress(sigmoid(heat), kernel).reshape(n, c * h * w)
-    vals, inds = topk_desc(scores, k)
+    kernel = int(kernel)
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"peak-suppression kernel must be odd and >= 1, got {kernel}")
+    k = min(int(k), c * h * w)
+    vals = np.empty((n, k), np.float32)
+    inds = np.empty((n, k), np.int64)
+    for b in range(n):
+        if k:
+            vals[b], inds[b] = _topk_sigmoid_peaks(heat[b].reshape(-1), (c, h, w), k, kernel)
     sp = inds % (h * w)
     tags = np.take_along_axis(tag.reshape(n, h * w), sp, axis=1)
     offs = np.take_along_axis(off.reshape(n, 2, h * w), sp[:, None, :], axis=2).transpose(0, 2, 1)
-    return Corners(vals.astype(np.float32), inds, tags, np.ascontiguousarray(offs))
+    return Corners(vals, inds, tags, np.ascontiguousarray(offs))
 
 
 def pair_corners(tl: Corners, br: Corners, out_hw: Sequence[int], ae_threshold: float,

@@ -11,9 +11,12 @@ from cornernet_deploy.zoo import COCO_CATEGORY_IDS
 __all__ = ["Detections"]
 
 
-def _round2(x) -> float:
-    # The official COCO export: float("{:.2f}".format(x)) on the float32 value.
-    return float("{:.2f}".format(float(x)))
+def _rounder(decimals: Optional[int]):
+    if decimals is None:
+        # the shortest decimal that reads back as the same float32 (0.87654, not 0.8765400052)
+        return lambda x: float(str(np.float32(x)))
+    # the official COCO export, decimals=2: float("{:.2f}".format(x)) on the float32 value
+    return lambda x: float("{:.{}f}".format(float(x), int(decimals)))
 
 
 @dataclass
@@ -54,11 +57,14 @@ class Detections:
         """Detections with ``score >= score_threshold`` (order kept)."""
         return self[self.scores >= np.float32(score_threshold)]
 
-    def to_coco(self, image_id, category_ids: Optional[Sequence[int]] = None) -> List[dict]:
+    def to_coco(self, image_id, category_ids: Optional[Sequence[int]] = None,
+                decimals: Optional[int] = 2) -> List[dict]:
         """COCO result dicts as the official ``convert_to_coco``: ``bbox = [x, y, w, h]`` with
-        ``w = x2 - x1`` (float32), every number rounded to 2 decimals (the score too);
-        ``category_id = category_ids[class_id]`` (default: the COCO ids of the 80 classes)."""
+        ``w = x2 - x1`` (float32), every number rounded to ``decimals`` (2, official: the score
+        too; None: the float32 values exactly); ``category_id = category_ids[class_id]``
+        (default: the COCO ids of the 80 classes)."""
         cats = COCO_CATEGORY_IDS if category_ids is None else category_ids
+        _round = _rounder(decimals)
         out = []
         for box, score, cls in zip(self.boxes, self.scores, self.class_ids.tolist()):
             w = np.float32(box[2] - box[0])
@@ -66,8 +72,8 @@ class Detections:
             out.append({
                 "image_id": image_id,
                 "category_id": int(cats[cls]),
-                "bbox": [_round2(box[0]), _round2(box[1]), _round2(w), _round2(h)],
-                "score": _round2(score),
+                "bbox": [_round(box[0]), _round(box[1]), _round(w), _round(h)],
+                "score": _round(score),
             })
         return out
 

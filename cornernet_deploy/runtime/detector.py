@@ -1,43 +1,22 @@
 """``Detector.load(path)``: the model file decides the backend; the pipeline is shared.
 
     from cornernet_deploy.runtime import Detector
-    detector = Detector.load("export/cornernet-squeeze.onnx")
+    detector = Detector.load("export/cornernet-squeeze.onnx")   # device="cuda" / provider="tensorrt"
     detections = detector(cv2.imread("street.jpg"))      # boxes in image pixels, xyxy
 
-``.onnx`` runs in ONNX Runtime (CPU unless providers are given); ``.engine``/``.plan`` in
-TensorRT. Pre- and post-processing are the same code for every backend (``pipeline.py``).
+``.onnx`` runs in ONNX Runtime (CPU unless ``device``/``provider`` say otherwise); ``.engine``/
+``.plan`` in TensorRT (``runtime.backends.open_backend``). Pre- and post-processing are the same
+code for every backend (``pipeline.py``).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from .backends import open_backend
 from .detections import Detections
 from .pipeline import CornerNetPipeline
-
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl")
-
-
-def load_backend(path, providers=None, **options):
-    """The backend for a model file, chosen from its suffix."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        from .backends.onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(path, providers=providers, **options)
-    if suffix in ENGINE_SUFFIXES:
-        from .backends.tensorrt import TensorRTBackend
-        return TensorRTBackend(path, **options)
-    if suffix in CHECKPOINT_SUFFIXES:  # the PyTorch reference (imports torch: comparisons only)
-        from .backends.pytorch import PyTorchBackend
-        return PyTorchBackend(path, **options)
-    raise UserError(f"{path}: unknown model type '{suffix or path.name}' (expected .onnx, a TensorRT "
-                    f".engine built by `cornernet-deploy build`, or a checkpoint .pt/.pkl)")
 
 
 class Detector:
@@ -51,8 +30,14 @@ class Detector:
                                           max_batch=backend.max_batch, **pipeline_options)
 
     @classmethod
-    def load(cls, path, providers=None, backend_options: Optional[dict] = None, **pipeline_options) -> "Detector":
-        return cls(load_backend(path, providers=providers, **(backend_options or {})), **pipeline_options)
+    def load(cls, path, device: Optional[str] = None, provider: Optional[str] = None,
+             precision: Optional[str] = None, threads: Optional[int] = None,
+             backend_options: Optional[dict] = None, **pipeline_options) -> "Detector":
+        """``backend_options``: further keywords of ``open_backend`` (``plugin_library`` ...);
+        ``pipeline_options``: those of ``CornerNetPipeline`` (``test``, ``scales`` ...)."""
+        backend = open_backend(path, device=device, provider=provider, precision=precision,
+                               threads=threads, **(backend_options or {}))
+        return cls(backend, **pipeline_options)
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -68,6 +53,8 @@ class Detector:
     def batch(self, images: Sequence[np.ndarray], flip: Optional[bool] = None) -> List[Detections]:
         return self.pipeline.batch(images, flip=flip)
 
+    def close(self) -> None:
+        self.backend.close()
+
     def __repr__(self) -> str:
-        return (f"Detector({self.metadata.get('arch')}, backend={self.backend.name}, "
-                f"input={self.backend.input_hw or 'dynamic'})")
+        return f"Detector({self.metadata.get('arch')}, {self.backend.label})"

@@ -6,12 +6,15 @@
   ``[0, w'] x [0, h']`` (inclusive of the scaled size) when enabled, ``/ scale``; float32 as the
   official in-place numpy arithmetic.
 - ``soft_nms`` / ``soft_nms_merge``: the official Cython ``core/external/nms.pyx``, reproduced
-  with the same float32 scalar arithmetic and the same row movements (see ``soft_nms``).
+  with the arithmetic of the C that Cython generates for it (float, with the ``+ 1`` of the box
+  sizes, the areas' products and the union in double) and the same row movements (see
+  ``soft_nms``).
 - ``per_class_nms`` + ``max_per_image``: the tail of ``cornernet_inference`` /
   ``cornernet_saccade_inference``.
 """
 from __future__ import annotations
 
+from array import array
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -59,30 +62,54 @@ def _check_boxes(boxes: np.ndarray, min_cols: int) -> None:
         raise TypeError(f"soft-NMS works in place on a float32 [n, >={min_cols}] array")
 
 
-def _decay(boxes, i, n, sigma, nt, method):
-    """One max box (row ``i``) against rows ``i+1 .. n-1``, in the Cython's float32 arithmetic.
+def _pair_weights(t, p, sigma, nt, method):
+    """Soft-NMS weight of box ``p`` when box ``t`` is the max box, for boxes ``t``, ``p``
+    [..., 4] float32 that broadcast against each other, in the arithmetic of the compiled
+    Cython: ``(overlap mask, weight)``, weight float32 and exactly 1 where they do not overlap.
 
-    Returns ``(overlap mask, new scores, weights)`` for those rows (nothing written)."""
-    tx1, ty1, tx2, ty2 = (boxes[i, c] for c in range(4))
-    rows = boxes[i + 1:n]
-    x1, y1, x2, y2, s = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
-    area = (x2 - x1 + _F1) * (y2 - y1 + _F1)
-    iw = np.minimum(tx2, x2) - np.maximum(tx1, x1) + _F1
-    ih = np.minimum(ty2, y2) - np.maximum(ty1, y1) + _F1
-    over = (iw > 0) & (ih > 0)
+    The generated C reads ``x2 - x1 + 1`` as ``(double)(x2 - x1) + 1.0``: ``iw``/``ih`` are
+    stored in floats, which equals a float32 ``+ 1``; the areas are double products, the row's
+    stored as float, the max box's used as a double in ``ua``, and ``ua`` (double) is stored as a
+    float; ``ov = iw*ih / ua`` and ``-(ov*ov)/sigma`` are float; ``np.exp`` takes a double.
+    """
+    f64 = np.float64
+    iw = np.minimum(t[..., 2], p[..., 2])                # in place below: fewer temporaries
+    iw -= np.maximum(t[..., 0], p[..., 0])
+    iw += _F1
+    ih = np.minimum(t[..., 3], p[..., 3])
+    ih -= np.maximum(t[..., 1], p[..., 1])
+    ih += _F1
+    over = iw > 0
+    over &= ih > 0
+    t_area = ((t[..., 2] - t[..., 0]).astype(f64) + 1.0) * ((t[..., 3] - t[..., 1]).astype(f64) + 1.0)
+    p_area = (((p[..., 2] - p[..., 0]).astype(f64) + 1.0)
+              * ((p[..., 3] - p[..., 1]).astype(f64) + 1.0)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        inter = iw * ih
-        ua = (tx2 - tx1 + _F1) * (ty2 - ty1 + _F1) + area - inter
-        ov = inter / ua
+        inter = np.multiply(iw, ih, out=iw)
+        ua64 = t_area + p_area
+        ua64 -= inter
+        ov = ua64.astype(np.float32)
+        np.divide(inter, ov, out=ov)
         if method == 1:
-            weight = np.where(ov > np.float32(nt), _F1 - ov, _F1).astype(np.float32)
+            weight = np.where(ov > np.float32(nt), _F1 - ov, _F1)
         elif method == 2:
-            arg = -(ov * ov) / np.float32(sigma)                  # float32, as in C
-            weight = np.exp(arg.astype(np.float64)).astype(np.float32)  # np.exp on a double
+            np.multiply(ov, ov, out=ov)
+            np.negative(ov, out=ov)
+            ov /= np.float32(sigma)
+            np.exp(ov.astype(f64, copy=False), out=ua64)
+            weight = ua64.astype(np.float32)
         else:
-            weight = np.where(ov > np.float32(nt), np.float32(0), _F1).astype(np.float32)
-        new_s = np.where(over, weight * s, s).astype(np.float32)
-    return over, new_s, weight
+            weight = np.where(ov > np.float32(nt), np.float32(0), _F1)
+    weight = weight.astype(np.float32, copy=False)
+    weight[~over] = _F1
+    return over, weight
+
+
+def _decay(boxes, i, n, sigma, nt, method):
+    """One max box (row ``i``) against rows ``i+1 .. n-1``: ``(overlap mask, new scores,
+    weights)`` for those rows (nothing written)."""
+    over, weight = _pair_weights(boxes[i:i + 1, 0:4], boxes[i + 1:n, 0:4], sigma, nt, method)
+    return over, (weight * boxes[i + 1:n, 4]).astype(np.float32), weight
 
 
 def _compact(boxes, i, n, over, new_s, threshold, events=None):
@@ -130,6 +157,109 @@ def _compact(boxes, i, n, over, new_s, threshold, events=None):
     return nn, self_slot
 
 
+# Classes up to this size run the Cython's loop literally in Python (cheaper than numpy calls for
+# a few rows); larger ones run each pass with numpy over the live rows.
+_SCALAR_MAX_ROWS = 32
+
+
+def _soft_nms_scalar(block, over, weight, threshold):
+    """``soft_nms`` of one class ``block`` (float32 [g, >=5], in place) given the weight of each
+    row pair (``weight[t][p]``: row ``p`` decayed by max row ``t``, original row numbering): the
+    Cython's loops, statement for statement, on Python floats (exact float32 values; each product
+    is rounded to float32 through an ``array('f')`` store). Returns the final ``N``."""
+    g = block.shape[0]
+    rid = list(range(g))                         # slot -> original row
+    ss = block[:, 4].tolist()                    # slot -> score
+    ol, wl = over.tolist(), weight.tolist()
+    thr = float(np.float32(threshold))
+    f32 = array("f", [0.0])
+    n = g
+    for i in range(g):
+        if i + 1 >= n:
+            break                                # nothing left to compare with, or i >= N
+        seg = ss[i:n]
+        m = i + seg.index(max(seg))              # first occurrence of the max
+        if m != i:
+            rid[i], rid[m] = rid[m], rid[i]
+            ss[i], ss[m] = ss[m], ss[i]
+        ot, wt = ol[rid[i]], wl[rid[i]]
+        pos = i + 1
+        while pos < n:
+            r = rid[pos]
+            if ot[r]:
+                f32[0] = wt[r] * ss[pos]         # exact double product, rounded to float32
+                ss[pos] = f32[0]
+                if ss[pos] < thr:
+                    rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
+                    n -= 1
+                    continue
+            pos += 1
+    block[:, 0:4] = block[rid, 0:4]
+    block[:, 4] = ss
+    return n
+
+
+def _soft_nms_vector(block, over, weight, threshold):
+    """As ``_soft_nms_scalar``, each pass vectorised over the live rows: their scores times the
+    max row's row of the pair weights (1 where no overlap); only the row movements of a pass with
+    removals are replayed (``_compact``) on a ``[slot, (row, score)]`` array."""
+    g = block.shape[0]
+    rid = np.arange(g)                           # slot -> original row
+    scores = block[:, 4].copy()                  # slot -> score
+    thr = np.float32(threshold)
+    state = np.zeros((g, 5), np.float32)
+    n = g
+    for i in range(g):
+        if i + 1 >= n:
+            break
+        m = i + int(scores[i:n].argmax())        # first occurrence of the max
+        if m != i:
+            rid[i], rid[m] = rid[m], rid[i]
+            scores[i], scores[m] = scores[m], scores[i]
+        t = rid[i]
+        rows = rid[i + 1:n]
+        new_s = weight[t][rows] * scores[i + 1:n]
+        if new_s.min() < thr:
+            o = over[t][rows]
+            if (o & (new_s < thr)).any():
+                state[:n, 0] = rid[:n]           # row numbers are exact in float32 (g < 2^24)
+                state[:n, 4] = scores[:n]
+                n_new, _ = _compact(state, i, n, o, new_s, threshold)
+                rid[i + 1:n] = state[i + 1:n, 0].astype(np.int64)
+                scores[i + 1:n] = state[i + 1:n, 4]
+                n = n_new
+                continue
+        scores[i + 1:n] = new_s
+    block[:, 0:4] = block[rid, 0:4]
+    block[:, 4] = scores
+    return n
+
+
+def _soft_nms_blocks(rows, bounds, sigma, nt, threshold, method):
+    """``soft_nms`` on each ``rows[s:e]`` block (one class each, in place); returns each final N.
+
+    Small blocks: the pair weights of all of them in one vectorised pass, then the Cython's loop
+    per block (``_soft_nms_scalar``); large blocks: their weights by broadcasting, then ``_soft_nms_vector``."""
+    counts = [e - s for s, e in bounds]
+    small = [j for j, (s, e) in enumerate(bounds) if 2 <= e - s <= _SCALAR_MAX_ROWS]
+    if small:
+        t_idx = np.concatenate([np.repeat(np.arange(*bounds[j]), counts[j]) for j in small])
+        p_idx = np.concatenate([np.tile(np.arange(*bounds[j]), counts[j]) for j in small])
+        over_all, weight_all = _pair_weights(rows[t_idx, 0:4], rows[p_idx, 0:4], sigma, nt, method)
+        off = 0
+        for j in small:
+            (s, e), g = bounds[j], counts[j]
+            counts[j] = _soft_nms_scalar(rows[s:e], over_all[off:off + g * g].reshape(g, g),
+                                         weight_all[off:off + g * g].reshape(g, g), threshold)
+            off += g * g
+    for j, (s, e) in enumerate(bounds):
+        if e - s > _SCALAR_MAX_ROWS:
+            box = rows[s:e, 0:4]
+            over, weight = _pair_weights(box[:, None], box[None], sigma, nt, method)
+            counts[j] = _soft_nms_vector(rows[s:e], over, weight, threshold)
+    return counts
+
+
 def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: float = 0.001,
              method: int = 0) -> np.ndarray:
     """The official ``soft_nms`` (Cython, from the Soft-NMS reference code), in place.
@@ -141,24 +271,11 @@ def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: 
     convention) gets ``score *= weight`` (Gaussian ``exp(-IoU^2/sigma)``, linear ``1 - IoU`` if
     ``IoU > Nt``, hard 0 if ``IoU > Nt``); a row falling below ``threshold`` is overwritten by
     row ``N-1`` and ``N`` shrinks. Returns ``keep = arange(N)``; rows ``N .. N0-1`` hold stale
-    copies (see ``TestConfig.keep_stale_rows``). Arithmetic is float32 like the C code; the
-    Gaussian's ``exp`` is taken in float64 as the Cython's ``np.exp`` call does.
+    copies (see ``TestConfig.keep_stale_rows``). Arithmetic: that of the compiled Cython (see
+    ``_pair_weights``); scores are bit-identical to it.
     """
     _check_boxes(boxes, 5)
-    n = boxes.shape[0]
-    n0 = n
-    for i in range(n0):
-        if i >= n:
-            break                                  # the Cython's remaining iterations are no-ops
-        m = i + int(np.argmax(boxes[i:n, 4]))      # first occurrence of the max
-        if m != i:
-            tmp = boxes[i, 0:5].copy()
-            boxes[i, 0:5] = boxes[m, 0:5]
-            boxes[m, 0:5] = tmp
-        if i + 1 >= n:
-            continue
-        over, new_s, _ = _decay(boxes, i, n, sigma, Nt, method)
-        n, _ = _compact(boxes, i, n, over, new_s, threshold)
+    n, = _soft_nms_blocks(boxes, [(0, boxes.shape[0])], sigma, Nt, threshold, method)
     return np.arange(n)
 
 
@@ -250,18 +367,25 @@ def per_class_nms(dets: np.ndarray, num_classes: int, test, merge: bool = False,
     if nt is None:
         nt = test.soft_nms_nt
     classes = dets[:, 7]
-    out = []
-    for j in range(num_classes):
-        rows = np.ascontiguousarray(dets[classes == j][:, 0:7], dtype=np.float32)
-        if merge:
+    if merge:
+        out = []
+        for j in range(num_classes):
+            rows = np.ascontiguousarray(dets[classes == j][:, 0:7], dtype=np.float32)
             keep = soft_nms_merge(rows, sigma=test.soft_nms_sigma, Nt=nt,
                                   threshold=test.soft_nms_threshold, method=test.soft_nms_method,
                                   weight_exp=weight_exp)
-        else:
-            keep = soft_nms(rows, sigma=test.soft_nms_sigma, Nt=nt,
-                            threshold=test.soft_nms_threshold, method=test.soft_nms_method)
-        out.append(rows[:, 0:5] if test.keep_stale_rows else rows[keep, 0:5])
-    return out
+            out.append(rows[:, 0:5] if test.keep_stale_rows else rows[keep, 0:5])
+        return out
+    # one stable sort groups the classes (each keeps its row order, as ``dets[classes == j]``)
+    order = np.argsort(classes, kind="stable")
+    rows = np.ascontiguousarray(dets[order][:, 0:5], dtype=np.float32)
+    starts = np.searchsorted(classes[order], np.arange(num_classes + 1), side="left").tolist()
+    bounds = list(zip(starts[:-1], starts[1:]))
+    counts = _soft_nms_blocks(rows, bounds, test.soft_nms_sigma, nt, test.soft_nms_threshold,
+                              test.soft_nms_method)
+    if test.keep_stale_rows:
+        return [rows[s:e] for s, e in bounds]
+    return [rows[s:s + n] for (s, _), n in zip(bounds, counts)]
 
 
 def max_per_image(per_class: Sequence[np.ndarray], limit: int) -> List[np.ndarray]:
@@ -272,18 +396,17 @@ def max_per_image(per_class: Sequence[np.ndarray], limit: int) -> List[np.ndarra
         return list(per_class)
     kth = scores.size - limit
     thresh = np.partition(scores, kth)[kth]
-    return [c[c[:, 4] >= thresh] for c in per_class]
+    return [c[c[:, 4] >= thresh] if len(c) else c for c in per_class]
 
 
 def detections_from_per_class(per_class: Sequence[np.ndarray], class_names: Sequence[str]
                               ) -> Detections:
     """Per-class ``[n_c, 5]`` arrays -> ``Detections`` sorted by score, descending (stable:
     equal scores stay in class order, then in soft-NMS row order)."""
-    if per_class:
-        rows = np.concatenate([np.asarray(c, np.float32).reshape(-1, 5) for c in per_class])
-        cls = np.concatenate([np.full(len(c), j, dtype=np.int64) for j, c in enumerate(per_class)])
-    else:
-        rows, cls = np.zeros((0, 5), np.float32), np.zeros(0, np.int64)
+    sizes = np.array([len(c) for c in per_class], dtype=np.int64)
+    filled = [np.asarray(c, np.float32).reshape(-1, 5) for c in per_class if len(c)]
+    rows = np.concatenate(filled) if filled else np.zeros((0, 5), np.float32)
+    cls = np.repeat(np.arange(len(per_class), dtype=np.int64), sizes)
     order = np.argsort(-rows[:, 4].astype(np.float64), kind="stable")
     rows, cls = rows[order], cls[order]
     names = [class_names[c] for c in cls.tolist()]

@@ -37,8 +37,8 @@ import numpy as np
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
 
-__all__ = ["ImageMeta", "ImageConversionWarning", "load_image", "check_image", "padded_size",
-           "crop_image", "normalize", "preprocess", "flip_tensor"]
+__all__ = ["ImageMeta", "ImageConversionWarning", "load_image", "decode_image", "check_image",
+           "padded_size", "crop_image", "normalize", "preprocess", "flip_tensor"]
 
 
 class ImageConversionWarning(UserWarning):
@@ -115,12 +115,8 @@ def _is_jpeg(data: np.ndarray) -> bool:
 def load_image(path) -> np.ndarray:
     """Read an image file as the official code sees it: HxWx3 uint8 BGR (``cv2.imread`` default).
 
-    The file is decoded with ``cv2.IMREAD_UNCHANGED`` to find out what it holds; grayscale,
-    alpha (RGBA/BGRA) and 16-bit files are then decoded with ``cv2.IMREAD_COLOR`` -- the exact
-    conversion the official ``cv2.imread(path)`` applies (gray replicated to BGR, alpha dropped,
-    16-bit reduced to 8-bit) -- and an ``ImageConversionWarning`` says so. JPEG files are decoded
-    with ``IMREAD_COLOR`` directly (so EXIF orientation is applied as in the official code).
-    Float or other exotic pixel types are refused. Every failure is a one-line ``UserError``.
+    The file's bytes go through ``decode_image`` (what it converts, and how, is said there).
+    Every failure is a one-line ``UserError`` naming the file.
     """
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -131,35 +127,51 @@ def load_image(path) -> np.ndarray:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise UserError(f"{p}: cannot read file ({exc.strerror or exc})") from None
+    return decode_image(data, p, stacklevel=3)
+
+
+def decode_image(data, name: str = "image", stacklevel: int = 2) -> np.ndarray:
+    """Decode an encoded image (bytes or a uint8 array: JPEG, PNG, ...) as ``cv2.imread`` would.
+
+    The data is decoded with ``cv2.IMREAD_UNCHANGED`` to find out what it holds; grayscale,
+    alpha (RGBA/BGRA) and 16-bit images are then decoded with ``cv2.IMREAD_COLOR`` -- the exact
+    conversion the official ``cv2.imread(path)`` applies (gray replicated to BGR, alpha dropped,
+    16-bit reduced to 8-bit) -- and an ``ImageConversionWarning`` says so. JPEG data is decoded
+    with ``IMREAD_COLOR`` directly (so EXIF orientation is applied as in the official code).
+    Float or other exotic pixel types are refused. Every failure is a one-line ``UserError``
+    starting with ``name``.
+    """
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) \
+        else np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     if data.size == 0:
-        raise UserError(f"{p}: empty file")
+        raise UserError(f"{name}: empty (0 bytes), not an image")
     if _is_jpeg(data):
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         if image is None:
-            raise UserError(f"{p}: cannot decode the image (corrupt or truncated JPEG)")
+            raise UserError(f"{name}: cannot decode the image (corrupt or truncated JPEG)")
         return image
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
-        raise UserError(f"{p}: cannot decode the image (corrupt file or unsupported format)")
+        raise UserError(f"{name}: cannot decode the image (corrupt file or unsupported format)")
     notes = []
     if raw.dtype == np.uint16:
         notes.append("16-bit pixels reduced to 8-bit")
     elif raw.dtype != np.uint8:
-        raise UserError(f"{p}: unsupported pixel type {raw.dtype}; save the image as 8-bit")
+        raise UserError(f"{name}: unsupported pixel type {raw.dtype}; save the image as 8-bit")
     channels = 1 if raw.ndim == 2 else raw.shape[2]
     if channels == 1:
         notes.append("grayscale converted to BGR")
     elif channels == 4:
         notes.append("alpha channel dropped")
     elif channels != 3:
-        raise UserError(f"{p}: unsupported number of channels ({channels})")
+        raise UserError(f"{name}: unsupported number of channels ({channels})")
     if not notes:
         return raw
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise UserError(f"{p}: cannot convert the image to 8-bit BGR")
-    warnings.warn(f"{p}: " + ", ".join(notes) + " (as cv2.imread does)", ImageConversionWarning,
-                  stacklevel=2)
+        raise UserError(f"{name}: cannot convert the image to 8-bit BGR")
+    warnings.warn(f"{name}: " + ", ".join(notes) + " (as cv2.imread does)", ImageConversionWarning,
+                  stacklevel=stacklevel)
     return image
 
 
@@ -251,6 +263,12 @@ def preprocess(image: np.ndarray, spec: ArchSpec, scale: float = 1.0,
             s = min(s, h0 / height, w0 / width)
     new_h, new_w = int(height * s), int(width * s)
     if new_h < 1 or new_w < 1:
+        if s < requested:
+            raise UserError(
+                f"image {height}x{width} (HxW) is too elongated for the model's fixed "
+                f"{input_hw[0]}x{input_hw[1]} input: shrunk by {s:.3g} to fit, it is less than one "
+                f"pixel {'high' if new_h < 1 else 'wide'}; crop it, or use a model exported with "
+                f"--dynamic-size")
         raise UserError(f"image {height}x{width} at scale {s:g} is smaller than one pixel")
     if input_hw is None:
         inp_h = padded_size(new_h, spec.size_multiple)

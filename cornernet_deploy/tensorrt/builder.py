@@ -137,8 +137,8 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
 
     start = time.perf_counter()
     onnx_path = Path(onnx_path)
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"--precision must be fp32 or fp16, not {precision!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise UserError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
     try:
@@ -171,6 +171,12 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     else:
         hw = parse_hw(input_size) if input_size else tuple(metadata["spec"]["input_size"])
     output = Path(output or Path("engines") / f"{onnx_path.stem}_{precision}.engine")
+
+    if (precision == "int8") != (onnx_precision == "int8"):  # INT8 = explicit Q/DQ (TensorRT 11 has no other)
+        raise UserError(f"{onnx_path} is an INT8 (Q/DQ) model; build it with --precision int8"
+                        if onnx_precision == "int8" else
+                        f"{onnx_path} is a float model; quantize it first (`cornernet-deploy quantize "
+                        f"{onnx_path} --calib IMAGES`) and build the INT8 model it writes")
 
     trt = import_tensorrt()
     major = tensorrt_major(trt)
@@ -206,6 +212,9 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if precision == "fp16" and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8" and not strongly_typed:  # TensorRT 10: Q/DQ layers need the INT8 flag; FP16 for the rest
+        config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.FP16)
     monitor = _progress_monitor(trt)
     if monitor is not None:

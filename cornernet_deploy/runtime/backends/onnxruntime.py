@@ -1,44 +1,219 @@
-"""ONNX Runtime backend (CPU by default; CUDA/TensorRT execution providers when installed)."""
+"""ONNX Runtime backend: the CPU, CUDA or TensorRT execution provider.
+
+* ``cpu`` (default): ``session.run`` on host arrays; ``run_timed`` is the host clock around it.
+* ``cuda`` (``onnxruntime-gpu``): input and outputs bound on the GPU with ``io_binding``: the input
+  is copied to the device once, the outputs stay there until they are copied back, and
+  ``run_timed`` times the three apart on the host clock (each of these ORT calls returns only
+  when its work is done).
+* ``tensorrt`` (``onnxruntime-gpu`` built with TensorRT, plus TensorRT's libraries): ORT's
+  TensorRT provider builds an engine from the model and runs it, with the CUDA provider behind
+  it for anything it does not take. Our corner pools reach TensorRT as the plugin: the provider
+  loads the plugin library (``trt_extra_plugin_lib_paths``) and declares every registered creator
+  as an op of the ``trt.plugins`` domain, so the session gets a copy of the model whose CornerPool
+  nodes are in that domain and whose standard-op function body is removed
+  (``onnx_function.retarget_corner_pool_to_tensorrt_ep``). Engines and the timing cache are kept
+  in ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/onnxruntime-tensorrt``; a folder per
+  model file content, since the provider's own cache key ignores the weights). ``precision="fp16"``
+  asks the provider for an FP16 engine of an FP32 model (``trt_fp16_enable``; TensorRT 10 only).
+
+A provider that is not installed, or that ONNX Runtime could not start (no GPU, missing CUDA or
+TensorRT libraries: ORT would silently fall back to the CPU), is a one-line error naming what to
+install. No torch.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 
 from ...errors import UserError
 from ..pipeline import METADATA_KEY
+from .base import Backend, ms_between, now_ns
+
+__all__ = ["OnnxRuntimeBackend", "EXECUTION_PROVIDERS", "provider_chain", "default_cache_dir"]
+
+EXECUTION_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                       "tensorrt": "TensorrtExecutionProvider"}
+_INSTALL = {
+    "cuda": "pip install onnxruntime-gpu (in place of onnxruntime; it needs a CUDA GPU and the CUDA "
+            "and cuDNN versions that release was built for)",
+    "tensorrt": "pip install onnxruntime-gpu tensorrt (in place of onnxruntime; ONNX Runtime >= 1.22 "
+                "for our IPluginV3 plugin, and a TensorRT its TensorRT provider was built for)",
+}
 
 
-class OnnxRuntimeBackend:
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cornernet_deploy" / "onnxruntime-tensorrt"
+
+
+def provider_chain(provider: str, available: List[str], *, device_id: int = 0,
+                   tensorrt_options: Optional[dict] = None) -> list:
+    """The ``providers`` argument of an ORT session for ``provider`` (cpu | cuda | tensorrt), each
+    GPU provider backed by the next (TensorRT -> CUDA -> CPU) for nodes it does not take; a
+    UserError naming the package to install when ``available`` (``ort.get_available_providers()``)
+    lacks one of them."""
+    order = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}[provider]
+    chain = []
+    for p in order:
+        ep = EXECUTION_PROVIDERS[p]
+        if ep not in available:
+            raise UserError(f"ONNX Runtime on '{provider}' needs its {ep}, which this installation "
+                            f"lacks (it has {', '.join(available) or 'none'}): {_INSTALL[p]}")
+        if p == "tensorrt":
+            chain.append((ep, dict(tensorrt_options or {}, device_id=device_id)))
+        elif p == "cuda":
+            chain.append((ep, {"device_id": device_id}))
+        else:
+            chain.append(ep)
+    return chain
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("ONNX Runtime is not installed: pip install onnxruntime (CPU) or "
+                        "onnxruntime-gpu (CUDA / TensorRT)") from None
+    return ort
+
+
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path, providers=None, threads: int | None = None):
-        import onnxruntime as ort
+    def __init__(self, path, provider: Optional[str] = None, device: Optional[str] = None,
+                 precision: Optional[str] = None, threads: Optional[int] = None,
+                 plugin_library=None, cache_dir=None, device_id: int = 0):
+        ort = _import_onnxruntime()
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"model not found: {path}")
+            raise UserError(f"{path}: no such file (model not found)")
+        provider = provider or ("cuda" if device == "cuda" else "cpu")
+        if device == "cpu" and provider != "cpu":
+            raise UserError(f"--device cpu contradicts --provider {provider} (a GPU provider)")
+        self._ort, self.path, self.provider = ort, path, provider
+        self.device = "cpu" if provider == "cpu" else "cuda"
+        self.device_id = int(device_id)
+        self.threads = int(threads) if threads else None
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3      # our errors say what failed, in one line
+        available = ort.get_available_providers()
+        provider_chain(provider, available)     # is it installed? (before any other work)
+        model_source = str(path)
+        tensorrt_options = None
+        if provider == "tensorrt":
+            model_source, tensorrt_options = self._tensorrt_session_model(path, precision,
+                                                                          plugin_library, cache_dir)
+        chain = provider_chain(provider, available, device_id=self.device_id,
+                               tensorrt_options=tensorrt_options)
         try:
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model_source, options, providers=chain)
         except Exception as exc:  # ORT raises its own exception types for every bad file
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{path} is not a loadable ONNX model: {first}") from None
-        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw is None:
-            raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
-                            "export it with `cornernet-deploy export`")
-        self.metadata = json.loads(raw)
-        self.path = path
+            if provider == "tensorrt":
+                raise UserError(f"ONNX Runtime's TensorRT provider could not run {path}: "
+                                f"{_first_line(exc)} ({_INSTALL['tensorrt']})") from None
+            raise UserError(f"{path} is not a loadable ONNX model: {_first_line(exc)}") from None
+        wanted = EXECUTION_PROVIDERS[provider]
+        if wanted not in self.session.get_providers():
+            raise UserError(f"ONNX Runtime could not start its {wanted} (it fell back to "
+                            f"{', '.join(self.session.get_providers())}): {_INSTALL[provider]}")
+        if provider != "tensorrt":
+            raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+            self.metadata = self._parse_metadata(raw, path)
+            self.precision = self._check_precision(precision, path)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
         self.input_hw = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
-        self.precision = self.metadata.get("precision", "fp32")
+        self.static_batch = self.max_batch is not None
 
+    # -- metadata and precision ------------------------------------------------------------------
+    @staticmethod
+    def _parse_metadata(raw, path) -> dict:
+        if raw is None:
+            raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
+                            "export it with `cornernet-deploy export`")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise UserError(f"{path}: its '{METADATA_KEY}' metadata is not valid JSON") from None
+
+    def _check_precision(self, precision, path) -> str:
+        file_precision = self.metadata.get("precision", "fp32")
+        if not precision or precision == file_precision:
+            return file_precision
+        if self.provider == "tensorrt" and file_precision == "fp32" and precision == "fp16":
+            return "fp16"                       # the provider builds an FP16 engine
+        raise UserError(f"{path} is an {file_precision} model; --precision {precision} applies to the "
+                        f"torch backend and to ONNX Runtime's TensorRT provider (fp16 from an fp32 "
+                        f"export); export with --precision {precision} for such an ONNX")
+
+    def _tensorrt_session_model(self, path: Path, precision, plugin_library, cache_dir):
+        """(serialized model for the session, TensorRT provider options)."""
+        import onnx
+
+        from ...onnx_function import retarget_corner_pool_to_tensorrt_ep
+        from ...tensorrt.plugin_build import find_plugin_library
+
+        data = path.read_bytes()
+        try:
+            model = onnx.load_from_string(data)
+        except Exception as exc:
+            raise UserError(f"{path} is not a loadable ONNX model: {_first_line(exc)}") from None
+        raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+        self.metadata = self._parse_metadata(raw, path)
+        self.precision = self._check_precision(precision, path)
+        retarget_corner_pool_to_tensorrt_ep(model)
+        library = Path(plugin_library) if plugin_library else find_plugin_library()
+        root = Path(cache_dir) if cache_dir else default_cache_dir()
+        engines = root / f"{path.stem}-{hashlib.sha256(data).hexdigest()[:16]}"
+        engines.mkdir(parents=True, exist_ok=True)
+        options = {"trt_extra_plugin_lib_paths": str(library),
+                   "trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
+                   "trt_timing_cache_enable": True, "trt_timing_cache_path": str(root),
+                   "trt_fp16_enable": self.precision == "fp16"}
+        self.cache_dir = engines
+        return model.SerializeToString(), options
+
+    # -- running ---------------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> dict:
-        outputs = self.session.run(self.output_names, {self.metadata["input_name"]: np.ascontiguousarray(batch, np.float32)})
+        batch = np.ascontiguousarray(batch, np.float32)
+        if self.device != "cpu":
+            return self.run_timed(batch)[0]
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
         return dict(zip(self.output_names, outputs))
+
+    def run_timed(self, batch: np.ndarray):
+        if self.device == "cpu":
+            return super().run_timed(batch)
+        ort, sess = self._ort, self.session
+        batch = np.ascontiguousarray(batch, np.float32)
+        binding = sess.io_binding()
+        t0 = now_ns()
+        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device_id)
+        t1 = now_ns()
+        binding.bind_ortvalue_input(self.input_name, x)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", self.device_id)
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        t2 = now_ns()
+        values = binding.copy_outputs_to_cpu()
+        t3 = now_ns()
+        return (dict(zip(self.output_names, values)),
+                {"h2d": ms_between(t0, t1), "inference": ms_between(t1, t2), "d2h": ms_between(t2, t3)})
+
+    def close(self) -> None:
+        self.session = None

@@ -2,7 +2,7 @@
 
 Buffers are allocated once for the engine's largest batch: device memory (cudaMalloc), pinned host
 memory (cudaMallocHost) and a private stream. ``run`` copies in, enqueues, copies out and waits;
-``run_timed`` does the same with CUDA events between the stages (for ``profile``). Engines are
+``run_timed`` does the same with CUDA events between the stages (``h2d``, ``inference``, ``d2h``). Engines are
 specific to a GPU model and a TensorRT version: a mismatch is refused with a clear message, not a
 deserialisation crash. No torch.
 """
@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
+from .base import CUDA_EVENTS, Backend
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "tensorrt"
+    device = "cuda"
+    timing = CUDA_EVENTS
 
     def __init__(self, path, plugin_library=None, device: int = 0, check_compatibility: bool = True):
         from ...tensorrt.builder import import_tensorrt, make_logger, manifest_path
@@ -136,11 +139,11 @@ class TensorRTBackend:
         return self._enqueue(batch, events=False)
 
     def run_timed(self, batch: np.ndarray):
-        """(outputs, {"h2d": ms, "infer": ms, "d2h": ms}) measured with CUDA events on our stream."""
+        """(outputs, {"h2d": ms, "inference": ms, "d2h": ms}) measured with CUDA events on our stream."""
         outputs = self._enqueue(batch, events=True)
         ev, check, rt = self._events, self._check, self.rt
         stages = {"h2d": check(rt.cudaEventElapsedTime(ev[0], ev[1])),
-                  "infer": check(rt.cudaEventElapsedTime(ev[1], ev[2])),
+                  "inference": check(rt.cudaEventElapsedTime(ev[1], ev[2])),
                   "d2h": check(rt.cudaEventElapsedTime(ev[2], ev[3]))}
         return outputs, stages
 
@@ -184,3 +187,13 @@ class TensorRTBackend:
             self.close()
         except Exception:
             pass
+
+
+def tensorrt_available():
+    """(True, version) when ``import tensorrt`` works, else (False, the reason): for skip reasons
+    and messages; importing this module does not import TensorRT."""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or a broken install raising OSError on its libraries
+        return False, f"tensorrt is not importable ({type(exc).__name__}: {exc})"
+    return True, getattr(trt, "__version__", "?")

@@ -1,0 +1,338 @@
+"""A Triton Inference Server model repository for a cornernet-deploy model (``cornernet-deploy triton``).
+
+From an ``.onnx`` (``export``)::
+
+    REPO/NAME/config.pbtxt          Python backend: images in, detections out (see triton_model.py)
+    REPO/NAME/labels.txt            class names, one per line (CLASSES is the 0-based line)
+    REPO/NAME/1/model.py            our Python-backend model
+    REPO/NAME/1/model.onnx          run by ONNX Runtime inside the Python model
+    REPO/NAME/1/cornernet_deploy/   the torch-free runtime it imports (copied from this installation)
+
+From an ``.engine`` (``build``, with its manifest) the network is a TensorRT model of its own,
+called by the Python model through BLS::
+
+    REPO/NAME/...                   as above, with 1/network.json (the engine manifest) instead of the ONNX
+    REPO/NAME_net/config.pbtxt      platform tensorrt_plan; inputs/outputs/dims from the manifest
+    REPO/NAME_net/1/model.plan      the engine
+    REPO/libcornernet_deploy_plugins.so   the corner-pool plugin; tritonserver loads it through
+                                    --backend-config=tensorrt,plugins=... (Triton only takes
+                                    sub-directories of a repository for models, so files here are safe)
+
+plus ``REPO/README.md`` (start, call, scale), ``REPO/requirements.txt`` (what the Python model
+needs in the server's Python), ``REPO/Dockerfile`` (the Triton container with it) and
+``REPO/cornernet-deploy.json`` (what was generated from what).
+The whole repository is written in a staging directory next to REPO and renamed into place, so a
+failure leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from .. import __version__
+from ..errors import UserError
+from ..runtime.pipeline import METADATA_KEY, spec_from_metadata
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+MODEL_FILE = Path(__file__).with_name("triton_model.py")
+REQUIREMENTS_FILE = Path(__file__).with_name("requirements-python-model.txt")
+# What the Python model imports from this package: the torch-free runtime and what it needs.
+RUNTIME_SOURCES = ("__init__.py", "errors.py", "zoo.py", "runtime")
+REPOSITORY_MANIFEST = "cornernet-deploy.json"
+# Triton 2.51.0 = NGC container 24.10: the release whose Python backend the tests here run.
+TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_MAX_BATCH = 8
+DEFAULT_DELAY_US = 2000
+
+_TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
+
+
+@dataclass
+class RepositoryResult:
+    repo: Path
+    models: List[str]
+    files: List[str]
+
+
+# ------------------------------------------------------------------------------------------------
+# the network's tensors and the config.pbtxt files
+
+def network_outputs(metadata: dict, input_hw) -> list:
+    """[(name, numpy dtype, dims without the batch)] of the network, per docs/CONTRACTS.md."""
+    spec, extras = spec_from_metadata(metadata)
+    oh, ow = spec.output_size(input_hw)
+    k = spec.test.top_k
+    dims = {"tl_heat": [spec.num_classes, oh, ow], "br_heat": [spec.num_classes, oh, ow],
+            "tl_tag": [1, oh, ow], "br_tag": [1, oh, ow], "tl_off": [2, oh, ow], "br_off": [2, oh, ow]}
+    for side in ("tl", "br"):
+        dims.update({f"{side}_scores": [k], f"{side}_inds": [k], f"{side}_tags": [k], f"{side}_offs": [k, 2]})
+    for j in range(spec.levels):   # Saccade attention, innermost (coarsest) level first
+        shift = spec.levels - 1 - j
+        dims[f"att{j}"] = [1, oh >> shift, ow >> shift]
+    outputs = []
+    for name in metadata["outputs"]:
+        if name not in dims:
+            raise UserError(f"the model has an output '{name}' this toolkit does not know")
+        outputs.append((name, "int64" if name.endswith("_inds") else "float32", dims[name]))
+    return outputs
+
+
+def _tensor(name, dtype, dims, extra="") -> str:
+    return (f'  {{ name: "{name}" data_type: {_TRITON_DTYPES.get(dtype, dtype)} '
+            f'dims: [ {", ".join(str(int(d)) for d in dims)} ]{extra} }}')
+
+
+def _dynamic_batching(delay_us: Optional[int]) -> str:
+    if delay_us is None:
+        return ""
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {int(delay_us)} }}\n"
+
+
+def _parameters(params: dict) -> str:
+    return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
+                   for k, v in params.items())
+
+
+def python_model_config(name: str, max_batch: int, instances: int, delay_us: Optional[int],
+                        parameters: dict) -> str:
+    """config.pbtxt of the Python model clients call (inputs/outputs: see triton_model.py)."""
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {int(max_batch)}\n'
+        "input [\n"
+        + _tensor("IMAGE_BYTES", "TYPE_STRING", [1], " optional: true") + ",\n"
+        + _tensor("IMAGE", "TYPE_UINT8", [-1, -1, 3], " optional: true allow_ragged_batch: true") + "\n"
+        "]\noutput [\n"
+        + _tensor("NUM_DETECTIONS", "int32", [1]) + ",\n"
+        + _tensor("BOXES", "float32", [-1, 4]) + ",\n"
+        + _tensor("SCORES", "float32", [-1]) + ",\n"
+        + _tensor("CLASSES", "int32", [-1], ' label_filename: "labels.txt"') + "\n"
+        "]\n"
+        + _dynamic_batching(delay_us)
+        + f"instance_group [ {{ kind: KIND_CPU count: {int(instances)} }} ]\n"
+        + _parameters(parameters))
+
+
+def tensorrt_model_config(name: str, manifest: dict, instances: int, delay_us: Optional[int]) -> str:
+    """config.pbtxt of the engine: shapes from the manifest's optimisation profile."""
+    lo, hi = manifest["input"]["min"], manifest["input"]["max"]
+    hw = hi[2:]
+    if lo[0] == hi[0] and hi[0] > 1:
+        # a fixed batch of N > 1: Triton passes the whole [N, ...] tensor, no batching dimension
+        max_batch, batch_dims = 0, [hi[0]]
+    else:
+        max_batch, batch_dims = hi[0], []
+    outputs = network_outputs(manifest["metadata"], hw)
+    return (
+        f'name: "{name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {max_batch}\n'
+        "input [\n" + _tensor(manifest["input"]["name"], "float32", batch_dims + [3, *hw]) + "\n]\n"
+        "output [\n" + ",\n".join(_tensor(n, t, batch_dims + d) for n, t, d in outputs) + "\n]\n"
+        + (_dynamic_batching(delay_us) if max_batch > 1 else "")
+        + f"instance_group [ {{ kind: KIND_GPU count: {int(instances)} }} ]\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# reading the model
+
+def _onnx_metadata(path: Path) -> dict:
+    import onnx
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        raise UserError(f"{path} is not an ONNX model") from None
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
+                    "export it with `cornernet-deploy export`")
+
+
+def _engine_manifest(path: Path) -> dict:
+    from ..tensorrt.builder import manifest_path
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        raise UserError(f"{path} has no manifest ({mpath.name}); engines must be built with `cornernet-deploy build`")
+    try:
+        manifest = json.loads(mpath.read_text())
+        manifest["metadata"], manifest["input"]["min"], manifest["input"]["max"], manifest["outputs"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{mpath} is not a cornernet-deploy engine manifest") from None
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _plugin_library(manifest: dict, plugin) -> Path:
+    from ..tensorrt.plugin_build import find_plugin_library
+    if plugin:
+        path = Path(plugin)
+        if not path.is_file():
+            raise UserError(f"--plugin {plugin}: no such file")
+    else:
+        recorded = Path(manifest.get("plugin_library") or "")
+        path = recorded if recorded.is_file() else find_plugin_library()
+    want = manifest.get("plugin_sha256")
+    if want and _sha256(path) != want:
+        raise UserError(f"{path} is not the plugin library the engine was built with (sha256 differs "
+                        "from the manifest's plugin_sha256); pass the right one with --plugin")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+def _copy_runtime(dest: Path) -> None:
+    target = dest / "cornernet_deploy"
+    target.mkdir(parents=True)
+    for entry in RUNTIME_SOURCES:
+        src = PACKAGE_DIR / entry
+        if src.is_dir():
+            shutil.copytree(src, target / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, target / entry)
+
+
+def _requirements(onnx: bool) -> str:
+    lines = [ln for ln in REQUIREMENTS_FILE.read_text().splitlines()
+             if onnx or not ln.startswith("onnxruntime")]
+    return "\n".join(lines) + "\n"
+
+
+def _check_target(repo: Path, overwrite: bool) -> None:
+    from ..fileio import check_output_dir
+    check_output_dir(repo, "--repo")
+    if not repo.exists() or not any(repo.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"--repo {repo} exists and is not empty; pass --overwrite to replace it")
+    if not (repo / REPOSITORY_MANIFEST).is_file():
+        raise UserError(f"--repo {repo} was not written by cornernet-deploy (no {REPOSITORY_MANIFEST}); "
+                        "refusing to replace it")
+    if not os.access(repo.resolve().parent, os.W_OK | os.X_OK):
+        raise UserError(f"--repo {repo}: {repo.resolve().parent} is not writable (the new repository is "
+                        "made next to the old one, then swapped in)")
+
+
+def _replace_dir(staging: Path, repo: Path) -> None:
+    """Put the finished ``staging`` at ``repo``; an old repository is moved aside first, then deleted."""
+    old = None
+    if repo.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{repo.name}.old-", dir=repo.parent))
+        os.replace(repo, old / repo.name)
+    try:
+        os.replace(staging, repo)
+    except OSError:
+        if old is not None:
+            os.replace(old / repo.name, repo)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Optional[int] = None,
+                     instances: int = 1, python_instances: Optional[int] = None,
+                     delay_us: Optional[int] = DEFAULT_DELAY_US, threads: int = 0,
+                     score_threshold: float = 0.0, plugin=None, overwrite: bool = False) -> RepositoryResult:
+    """Write a Triton model repository serving ``model`` (.onnx or .engine); see the module doc.
+
+    ``max_batch``: images per Python-model execution (dynamic batching merges requests up to it);
+    ``instances``: instances of the network per GPU (engine) / of the ONNX Python model;
+    ``python_instances``: instances of the Python model for an engine (default ``instances``);
+    ``delay_us``: the dynamic batcher's queue delay (None: no dynamic batching); ``threads``: ONNX
+    Runtime intra-op threads per instance (0: its default).
+    """
+    from ..runtime.backends import MODEL_KINDS
+
+    model, repo = Path(model), Path(repo)
+    if not model.is_file():
+        raise UserError(f"{model}: no such model file")
+    suffix = model.suffix.lower()
+    kind = MODEL_KINDS.get(suffix)
+    if kind not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"{model}: expected an .onnx from `cornernet-deploy export` or an .engine from "
+                        f"`cornernet-deploy build`, not '{suffix or model.name}'")
+    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip("._-") or "cornernet"
+    if not NAME_PATTERN.match(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
+    for flag, value in (("--instances", instances), ("--python-instances", python_instances),
+                        ("--max-batch", max_batch)):
+        if value is not None and int(value) < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if delay_us is not None and int(delay_us) < 0:
+        raise UserError(f"--dynamic-batching-delay-us must be >= 0, got {delay_us}")
+    if threads < 0:
+        raise UserError(f"--threads must be >= 0, got {threads}")
+    _check_target(repo, overwrite)
+    is_onnx = kind == "onnxruntime"
+
+    if is_onnx:
+        metadata, manifest, plugin_path = _onnx_metadata(model), None, None
+        net_name = None
+    else:
+        manifest = _engine_manifest(model)
+        metadata = manifest["metadata"]
+        plugin_path = _plugin_library(manifest, plugin)
+        net_name = f"{name}_net"
+        if manifest["input"]["min"][0] > 1 and manifest["input"]["min"][0] != manifest["input"]["max"][0]:
+            raise UserError(f"{model} needs batches of at least {manifest['input']['min'][0]}; build it "
+                            "with --min-batch 1 (Triton sends any batch size up to the maximum)")
+    spec, extras = spec_from_metadata(metadata)   # refuses metadata of an unknown model
+    max_batch = int(max_batch or (manifest["input"]["max"][0] if manifest else DEFAULT_MAX_BATCH))
+
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-", dir=repo.parent))
+    try:
+        top = staging / "repo"
+        version = top / name / "1"
+        version.mkdir(parents=True)
+        shutil.copy2(MODEL_FILE, version / "model.py")
+        _copy_runtime(version)
+        (top / name / "labels.txt").write_text("\n".join(extras["class_names"]) + "\n")
+        params = {"score_threshold": f"{float(score_threshold):g}"}
+        if is_onnx:
+            shutil.copy2(model, version / "model.onnx")
+            params.update(network="onnxruntime", onnx_file="model.onnx", threads=str(int(threads)))
+            py_count = instances
+        else:
+            (version / "network.json").write_text(json.dumps(manifest, indent=1))
+            params.update(network="triton", network_model=net_name, network_manifest="network.json")
+            py_count = python_instances or instances
+            net_version = top / net_name / "1"
+            net_version.mkdir(parents=True)
+            shutil.copy2(model, net_version / "model.plan")
+            (top / net_name / "config.pbtxt").write_text(
+                tensorrt_model_config(net_name, manifest, instances, delay_us))
+            shutil.copy2(plugin_path, top / plugin_path.name)
+        (top / name / "config.pbtxt").write_text(
+            python_model_config(name, max_batch, py_count, delay_us, params))
+        (top / "requirements.txt").write_text(_requirements(is_onnx))
+        from .readme import repository_dockerfile, repository_readme
+        (top / "Dockerfile").write_text(repository_dockerfile())
+        (top / "README.md").write_text(repository_readme(
+            name=name, net_name=net_name, model=model, spec=spec, metadata=metadata, manifest=manifest,
+            max_batch=max_batch, delay_us=delay_us,
+            plugin_file=plugin_path.name if plugin_path else None))
+        record = {"toolkit_version": __version__, "source": str(model), "source_sha256": _sha256(model),
+                  "arch": spec.name, "models": [name] + ([net_name] if net_name else []),
+                  "max_batch": max_batch, "instances": instances, "python_instances": py_count,
+                  "dynamic_batching_delay_us": delay_us}
+        (top / REPOSITORY_MANIFEST).write_text(json.dumps(record, indent=1))
+        files = sorted(str(p.relative_to(top)) for p in top.rglob("*")
+                       if p.is_file() and "cornernet_deploy" not in p.relative_to(top).parts)
+        _replace_dir(top, repo)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RepositoryResult(repo, record["models"], files)

@@ -1,0 +1,172 @@
+"""Triton Python-backend model of a cornernet-deploy detector; copied as ``NAME/1/model.py``.
+
+Runs only inside Triton's Python backend (it imports ``triton_python_backend_utils``). Clients send
+images; this model decodes them, runs the torch-free pipeline (pre-process -> network -> decode ->
+soft-NMS, ``cornernet_deploy.runtime``) and answers the detections of every image. The network is
+either ONNX Runtime in this process (config parameter ``network: onnxruntime``, the ONNX file next
+to this one) or the TensorRT model ``NAME_net`` of the same server, called through BLS
+(``network: triton``).
+
+Inputs (exactly one per request; up to ``max_batch_size`` images per request):
+  ``IMAGE_BYTES`` TYPE_STRING [batch, 1]: encoded image files (JPEG, PNG, ...), decoded as
+  ``cv2.imread`` reads a file; ``IMAGE`` TYPE_UINT8 [batch, H, W, 3]: raw BGR pixels.
+Outputs (per image; padded to the most detections of an image in the request):
+  ``NUM_DETECTIONS`` INT32 [batch, 1]: how many rows are real; ``BOXES`` FP32 [batch, D, 4]:
+  x1, y1, x2, y2 in the image's pixels; ``SCORES`` FP32 [batch, D]; ``CLASSES`` INT32 [batch, D]:
+  0-based class (line of ``labels.txt``), -1 in padding rows. Sorted by score, descending.
+
+Requests the dynamic batcher hands over together run as one pipeline batch. A bad request (not
+an image, an empty batch, both or neither input) gets an error response naming the problem; the
+other requests of the batch are answered normally.
+"""
+import json
+import os
+import sys
+import traceback
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+# The repository carries the torch-free runtime it was generated with next to this file; it goes
+# first on sys.path so that another installed cornernet_deploy version cannot shadow it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cornernet_deploy.errors import UserError  # noqa: E402
+from cornernet_deploy.runtime.backends import open_backend  # noqa: E402
+from cornernet_deploy.runtime.backends.base import Backend  # noqa: E402
+from cornernet_deploy.runtime.detector import Detector  # noqa: E402
+from cornernet_deploy.runtime.preprocess import check_image, decode_image  # noqa: E402
+
+INPUT_BYTES, INPUT_PIXELS = "IMAGE_BYTES", "IMAGE"
+OUTPUTS = ("NUM_DETECTIONS", "BOXES", "SCORES", "CLASSES")
+
+
+class TritonNetworkBackend(Backend):
+    """The TensorRT model ``NAME_net`` of this server behind the runtime's backend interface:
+    ``run(batch NCHW float32) -> {output name: array}`` is one BLS request."""
+
+    name = "triton-bls"
+
+    def __init__(self, model_name: str, manifest: dict):
+        self.model_name = model_name
+        self.manifest = manifest
+        self.metadata = manifest["metadata"]
+        self.input_name = manifest["input"]["name"]
+        self.output_names = list(manifest["outputs"])
+        lo, hi = manifest["input"]["min"], manifest["input"]["max"]
+        self.input_hw = tuple(hi[2:])
+        self.max_batch = hi[0]
+        self.static_batch = lo[0] == hi[0]
+        self.precision = manifest.get("precision", "fp32")
+        self.device = "cuda"
+        # outputs come back in CPU memory: the pipeline decodes them with numpy
+        self._memory = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+
+    def run(self, batch: np.ndarray) -> dict:
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name, requested_output_names=self.output_names,
+            inputs=[pb_utils.Tensor(self.input_name, np.ascontiguousarray(batch, np.float32))],
+            preferred_memory=self._memory)
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.model_name}: {response.error().message()}")
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+                for name in self.output_names}
+
+    def close(self):
+        pass
+
+
+def images_of(request) -> list:
+    """The request's images as HxWx3 uint8 BGR arrays; UserError naming what is wrong."""
+    encoded = pb_utils.get_input_tensor_by_name(request, INPUT_BYTES)
+    pixels = pb_utils.get_input_tensor_by_name(request, INPUT_PIXELS)
+    if (encoded is None) == (pixels is None):
+        raise UserError(f"send exactly one of the inputs {INPUT_BYTES} (encoded image files) or "
+                        f"{INPUT_PIXELS} (uint8 HxWx3 BGR pixels), not "
+                        f"{'both' if encoded is not None else 'neither'}")
+    if encoded is not None:
+        data = encoded.as_numpy()
+        if data.shape[0] == 0:
+            raise UserError(f"empty batch: {INPUT_BYTES} holds no image")
+        images = []
+        for i, item in enumerate(data.reshape(data.shape[0], -1)[:, 0]):
+            blob = item if isinstance(item, (bytes, bytearray)) else str(item).encode()
+            try:
+                images.append(decode_image(blob, f"{INPUT_BYTES}[{i}]"))
+            except UserError as exc:
+                raise UserError(f"{exc} ({len(blob)} bytes that are not an encoded image)") from None
+        return images
+    data = pixels.as_numpy()
+    if data.shape[0] == 0:
+        raise UserError(f"empty batch: {INPUT_PIXELS} holds no image")
+    return [check_image(np.ascontiguousarray(im), f"{INPUT_PIXELS}[{i}]") for i, im in enumerate(data)]
+
+
+def detection_outputs(detections: list) -> list:
+    """Output tensors for one request's images (padded to the largest detection count)."""
+    most = max((len(d) for d in detections), default=0)
+    n = len(detections)
+    count = np.zeros((n, 1), np.int32)
+    boxes = np.zeros((n, most, 4), np.float32)
+    scores = np.zeros((n, most), np.float32)
+    classes = np.full((n, most), -1, np.int32)
+    for i, d in enumerate(detections):
+        k = len(d)
+        count[i, 0] = k
+        boxes[i, :k] = d.boxes
+        scores[i, :k] = d.scores
+        classes[i, :k] = d.class_ids
+    return [pb_utils.Tensor(name, value) for name, value in zip(OUTPUTS, (count, boxes, scores, classes))]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = os.path.dirname(os.path.abspath(__file__))
+        network = params["network"]
+        if network == "onnxruntime":
+            backend = open_backend(os.path.join(here, params["onnx_file"]),
+                                   threads=int(params.get("threads") or 0) or None)
+        elif network == "triton":
+            with open(os.path.join(here, params["network_manifest"])) as f:
+                backend = TritonNetworkBackend(params["network_model"], json.load(f))
+        else:
+            raise pb_utils.TritonModelException(f"unknown network parameter {network!r}")
+        self.detector = Detector(backend)
+        self.score_threshold = float(params.get("score_threshold") or 0.0)
+        self.logger = pb_utils.Logger
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        images, owners = [], []          # every good request's images, in one pipeline batch
+        for r, request in enumerate(requests):
+            try:
+                found = images_of(request)
+            except UserError as exc:
+                responses[r] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                continue
+            images.extend(found)
+            owners.extend([r] * len(found))
+        if images:
+            try:
+                detections = [d.filter(self.score_threshold) for d in self.detector.batch(images)]
+            except Exception as exc:  # answer every request of the batch; the server keeps serving
+                if not isinstance(exc, UserError):
+                    self.logger.log_error(traceback.format_exc())
+                message = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
+                for r in sorted(set(owners)):
+                    responses[r] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+                return responses
+            per_request: dict = {}
+            for r, d in zip(owners, detections):
+                per_request.setdefault(r, []).append(d)
+            for r, dets in per_request.items():
+                responses[r] = pb_utils.InferenceResponse(output_tensors=detection_outputs(dets))
+        return responses
+
+    def finalize(self):
+        close = getattr(self.detector.backend, "close", None)
+        if close:
+            close()

@@ -1,0 +1,249 @@
+"""The generated repository served by a real tritonserver (2.51, from the nvidia-pytriton wheel,
+CPU only): the demo model's detections over HTTP and gRPC equal `cornernet-deploy infer`'s, a
+bounded concurrent load is answered identically with dynamic batching seen in Triton's own
+statistics, and bad input gets error responses while the server keeps serving.
+
+Needs the Triton environment `.venv-triton` (made by .ci/run; another one via
+$CORNERNET_TRITON_ENV) and tritonclient in this one (`pip install -e '.[serve]'`); skipped with
+the set-up command otherwise.
+"""
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cornernet_deploy.cli import main
+from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+from cornernet_deploy.data.shapes import render_scene
+from cornernet_deploy.runtime.detections import Detections
+from cornernet_deploy.serving.local_server import SETUP_HINT, LocalTritonServer, ServerError, probe_env
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install -e '.[serve]'")
+from cornernet_deploy.serving.client import (batch_sizes_executed, detect, load_test,  # noqa: E402
+                                             same_detections, triton_module)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRITON_ENV = Path(os.environ.get("CORNERNET_TRITON_ENV", ROOT / ".venv-triton"))
+MODEL = "shapes"
+CLASSES = ["rectangle", "ellipse", "triangle"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def triton_env():
+    try:
+        probe_env(TRITON_ENV)
+    except ServerError as exc:
+        if os.environ.get("CI"):
+            raise    # .ci/run sets the environment up: CI must not skip silently
+        pytest.skip(f"no Triton environment: {exc}")
+    return TRITON_ENV
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """The demo scene (the `demo` command's default seed and size) as a PNG file."""
+    image, _, _ = render_scene(7, image_size=256, num_objects=(3, 5))
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "demo.onnx"
+    assert main(["export", "--checkpoint", str(DEMO_CHECKPOINT), "--dynamic-batch", "--dynamic-size",
+                 "--output", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(triton_env, demo_onnx, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    assert main(["triton", str(demo_onnx), "--repo", str(repo), "--name", MODEL, "--max-batch", "8",
+                 "--dynamic-batching-delay-us", "20000", "--threads", "1"]) == 0
+    with LocalTritonServer([repo], python_env=triton_env, startup_timeout=120) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def infer_detections(demo_onnx, scene, tmp_path_factory):
+    """What `cornernet-deploy infer` writes for the scene (COCO-style, 2 decimals)."""
+    out = tmp_path_factory.mktemp("infer")
+    assert main(["infer", str(demo_onnx), str(scene), "--output", str(out), "--no-progress"]) == 0
+    return [{k: d[k] for k in ("category_id", "bbox", "score")} for d in json.loads((out / "detections.json").read_text())]
+
+
+def as_coco(served):
+    dets = Detections(served.boxes, served.scores, served.class_ids, [CLASSES[c] for c in served.class_ids])
+    return [{k: d[k] for k in ("category_id", "bbox", "score")} for d in dets.to_coco(1, [1, 2, 3], decimals=None)]
+
+
+def test_http_and_grpc_detections_equal_infer(server, scene, infer_detections):
+    png = scene.read_bytes()
+    assert len(infer_detections) > 0
+    http = detect(server.http_url, "http", MODEL, png)
+    grpc = detect(server.grpc_url, "grpc", MODEL, png)
+    pixels = detect(server.http_url, "http", MODEL, cv2.imread(str(scene)))     # raw uint8 HxWx3
+    assert len(http) == len(grpc) == len(pixels) == 1
+    assert as_coco(http[0]) == infer_detections
+    assert same_detections(http, grpc) and same_detections(http, pixels)
+    # three images in one request: three answers, each the single-image one
+    three = detect(server.grpc_url, "grpc", MODEL, [png, png, png])
+    assert same_detections(three, http * 3)
+
+
+def test_concurrent_load_is_answered_identically_with_dynamic_batching(server, scene):
+    png = scene.read_bytes()
+    reference = detect(server.grpc_url, "grpc", MODEL, png)
+    before = batch_sizes_executed(server.http_url, MODEL)
+    result = load_test(server.grpc_url, "grpc", MODEL, png, clients=8, requests_per_client=6, timeout_s=120)
+    print("\n" + result.summary())
+    after = batch_sizes_executed(server.http_url, MODEL)
+    executed = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+    print("executions per batch size during the load:", {b: n for b, n in sorted(executed.items()) if n})
+    assert result.errors == []
+    assert len(result.answers) == 48
+    assert all(same_detections(answer, reference) for answer in result.answers)
+    assert sum(b * n for b, n in executed.items()) == 48          # every image executed once
+    assert any(n > 0 for b, n in executed.items() if b > 1), executed   # requests were batched
+
+
+def infer_error(server, protocol, inputs_for):
+    module = triton_module(protocol)
+    client = module.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    with pytest.raises(module.InferenceServerException) as info:
+        client.infer(MODEL, inputs_for(module))
+    return str(info.value)
+
+
+def tensor(module, name, array, dtype):
+    t = module.InferInput(name, list(array.shape), dtype)
+    t.set_data_from_numpy(array)
+    return [t]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_input_gets_an_error_naming_it_and_the_server_keeps_serving(server, scene, protocol):
+    png = scene.read_bytes()
+    reference = detect(server.http_url, "http", MODEL, png)
+    cases = {
+        "not an image": (lambda m: tensor(m, "IMAGE_BYTES", np.array([[b"GIF? no, plain text"]], dtype=object), "BYTES"),
+                         ["IMAGE_BYTES[0]", "cannot decode", "not an encoded image"]),
+        "truncated PNG": (lambda m: tensor(m, "IMAGE_BYTES", np.array([[png[:100]]], dtype=object), "BYTES"),
+                          ["IMAGE_BYTES[0]", "cannot decode"]),
+        "wrong dtype": (lambda m: tensor(m, "IMAGE", np.zeros((1, 32, 32, 3), np.float32), "FP32"),
+                        ["IMAGE", "FP32", "UINT8"]),
+        "wrong shape": (lambda m: tensor(m, "IMAGE", np.zeros((1, 32, 32, 4), np.uint8), "UINT8"),
+                        ["IMAGE", "shape", "[1,32,32,4]"]),
+        "empty image": (lambda m: tensor(m, "IMAGE", np.zeros((1, 0, 32, 3), np.uint8), "UINT8"),
+                        ["IMAGE[0]", "(0, 32, 3)"]),
+        # Triton itself refuses a batch of 0 before the model runs, naming the input
+        "empty batch": (lambda m: tensor(m, "IMAGE", np.zeros((0, 32, 32, 3), np.uint8), "UINT8"),
+                        ["'IMAGE'", "got 0"]),
+        "empty batch of files": (lambda m: tensor(m, "IMAGE_BYTES", np.zeros((0, 1), dtype=object), "BYTES"),
+                                 ["'IMAGE_BYTES'", "got 0"]),
+        "both inputs": (lambda m: tensor(m, "IMAGE_BYTES", np.array([[png]], dtype=object), "BYTES")
+                        + tensor(m, "IMAGE", cv2.imread(str(scene))[None], "UINT8"),
+                        ["exactly one of the inputs", "both"]),
+    }
+    for what, (inputs_for, words) in cases.items():
+        message = infer_error(server, protocol, inputs_for)
+        assert all(w in message for w in words), (what, message)
+        # the next good request is answered, with the same detections
+        assert same_detections(detect(server.grpc_url, "grpc", MODEL, png), reference), what
+
+
+# ------------------------------------------------------------------------------------------------
+# The engine path: our Python model calling NAME_net through BLS. No TensorRT backend here, so
+# NAME_net runs the same network in ONNX Runtime as a Python model, under the config generated
+# from the engine manifest (names, dims, dtypes, batch), with only `platform: "tensorrt_plan"` and
+# KIND_GPU replaced. The stand-in refuses outputs whose shape or type differ from that config (the
+# TensorRT backend compares the config with the engine at load; Triton does not check a Python
+# model's outputs).
+
+STAND_IN_NET = """
+import json, numpy as np, onnxruntime as ort, os
+import triton_python_backend_utils as pb_utils
+class TritonPythonModel:
+    def initialize(self, args):
+        here = os.path.dirname(os.path.abspath(__file__))
+        options = ort.SessionOptions(); options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(os.path.join(here, "model.onnx"), options)
+        config = json.loads(args["model_config"])
+        self.outputs = [o["name"] for o in config["output"]]
+        types = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
+        self.expected = {o["name"]: ([int(d) for d in o["dims"]], types[o["data_type"]]) for o in config["output"]}
+    def execute(self, requests):
+        answers = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+            y = self.session.run(self.outputs, {"image": x})
+            # what the TensorRT backend checks at load: the config's dims and types are the network's
+            wrong = [f"{n}: {v.dtype}{list(v.shape[1:])} vs config {self.expected[n]}" for n, v in zip(self.outputs, y)
+                     if list(v.shape[1:]) != self.expected[n][0] or v.dtype != self.expected[n][1]]
+            if wrong:
+                answers.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("; ".join(wrong))))
+                continue
+            answers.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, v) for n, v in zip(self.outputs, y)]))
+        return answers
+"""
+
+
+@pytest.fixture(scope="module")
+def fixed_size_onnx(tmp_path_factory):
+    """What an engine is built from: dynamic batch, fixed 255x255 input."""
+    path = tmp_path_factory.mktemp("onnx255") / "demo255.onnx"
+    assert main(["export", "--checkpoint", str(DEMO_CHECKPOINT), "--dynamic-batch", "--input-size", "255x255",
+                 "--output", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def bls_server(triton_env, fixed_size_onnx, tmp_path_factory):
+    import onnx
+    work = tmp_path_factory.mktemp("engine")
+    metadata = json.loads(next(p.value for p in onnx.load(str(fixed_size_onnx)).metadata_props
+                               if p.key == "cornernet_deploy"))
+    plugin = work / "libcornernet_deploy_plugins.so"
+    plugin.write_bytes(b"plugin stand-in: never loaded (no TensorRT backend here)")
+    engine = work / "demo255_fp32.engine"
+    engine.write_bytes(b"plan stand-in: never deserialized")
+    manifest = {"format": 1, "tensorrt_version": "10.3.0", "precision": "fp32", "gpu": {"name": "none"},
+                "input": {"name": "image", "min": [1, 3, 255, 255], "opt": [2, 3, 255, 255], "max": [2, 3, 255, 255]},
+                "outputs": metadata["outputs"], "plugin_library": str(plugin),
+                "plugin_sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(),
+                "metadata": {**metadata, "input_hw": [255, 255], "batch": None}}
+    (work / "demo255_fp32.manifest.json").write_text(json.dumps(manifest))
+    repo = work / "repo"
+    # --max-batch 5 > the engine's 2: the Python model must split its batches for NAME_net
+    assert main(["triton", str(engine), "--repo", str(repo), "--name", MODEL, "--max-batch", "5"]) == 0
+    net = repo / f"{MODEL}_net"
+    config = (net / "config.pbtxt").read_text()
+    assert config.count('platform: "tensorrt_plan"') == 1 and config.count("KIND_GPU") == 1
+    (net / "config.pbtxt").write_text(config.replace('platform: "tensorrt_plan"', 'backend: "python"')
+                                      .replace("KIND_GPU", "KIND_CPU"))
+    (net / "1" / "model.plan").unlink()
+    (net / "1" / "model.py").write_text(STAND_IN_NET)
+    shutil.copy2(fixed_size_onnx, net / "1" / "model.onnx")
+    with LocalTritonServer([repo], python_env=triton_env, startup_timeout=120) as srv:
+        yield srv
+
+
+def test_engine_repository_bls_path_equals_infer(bls_server, fixed_size_onnx, scene, tmp_path):
+    out = tmp_path / "infer"
+    assert main(["infer", str(fixed_size_onnx), str(scene), "--output", str(out), "--no-progress"]) == 0
+    expected = [{k: d[k] for k in ("category_id", "bbox", "score")} for d in json.loads((out / "detections.json").read_text())]
+    png = scene.read_bytes()
+    served = detect(bls_server.grpc_url, "grpc", MODEL, png)
+    assert len(expected) > 0 and as_coco(served[0]) == expected
+    # 5 images in one request: NAME_net gets batches of at most 2 (its max_batch_size), answers equal
+    five = detect(bls_server.http_url, "http", MODEL, [png] * 5)
+    assert same_detections(five, served * 5)
+    assert max(batch_sizes_executed(bls_server.http_url, f"{MODEL}_net")) <= 2
