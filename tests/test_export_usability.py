@@ -265,3 +265,24 @@ def test_a_project_file_adds_and_overrides_presets(tmp_path, monkeypatch):
     presets = load_presets("export/presets.json")
     assert presets["mine"] == {"decode": "graph"} and presets["trt-fp16"] == {"precision": "fp32"}
     assert "jetson-fp16" in presets
+
+
+def test_commands_that_need_torch_say_so_in_one_line_without_it(tmp_path):
+    """A runtime-only install (no torch extra): export/train/demo/info FILE.pt explain, no traceback."""
+    blocker = ("import sys\n"
+               "class NoTorch:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'torch' or name.startswith('torch.'):\n"
+               "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+               "sys.meta_path.insert(0, NoTorch())\n"
+               "from cornernet_deploy.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    for argv, what in ((["export", "--arch", "cornernet-squeeze"], "exporting"),
+                       (["train", "--data", "a.json", "--images", "i"], "training"),
+                       (["demo", "--output", str(tmp_path / "d")], "the demo (it exports the bundled checkpoint)"),
+                       (["info", str(DEMO_CHECKPOINT)], "reading a checkpoint")):
+        res = subprocess.run([sys.executable, "-c", blocker, *argv], capture_output=True, text=True,
+                             cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert res.returncode == 2, (argv, res.stderr)
+        assert res.stderr.strip() == (f"error: {what} needs PyTorch: pip install "
+                                      "'cornernet-deploy[torch]'"), (argv, res.stderr)

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..fileio import check_output_dir
 from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 from .common import console as make_console
-from .common import nonnegative_int, positive_int
+from .common import nonnegative_int, positive_int, require_torch
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSET_DIR / "demo_squeeze_shapes.pt"
@@ -40,6 +40,7 @@ def run(args) -> int:
         raise UserError(f"--image-size {args.image_size}: choose {MIN_SCENE}..{MAX_SCENE} pixels (shapes "
                         "are at least 16 px; the bundled model was trained on 128-256 px scenes)")
     out = check_output_dir(args.output, "--output")
+    require_torch("the demo (it exports the bundled checkpoint)")
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():  # anything else wrong with it: the checkpoint reader says what
         raise UserError(f"demo checkpoint not found: {checkpoint} (train one with scripts/train_demo_model.py)")

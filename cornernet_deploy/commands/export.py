@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..zoo import ARCHS
-from .common import positive_int
+from .common import positive_int, require_torch
 
 SIZE_RULE = ("sides k*M-1 with M = output stride x 2^levels: 128 for cornernet and "
              "cornernet-squeeze, 32 for cornernet-saccade; fewer levels, smaller M: a 3-level "
@@ -59,6 +59,7 @@ def add_arguments(parser):
 def run(args) -> int:
     if not args.arch and not args.checkpoint:
         raise UserError("give --arch, --checkpoint, or both")
+    require_torch("exporting")
     from ..exporter import check_opset, export_onnx, parse_hw
     from ..fileio import check_output_file
     from ..presets import apply_preset

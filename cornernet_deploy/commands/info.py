@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..zoo import ARCHS, get_arch
+from .common import require_torch
 
 
 def add_arguments(parser):
@@ -39,10 +40,8 @@ def _model_spec(path: Path):
         spec, extras = spec_from_metadata(metadata)
         size = "x".join(map(str, extras["input_hw"])) if extras["input_hw"] else "dynamic"
         return spec, size
-    try:
-        from ..models.checkpoint import spec_from_checkpoint
-    except ImportError:
-        raise UserError("reading a checkpoint needs PyTorch: pip install 'cornernet-deploy[torch]'") from None
+    require_torch("reading a checkpoint")
+    from ..models.checkpoint import spec_from_checkpoint
     spec = spec_from_checkpoint(path)
     return spec, "x".join(map(str, spec.input_size))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..zoo import ARCHS
-from .common import nonnegative_int, positive_float, positive_int
+from .common import nonnegative_int, positive_float, positive_int, require_torch
 
 NAME = "train"
 HELP = "Fine-tune a model on a COCO-format dataset"
@@ -62,10 +62,7 @@ def run(args) -> int:
         raise UserError("--resume and --init exclude each other")
     if not args.resume and not (args.data and args.images):
         raise UserError("give --data (COCO JSON) and --images (their folder), or --resume a run")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UserError("training needs PyTorch: pip install 'cornernet-deploy[torch]'") from None
+    require_torch("training")
     from ..exporter import parse_hw
     from ..train.trainer import TrainConfig, train
 
