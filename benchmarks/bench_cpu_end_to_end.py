@@ -50,7 +50,8 @@ def bench_arch(arch, iters, warmup, workdir, json_dir=None):
     torch_default = torch.get_num_threads()
     base = open_backend(arch)                                    # seeded random weights
     onnx_path = Path(workdir) / f"{arch}.onnx"
-    export_onnx(model=base.net, output=onnx_path, corner_pool="plugin", verify=False, progress=None)
+    export_onnx(model=base.net, output=onnx_path, corner_pool="plugin", dynamic_size=False, verify=False,
+                progress=None)  # fixed at the timed size, as the recorded results
     base.net.eval()
     t1 = copy.copy(base)
     t1.threads = 1

@@ -71,6 +71,21 @@ class SaccadeConfig:
     ref_det_score: float = 0.5          # detections that become zoom locations
 
 
+# The official attention maps (``core/dbs/detection.py``: ``att_ratios`` [16, 8, 4], ``att_ranges``
+# [[96, 256], [32, 96], [0, 32]]; ``configs/CornerNet_Saccade.json``: ``att_scales`` [[1, 2, 4]]):
+# a map whose cells span RATIO input pixels is trained on objects whose longer side lies in RANGE
+# and its peaks are zoomed by SCALE at test time. Variants with other depths keep this meaning per
+# cell size: a map finer than 8 px per cell is the small-object map, one coarser than 8 the large.
+SACCADE_ATT_LAYOUT = ((16, (96, 256), 1), (8, (32, 96), 2), (4, (0, 32), 4))
+
+
+def _att_layout_for_ratio(ratio: int) -> tuple:
+    for layout_ratio, span, zoom in SACCADE_ATT_LAYOUT:
+        if ratio >= layout_ratio:
+            return layout_ratio, span, zoom
+    return SACCADE_ATT_LAYOUT[-1]
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Hyper-parameters of one hourglass corner detector; small variants come from ``replace``."""
@@ -95,7 +110,7 @@ class ArchSpec:
     category_ids: tuple = COCO_CATEGORY_IDS
     gaussian_iou: float = 0.3   # training target radius rule
     saccade: SaccadeConfig | None = None
-    description: str = ""
+    description: str = ""       # the family in words; ``summary`` adds this variant's numbers
 
     @property
     def cnv_dim(self) -> int:
@@ -112,12 +127,60 @@ class ArchSpec:
         """Input sides must be ``k * size_multiple - 1`` so every hourglass level halves cleanly."""
         return self.stride * 2 ** self.levels
 
+    @property
+    def summary(self) -> str:
+        """One line for people: family, stacks, depth, stride, classes (always this variant's)."""
+        stacks = f"{self.stacks} stack{'s' if self.stacks != 1 else ''}"
+        # the zoo's words for a known family: files written before 0.2 recorded the official
+        # model's numbers ("(2 stacks)") in ``description``, whatever the variant
+        family = ARCHS[self.name].description if self.name in ARCHS else (self.description or self.name)
+        return (f"{family}, {stacks}, {self.levels} hourglass levels, "
+                f"output stride {self.stride}, {self.num_classes} classes")
+
+    def attention_ratios(self) -> tuple:
+        """Input pixels per cell of each attention map (Saccade), innermost (coarsest) first."""
+        return tuple(self.stride * 2 ** (self.levels - 1 - i) for i in range(self.levels))
+
+    def attention_ranges(self) -> tuple:
+        """Object sizes (longer side, px) each attention map is trained on (``SACCADE_ATT_LAYOUT``)."""
+        return tuple(_att_layout_for_ratio(r)[1] for r in self.attention_ratios())
+
+    def attention_scales(self) -> tuple:
+        """Test-time zoom of each attention map's peaks (``SACCADE_ATT_LAYOUT``)."""
+        return tuple(_att_layout_for_ratio(r)[2] for r in self.attention_ratios())
+
+    def saccade_config(self) -> "SaccadeConfig | None":
+        """``saccade`` with one zoom scale and one peak kernel per attention map of this depth.
+
+        The recorded settings are kept when they fit; a file written for another depth (e.g. the
+        official three-map settings recorded with a two-level variant) gets the layout's.
+        """
+        sacc = self.saccade
+        if sacc is None:
+            return None
+        scales = sacc.att_scales
+        nested = len(scales) > 0 and isinstance(scales[0], (tuple, list))
+        fits = all(len(s) == self.levels for s in scales) if nested else len(scales) == self.levels
+        changes = {}
+        if not fits:
+            derived = self.attention_scales()
+            changes["att_scales"] = tuple(derived for _ in scales) if nested else derived
+        if len(sacc.att_nms_kernels) != self.levels:
+            kernel = sacc.att_nms_kernels[0] if sacc.att_nms_kernels else 3
+            changes["att_nms_kernels"] = (kernel,) * self.levels
+        return dataclasses.replace(sacc, **changes) if changes else sacc
+
     def output_size(self, input_hw: Sequence[int]) -> tuple:
         return tuple((int(s) + 1) // self.stride for s in input_hw)
 
     def check_input_size(self, input_hw: Sequence[int]) -> None:
         """Raise ValueError naming the nearest valid sizes when the network cannot take ``input_hw``."""
         m = self.size_multiple
+        if self.attention and len(input_hw) == 2 and int(input_hw[0]) != int(input_hw[1]):
+            raise ValueError(
+                f"{self.name} runs on square crops (the official attention/zoom test cuts square "
+                f"windows), so its input must be square, e.g. {self.input_size[0]}x{self.input_size[1]}; "
+                f"got {int(input_hw[0])}x{int(input_hw[1])}")
         for side in input_hw:
             side = int(side)
             if side < m - 1 or (side + 1) % m:
@@ -138,6 +201,8 @@ class ArchSpec:
                 changes["class_names"] = tuple(f"class_{i}" for i in range(n))
                 changes["category_ids"] = tuple(range(1, n + 1))
         spec = dataclasses.replace(self, **changes)
+        if spec.saccade is not None and "saccade" not in changes:
+            spec = dataclasses.replace(spec, saccade=spec.saccade_config())
         spec.validate()
         return spec
 
@@ -172,14 +237,14 @@ ARCHS: dict[str, ArchSpec] = {
         dims=(256, 256, 384, 384, 384, 512), modules=(2, 2, 2, 2, 2, 4),
         pre_stride2_residuals=1, upsample="nearest", head_kernel=3, attention=False,
         input_size=(511, 511), test=_CORNERNET_TEST,
-        description="CornerNet, Hourglass-104 (2 stacks), output stride 4"),
+        description="CornerNet, residual hourglass (Hourglass-104 at the official depth)"),
     "cornernet-squeeze": ArchSpec(
         name="cornernet-squeeze", block="fire", stacks=2, levels=4,
         dims=(256, 256, 384, 384, 512), modules=(2, 2, 2, 2, 4),
         pre_stride2_residuals=2, upsample="deconv", head_kernel=1, attention=False,
         input_size=(511, 511),
         test=TestConfig(top_k=20, num_dets=100, ae_threshold=0.5, flip=False),
-        description="CornerNet-Squeeze, fire-module hourglass (2 stacks), output stride 8"),
+        description="CornerNet-Squeeze, fire-module hourglass"),
     "cornernet-saccade": ArchSpec(
         name="cornernet-saccade", block="residual", stacks=3, levels=3,
         dims=(256, 384, 384, 512), modules=(1, 1, 1, 1),
@@ -188,7 +253,7 @@ ARCHS: dict[str, ArchSpec] = {
         test=TestConfig(top_k=12, num_dets=12, ae_threshold=0.3, flip=False, soft_nms_sigma=0.7,
                         keep_stale_rows=False, no_border=True, clip_boxes=False),
         gaussian_iou=0.5, saccade=SaccadeConfig(),
-        description="CornerNet-Saccade, 3-stack hourglass with attention maps, output stride 4"),
+        description="CornerNet-Saccade, hourglass with attention maps"),
 }
 
 # The official parameter counts (trainable parameters, as the official factory prints them).

@@ -13,6 +13,7 @@ Examples:
     python scripts/train_demo_model.py --bundle cornernet_deploy/assets/demo_squeeze_shapes.pt
                                                                # the bundled demo model (~20-40 min CPU)
     python scripts/train_demo_model.py --eval-only runs/demo_model/run/last.pt
+    python scripts/train_demo_model.py --data-only val          # only the 200 held-out scenes (seconds)
 """
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=317)
     p.add_argument("--eval-only", metavar="CKPT", help="only evaluate this checkpoint on val")
+    p.add_argument("--data-only", nargs="?", const="all", choices=("train", "val", "all"),
+                   help="only generate the dataset(s) under --out/data and stop (val: the held-out "
+                        "split `cornernet-deploy eval` measures the bundled model on)")
     p.add_argument("--quick", action="store_true",
                    help="tiny everything (64/16 images, 150 iterations, width 0.125): a smoke run")
     p.add_argument("--bundle", metavar="PATH",
@@ -68,10 +72,12 @@ def parse_args(argv=None):
     return args
 
 
-def make_data(out: Path, args):
+def make_data(out: Path, args, splits=("train", "val")):
     sets = {}
     for name, n, seed in (("train", args.num_train, args.data_seed),
                           ("val", args.num_val, args.data_seed + 1)):
+        if name not in splits:
+            continue
         root = out / "data" / name
         ann = root / "annotations.json"
         if ann.exists() and len(json.loads(ann.read_text())["images"]) == n:
@@ -96,7 +102,8 @@ def train(out: Path, sets, args) -> Path:
                       batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                       seed=args.seed, snapshot=args.snapshot, workers=args.workers,
                       device=args.device, resume=str(last) if last.exists() else None,
-                      progress=not args.no_progress)
+                      # no last.pt yet: whatever an earlier attempt left (logs) is restarted
+                      overwrite=not last.exists(), progress=not args.no_progress)
     t0 = time.time()
     result = run_training(cfg)
     print(f"[train] {result['iterations']} iterations in {time.time() - t0:.0f}s; "
@@ -144,7 +151,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sets = make_data(out, args)
+    if args.data_only:
+        make_data(out, args, ("train", "val") if args.data_only == "all" else (args.data_only,))
+        return 0
+    sets = make_data(out, args, ("val",) if args.eval_only else ("train", "val"))
     ckpt = Path(args.eval_only) if args.eval_only else train(out, sets, args)
     metrics = evaluate(ckpt, sets, out, args.device)
     if args.bundle:

@@ -346,16 +346,18 @@ def ref_location_nms(locations, thresh=16, argsort=None):
 def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.3,
                           init_sizes=(192, 255), att_thresh=0.3, att_scales=(1, 2, 4),
                           att_ratios=(16, 8, 4), max_crops=30, num_classes=80,
-                          max_per_image=100, mean=None, std=None, argsort=None):
-    """``cornernet_saccade_inference`` (one zoom iteration, as the official config).
-    ``heads_fn(images) -> dict`` with raw heads and att0..att2 (sigmoid-ed). Returns
+                          max_per_image=100, mean=None, std=None, argsort=None, input_size=255):
+    """``cornernet_saccade_inference`` (one zoom iteration, as the official config; ``input_size``
+    the config's square ``input_size``, output ``(input_size + 1) // 4``).
+    ``heads_fn(images) -> dict`` with raw heads and one att map per ``att_ratios`` entry
+    (sigmoid-ed). Returns
     ``(dict class -> [n, 5], zoom locations, number of location candidates before NMS)``."""
     from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR
     mean = COCO_MEAN_BGR if mean is None else mean
     std = COCO_STD_BGR if std is None else std
     height, width = image.shape[0:2]
     img = torch.from_numpy((image / 255.).transpose((2, 0, 1)).copy())
-    ratio = F32(64 / 255)
+    ratio = F32(((input_size + 1) // 4) / input_size)   # rescale_dets_: output / input size
 
     def run(images):
         h = heads_fn(np.ascontiguousarray(images))
@@ -363,7 +365,7 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
                           h["br_off"], K=K, kernel=3, ae_threshold=ae_threshold,
                           num_dets=num_dets, no_border=True)
         atts = []
-        for j in range(3):
+        for j in range(len(att_ratios)):
             a = torch.from_numpy(np.asarray(h[f"att{j}"], dtype=np.float32))
             amax = F.max_pool2d(a, (3, 3), stride=1, padding=1)
             atts.append((a * (amax == a).float()).numpy())
@@ -371,7 +373,7 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
 
     locations = np.array([[height // 2, width // 2, size / max(height, width)]
                           for size in init_sizes], dtype=np.float32)
-    images, offsets = ref_prepare_images(img, locations, mean, std)
+    images, offsets = ref_prepare_images(img, locations, mean, std, input_size)
     dets, atts = run(images)
     scales = locations[:, 2]
     nys, nxs, nsc, nscore = [], [], [], []
@@ -412,7 +414,7 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
     all_dets = [dets]
     if next_locs.shape[0]:
         locs = next_locs[:max_crops]
-        images, offsets = ref_prepare_images(img, locs, mean, std)
+        images, offsets = ref_prepare_images(img, locs, mean, std, input_size)
         d, _ = run(images)
         d[..., 0:4:2] /= ratio
         d[..., 1:4:2] /= ratio

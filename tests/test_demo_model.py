@@ -104,3 +104,44 @@ def test_eval_command_measures_coco_map(demo_onnx, tmp_path):
     # a wrong annotation file is a one-line user error
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert main(["eval", str(demo_onnx), "--data", str(tmp_path / "bad.json"), "--images", str(tmp_path)]) == 2
+
+
+def test_the_held_out_split_is_generated_alone_where_the_readme_measures_it(tmp_path):
+    """README's re-measure command needs only the val split: `--data-only val` makes it (the same
+    scenes as a full run of the training script: same seed) without training."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "python scripts/train_demo_model.py --data-only val" in readme
+    assert "--data runs/demo_model/data/val/annotations.json --images runs/demo_model/data/val/images" in readme
+    script = root / "scripts" / "train_demo_model.py"
+    out = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "demo_model"),
+                          "--data-only", "val", "--num-val", "3"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = tmp_path / "demo_model" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["val"]
+    ann = json.loads((data / "val" / "annotations.json").read_text())
+    assert len(ann["images"]) == 3 and all((data / "val" / "images" / im["file_name"]).is_file()
+                                           for im in ann["images"])
+    # the split is the one the bundled model was measured on: val seed = data seed + 1
+    recipe = read_checkpoint(DEMO_CHECKPOINT)["recipe"]
+    assert ann["info"]["seed"] == recipe["data_seed"] + 1 and recipe["num_val"] == 200
+
+
+def test_demo_mistakes_are_one_line_errors_before_the_export(tmp_path, capsys):
+    from cornernet_deploy.cli import main
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["demo", "--output", str(afile)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --output {afile}: is a file; give a folder"
+    assert main(["demo", "--output", str(tmp_path / "o"), "--image-size", "99999"]) == 2
+    assert "choose 32..4096" in capsys.readouterr().err
+    for flag, value in (("--image-size", "0"), ("--image-size", "-3"), ("--runs", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", "--output", str(tmp_path / "o"), flag, value])
+        assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert main(["demo", "--output", str(tmp_path / "o"), "--checkpoint", str(run_dir)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -79,7 +79,8 @@ def assert_same_detections(a, b, atol=1e-3, top=None):
 def test_onnxruntime_detections_equal_pytorch(arch, decode, corner_pool, tmp_path):
     model = random_tiny(arch)
     path = tmp_path / "m.onnx"
-    export_onnx(model=model, output=path, decode=decode, corner_pool=corner_pool, progress=None, verify=False)
+    export_onnx(model=model, output=path, decode=decode, corner_pool=corner_pool, dynamic_size=False,
+                progress=None, verify=False)
     test = loose(model.spec)
     detector = Detector.load(path, test=test)
     reference = CornerNetPipeline(detector.metadata, torch_run(model), input_hw=model.spec.input_size,

@@ -165,7 +165,9 @@ def test_user_errors_leave_no_file(tmp_path):
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
     import cornernet_deploy.exporter as exporter
-    monkeypatch.setattr(exporter, "verify_against_torch", lambda *a, **k: {"tl_heat": 1.0})
-    with pytest.raises(RuntimeError, match="nothing was written"):
+    monkeypatch.setattr(exporter, "verify_against_torch", lambda *a, **k: {
+        "tolerance": "fp32", "heads": {"tl_heat": {"max_abs": 1.0}}, "detections": None,
+        "failures": ["tl_heat: max |onnx - torch| 1"]})
+    with pytest.raises(UserError, match="nothing was written"):
         export_onnx(model=tiny_model("cornernet-squeeze"), output=tmp_path / "m.onnx", progress=None)
     assert list(tmp_path.iterdir()) == []

@@ -43,7 +43,7 @@ def tiny_model(path, corner_bias):
             heads[-1][1].weight.div_(100.0)
             heads[-1][1].bias.copy_(torch.tensor([corner_bias, -6.0, -6.0]))
     model.spec = model.spec.replace(test=loose(model.spec))
-    export_onnx(model=model, output=path, progress=None, verify=False)
+    export_onnx(model=model, output=path, dynamic_size=False, progress=None, verify=False)  # fixed 511
     return path
 
 

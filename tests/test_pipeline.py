@@ -541,11 +541,13 @@ def test_saccade_in_graph_decode_equals_raw_heads_and_empty_batches():
     assert CornerNetPipeline(CORNERNET, HashRun(CORNERNET)).batch([]) == []
 
 
-def test_saccade_refuses_flip_and_other_input_sizes():
+def test_saccade_refuses_flip_and_input_sizes_it_cannot_crop():
     with pytest.raises(UserError, match="flip"):
         CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True))(image(50, 50), flip=True)
-    with pytest.raises(UserError, match="255"):
-        CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True), input_hw=(511, 511))
+    with pytest.raises(UserError, match="square"):
+        CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True), input_hw=(255, 511))
+    with pytest.raises(UserError, match="k\\*32-1"):
+        CornerNetPipeline(SACCADE, HashRun(SACCADE, atts=True), input_hw=(300, 300))
     with pytest.raises(ValueError, match="att0"):
         CornerNetPipeline(SACCADE, HashRun(SACCADE))(image(50, 50))
 

@@ -68,7 +68,7 @@ def test_build_checks_batch_and_size_against_the_export(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "static.onnx"
     export_onnx(model=build_model("cornernet-squeeze", num_classes=1, width=0.125), output=path,
-                batch=1, progress=None, verify=False)
+                batch=1, dynamic_size=False, progress=None, verify=False)
     with pytest.raises(UserError, match="static batch of 1"):
         build_engine(path, tmp_path / "x.engine", max_batch=4, progress=None)
     with pytest.raises(UserError, match="takes 511x511 inputs"):

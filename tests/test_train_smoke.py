@@ -110,7 +110,7 @@ def test_train_command_checkpoints_load_and_resume_exactly(shapes, tmp_path):
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 63, 63))
     assert out["tl_heat"].shape == (1, 3, 8, 8)
-    assert json.loads((tmp_path / "full" / "config.json").read_text())["input_size"] == 63
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["input_size"] == [63, 63]
 
 
 def test_init_from_a_checkpoint_with_other_classes_keeps_heat_heads_fresh(shapes, tmp_path):

@@ -100,3 +100,12 @@ def add_device_arguments(parser) -> None:
 def plural(count: int, noun: str, nouns: str = "") -> str:
     """``1 image``, ``2 images`` (``nouns``: an irregular plural)."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def require_torch(purpose: str) -> None:
+    """One line instead of a traceback where a command needs the export/training extras."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from ..errors import UserError
+        raise UserError(f"{purpose} needs PyTorch: pip install 'cornernet-deploy[torch]'") from None

@@ -13,24 +13,39 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import check_output_dir
 from ..runtime.visualize import DRAW_SCORE_THRESHOLD
+from .common import console as make_console
+from .common import nonnegative_int, positive_int, require_torch
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSET_DIR / "demo_squeeze_shapes.pt"
 DRAW_THRESHOLD = DRAW_SCORE_THRESHOLD  # drawn and tabled; the JSON keeps every detection
+# generated scene sides: shapes are at least 16 px and the bundled model saw 128-256 px scenes
+MIN_SCENE, MAX_SCENE = 32, 4096
 
 
 def add_arguments(parser):
     parser.add_argument("--output", default="demo_output", help="folder for the model, image and JSON")
     parser.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="checkpoint to export (default: bundled)")
-    parser.add_argument("--seed", type=int, default=7, help="scene seed")
-    parser.add_argument("--image-size", type=int, default=256, help="scene side in pixels")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs for the latency table")
+    parser.add_argument("--seed", type=nonnegative_int, default=7, help="scene seed")
+    parser.add_argument("--image-size", type=positive_int, default=256,
+                        help=f"scene side in pixels, {MIN_SCENE}..{MAX_SCENE} (the bundled model was "
+                             "trained on 128-256)")
+    parser.add_argument("--runs", type=positive_int, default=10, help="timed runs for the latency table")
 
 
 def run(args) -> int:
+    if not MIN_SCENE <= args.image_size <= MAX_SCENE:
+        raise UserError(f"--image-size {args.image_size}: choose {MIN_SCENE}..{MAX_SCENE} pixels (shapes "
+                        "are at least 16 px; the bundled model was trained on 128-256 px scenes)")
+    out = check_output_dir(args.output, "--output")
+    require_torch("the demo (it exports the bundled checkpoint)")
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():  # anything else wrong with it: the checkpoint reader says what
+        raise UserError(f"demo checkpoint not found: {checkpoint} (train one with scripts/train_demo_model.py)")
+
     import cv2
-    from rich.console import Console
     from rich.table import Table
 
     from ..data.shapes import box_iou, render_scene
@@ -39,11 +54,7 @@ def run(args) -> int:
     from ..runtime.detector import Detector
     from ..runtime.visualize import draw_detections
 
-    console = Console()
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        raise UserError(f"demo checkpoint not found: {checkpoint} (train one with scripts/train_demo_model.py)")
-    out = Path(args.output)
+    console = make_console()
     start = time.perf_counter()
 
     console.print(f"[bold]1/3 export[/] {checkpoint.name} -> ONNX")
@@ -65,7 +76,7 @@ def run(args) -> int:
 
     detector.pipeline.run = timed_run
     end_to_end = []
-    for _ in range(max(1, args.runs)):
+    for _ in range(args.runs):
         t0 = time.perf_counter_ns()
         detections = detector(image)
         end_to_end.append((time.perf_counter_ns() - t0) / 1e6)

@@ -3,20 +3,48 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..zoo import ARCHS
+from .common import positive_int, require_torch
+
+SIZE_RULE = ("sides k*M-1 with M = output stride x 2^levels: 128 for cornernet and "
+             "cornernet-squeeze, 32 for cornernet-saccade; fewer levels, smaller M: a 3-level "
+             "squeeze takes k*64-1")
+
+
+def _opset_range() -> str:
+    try:
+        from ..exporter import MIN_OPSET, max_opset
+    except ImportError:  # no torch: the command itself says so when it runs
+        return "17 up to the newest the installed PyTorch writes"
+    return f"{MIN_OPSET}..{max_opset()}"
 
 
 def add_arguments(parser):
-    parser.add_argument("--arch", choices=list(ARCHS), help="architecture (read from the checkpoint when it records one)")
-    parser.add_argument("--checkpoint", help="official .pkl or our .pt; random weights when omitted")
+    from ..presets import preset_help
+
+    parser.add_argument("--arch", choices=list(ARCHS),
+                        help="architecture (read from the checkpoint when it records one or its key "
+                             "names tell; widths, depth, stacks and classes are read from its tensors)")
+    parser.add_argument("--checkpoint", help="official .pkl or our .pt (or a plain state_dict() file); "
+                                             "random weights when omitted")
     parser.add_argument("--output", help="output file (default: export/ARCH.onnx)")
-    parser.add_argument("--input-size", help="HxW, sides of the form k*128-1 (default: the official size)")
-    parser.add_argument("--preset", help="named option set from export/presets.json (explicit flags win)")
+    parser.add_argument("--input-size", metavar="HxW",
+                        help=f"a fixed input size ({SIZE_RULE}); without it CornerNet and "
+                             "CornerNet-Squeeze get a dynamic size (each image padded at scale 1, as the "
+                             "official test) and CornerNet-Saccade its official crop size. A fixed size "
+                             "shrinks larger images: the export prints what that costs")
+    parser.add_argument("--preset", help="named option set (explicit flags win): " + preset_help("export/presets.json"))
     batch = parser.add_mutually_exclusive_group()
-    batch.add_argument("--batch", "--batch-size", type=int, default=None, help="static batch size (default 1)")
+    batch.add_argument("--batch", "--batch-size", type=positive_int, default=None,
+                       help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", default=None, help="dynamic batch dimension")
-    parser.add_argument("--dynamic-size", action="store_true", default=None,
-                        help="dynamic height/width (any k*128-1 size, as the official test pipeline pads)")
-    parser.add_argument("--opset", type=int, default=17)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--dynamic-size", action="store_true", default=None,
+                      help="dynamic height/width (the default for CornerNet and CornerNet-Squeeze); with "
+                           "--input-size, that is the size traced and verified at")
+    size.add_argument("--fixed-size", dest="dynamic_size", action="store_false", default=None,
+                      help="fixed input at --input-size or the architecture's official size")
+    parser.add_argument("--opset", type=int, default=17, metavar="N",
+                        help=f"ONNX opset to write: {_opset_range()} (default 17)")
     parser.add_argument("--corner-pool", choices=["plugin", "onnx"], default=None,
                         help="plugin: one CornerPool custom node per pool (TensorRT plugin; ONNX Runtime runs "
                              "its function body); onnx: standard ops only")
@@ -31,11 +59,20 @@ def add_arguments(parser):
 def run(args) -> int:
     if not args.arch and not args.checkpoint:
         raise UserError("give --arch, --checkpoint, or both")
-    from ..exporter import export_onnx
+    require_torch("exporting")
+    from ..exporter import check_opset, export_onnx, parse_hw
+    from ..fileio import check_output_file
     from ..presets import apply_preset
+
+    # plain mistakes first, before torch is imported and the checkpoint read
+    check_opset(args.opset)
+    if args.input_size is not None:
+        parse_hw(args.input_size)
+    if args.output:
+        check_output_file(args.output, "--output")
     apply_preset(args, "export/presets.json", args.preset,
-                 defaults=dict(batch=1, dynamic_batch=False, dynamic_size=False, corner_pool="plugin",
-                               decode="none", precision="fp32"))
+                 defaults=dict(batch=1, dynamic_batch=False, corner_pool="plugin", decode="none",
+                               precision="fp32"))
     result = export_onnx(args.arch, args.checkpoint, args.output, input_size=args.input_size,
                          batch=args.batch, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
                          opset=args.opset, corner_pool=args.corner_pool, decode=args.decode,

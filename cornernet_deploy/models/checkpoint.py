@@ -48,21 +48,65 @@ def spec_from_dict(d: dict) -> ArchSpec:
                                     for k, v in d["saccade"].items()}) if d.get("saccade") else None
     for key in ("dims", "modules", "input_size", "class_names", "category_ids"):
         d[key] = tuple(d[key])
+    if d.get("name") in ARCHS:  # older files copied the official model's "(2 stacks)" into variants
+        d["description"] = ARCHS[d["name"]].description
     return ArchSpec(**d)
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")
+_ZIP_MAGIC = b"PK\x03\x04"       # torch.save since PyTorch 1.6
+_PICKLE_PROTO = b"\x80"           # legacy torch.save and the official .pkl releases (pickle >= 2)
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        import onnx
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything unparsable is simply not ONNX
+        return False
+    return len(model.graph.node) > 0
+
+
+def _not_a_checkpoint(path: Path, head: bytes) -> CheckpointError:
+    if _looks_like_onnx(path):
+        return CheckpointError(
+            f"{path} is an ONNX model, not a PyTorch checkpoint: infer, eval, compare and profile "
+            "take it as it is; export needs the .pt/.pth/.pkl weights it was made from")
+    shown = head[:12].decode("ascii", "replace") if head.isascii() else head[:8].hex(" ")
+    return CheckpointError(
+        f"{path} is not a PyTorch checkpoint: a torch.save file is a zip archive or a pickle, "
+        f"this one starts with {shown!r}")
 
 
 def read_checkpoint(path) -> dict:
     """Raw contents of a checkpoint file (a dict), or CheckpointError with a one-line reason."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES)
+        hint = (f"; it holds {', '.join(inside[:4])}{' ...' if len(inside) > 4 else ''}" if inside
+                else "; it holds no .pt/.pth/.pkl file")
+        raise CheckpointError(f"{path} is a folder: give the checkpoint file inside it{hint}")
+    if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint")
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
+        raise _not_a_checkpoint(path, head)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a plain checkpoint (refusing to run pickled code): {first}") from None
     except Exception as exc:  # torch.load raises many types on damaged files; none is useful raw
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+        raise CheckpointError(f"{path} is a damaged or truncated PyTorch checkpoint "
+                              f"({type(exc).__name__}: {str(exc).strip()[:80] or 'no detail'})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return obj
@@ -103,8 +147,13 @@ def _expected_shapes(spec: ArchSpec) -> dict:
 def guess_architecture(state: dict) -> str | None:
     """The zoo architecture whose key names best match ``state`` (None if nothing fits well).
 
-    Names, not shapes, decide: width variants and other class counts keep the official names.
+    An architecture one of whose variants has exactly these tensors (``infer_variant``) wins;
+    otherwise names, not shapes, decide (width variants and other class counts keep the official
+    names).
     """
+    for name, spec in ARCHS.items():
+        if infer_variant(state, spec) is not None:
+            return name
     keys = {k for k in state if not k.endswith("num_batches_tracked")}
     best, best_score = None, 0.0
     for name, spec in ARCHS.items():
@@ -113,6 +162,57 @@ def guess_architecture(state: dict) -> str | None:
         if score > best_score:
             best, best_score = name, score
     return best if best_score > 0.5 else None
+
+
+def _count_indices(state: dict, prefix: str) -> int:
+    """How many consecutive children ``prefix0.``, ``prefix1.`` ... the state has."""
+    n = 0
+    while any(k.startswith(f"{prefix}{n}.") for k in state):
+        n += 1
+    return n
+
+
+def infer_variant(state: dict, base: ArchSpec) -> ArchSpec | None:
+    """The variant of ``base`` whose tensors ``state`` holds, read from names and shapes: stacks,
+    hourglass depth, channel widths, blocks per level and class count. ``None`` when no variant of
+    ``base`` has exactly these tensors (another architecture, or a damaged file)."""
+    try:
+        stacks = _count_indices(state, "hg.hgs.")
+        levels = max(k.split(".").count("low2") for k in state if k.startswith("hg.hgs.0."))
+        dims, modules = [int(state["hg.cnvs.0.conv.weight"].shape[0])], []
+        for level in range(levels):
+            prefix = "hg.hgs.0." + "low2." * level
+            dims.append(int(state[f"{prefix}low1.0.bn2.weight"].shape[0]))
+            modules.append(_count_indices(state, f"{prefix}up1."))
+        modules.append(_count_indices(state, "hg.hgs.0." + "low2." * levels))
+        changes = dict(
+            stacks=stacks, levels=levels, dims=tuple(dims), modules=tuple(modules),
+            stem_dim=int(state["hg.pre.0.conv.weight"].shape[0]),
+            pool_dim=int(state["tl_modules.0.p1_conv1.conv.weight"].shape[0]),
+            head_dim=int(state["tl_heats.0.0.conv.weight"].shape[0]))
+        num_classes = int(state["tl_heats.0.1.weight"].shape[0])
+        if num_classes != base.num_classes:
+            changes["num_classes"] = num_classes
+        spec = base.replace(**changes)
+    except (KeyError, ValueError, IndexError, AttributeError):
+        return None
+    expected = {k: v for k, v in _expected_shapes(spec).items() if not k.endswith("num_batches_tracked")}
+    got = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    return spec if got == expected else None
+
+
+def describe_variant(spec: ArchSpec, base: ArchSpec) -> str:
+    """What differs from the official architecture, in flag terms (``'1 stack, 3 levels, ...'``)."""
+    parts = []
+    if spec.dims != base.dims[: spec.levels + 1]:
+        parts.append("channels " + "/".join(map(str, spec.dims)))
+    if spec.stacks != base.stacks:
+        parts.append(f"{spec.stacks} stack{'s' if spec.stacks != 1 else ''}")
+    if spec.levels != base.levels:
+        parts.append(f"{spec.levels} levels")
+    if spec.num_classes != base.num_classes:
+        parts.append(f"{spec.num_classes} classes")
+    return ", ".join(parts) or "the official variant"
 
 
 def _first(items, n=3) -> str:
@@ -137,8 +237,15 @@ def load_state_dict_strict(model, state: dict, source: str = "checkpoint") -> No
         if wrong:
             parts.append(f"{len(wrong)} shape mismatches: {_first(wrong, 2)}")
         guess = guess_architecture(state)
-        hint = (f"; the file looks like a '{guess}' checkpoint" if guess and guess != model.spec.name
-                else "")
+        if guess and guess != model.spec.name:
+            hint = f"; the file looks like a '{guess}' checkpoint: pass --arch {guess}"
+        elif infer_variant(state, get_arch(model.spec.name)) is not None:
+            hint = ("; the file holds another variant of it (its widths/depth/classes can be read "
+                    "from the file: give no --arch, or save the model with "
+                    "cornernet_deploy.models.save_checkpoint, which records its architecture)")
+        else:
+            hint = ("; no width/depth/stack/class variant of it has these tensors either: is this "
+                    "the right file?")
         raise CheckpointError(f"{source} does not fit architecture '{model.spec.name}': "
                               + "; ".join(parts) + hint)
     full = dict(state)
@@ -155,20 +262,26 @@ def load_checkpoint(model, path) -> dict:
 
 
 def spec_from_checkpoint(path, default_arch: str | None = None) -> ArchSpec:
-    """The architecture a checkpoint was saved for: its recorded spec, else its arch name, else a
-    guess from its keys (official files record nothing), else ``default_arch``."""
+    """The architecture a checkpoint was saved for: its recorded spec, else its arch name (or
+    ``default_arch``, else a guess from its key names: official files record nothing) with the
+    variant its tensors hold (``infer_variant``: a plain ``state_dict()`` of a narrower, shallower
+    or other-class model)."""
     obj = read_checkpoint(path)
     if obj.get("spec"):
         return spec_from_dict(obj["spec"])
-    if isinstance(obj.get("arch"), str):
-        return get_arch(obj["arch"])
-    if default_arch:
-        return get_arch(default_arch)
     state, _ = unwrap_state_dict(obj)
-    guess = guess_architecture(state)
-    if guess is None:
-        raise CheckpointError(f"cannot tell which architecture {path} belongs to; pass --arch")
-    return get_arch(guess)
+    name = obj.get("arch") if isinstance(obj.get("arch"), str) else default_arch
+    if name is None:
+        name = guess_architecture(state)
+        if name is None:
+            raise CheckpointError(f"cannot tell which architecture {path} belongs to: its {len(state)} "
+                                  "tensors fit no width/depth/stack/class variant of "
+                                  f"{', '.join(ARCHS)}; pass --arch to see which tensors differ")
+    try:
+        base = get_arch(name)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    return infer_variant(state, base) or base
 
 
 def save_checkpoint(model, path, **extra) -> None:

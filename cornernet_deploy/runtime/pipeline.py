@@ -3,7 +3,7 @@
 ``CornerNetPipeline(spec_or_metadata, run)`` drives any backend through one callback,
 ``run(batch NCHW float32) -> {output name: array}``, with outputs named as in
 ``docs/CONTRACTS.md``: either the raw heads (``tl_heat`` ...) or the in-graph decode outputs
-(``tl_scores`` ...), told apart by their keys; Saccade models add ``att0 att1 att2``.
+(``tl_scores`` ...), told apart by their keys; Saccade models add ``att0 .. att{levels-1}``.
 
 CornerNet / CornerNet-Squeeze follow ``cornernet_inference`` (``core/test/cornernet.py``); see
 ``preprocess``, ``decode`` and ``postprocess`` for the steps and their quirks. CornerNet-Saccade
@@ -157,10 +157,15 @@ class CornerNetPipeline:
         self.weight_exp = float(weight_exp)
         self.nms_nt = nms_nt
         self.max_images_per_step = max(1, int(max_images_per_step))
+        self.saccade = spec.saccade_config() if self.is_saccade else None
         if self.is_saccade:
-            if tuple(self.spec.input_size) != tuple(int(s) for s in (self.input_hw or spec.input_size)):
-                raise UserError(f"CornerNet-Saccade runs at {spec.input_size[0]}x"
-                                f"{spec.input_size[1]}; the model takes {self.input_hw}")
+            # every attention/zoom crop is cut at the model's input size (a dynamic-size export:
+            # the architecture's), as the official test with that ``input_size`` configured
+            self.crop_hw = tuple(self.input_hw or spec.input_size)
+            try:
+                spec.check_input_size(self.crop_hw)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
         elif self.input_hw is not None:
             try:
                 spec.check_input_size(self.input_hw)
@@ -194,8 +199,8 @@ class CornerNetPipeline:
                     raise UserError("CornerNet-Saccade has no flip test (the official code "
                                     "never flips it)")
                 results.extend(saccade_detect(chunk, self._infer_saccade, self.spec, self.test,
-                                              self.spec.saccade, self.mean, self.std,
-                                              self.class_names))
+                                              self.saccade, self.mean, self.std,
+                                              self.class_names, input_hw=self.crop_hw))
             else:
                 results.extend(self._detect(chunk, self.test.flip if flip is None else bool(flip)))
         return results
@@ -221,13 +226,15 @@ class CornerNetPipeline:
             if decode:
                 dets.append(decode_outputs(outputs, self.test, out_hw))
             if atts:
+                names = [f"att{j}" for j in range(self.spec.levels)]   # one per hourglass level
                 try:
-                    att_parts.append([outputs[f"att{j}"].astype(np.float32) for j in range(3)])
+                    att_parts.append([outputs[name].astype(np.float32) for name in names])
                 except KeyError:
-                    raise ValueError(f"a Saccade model must output att0, att1, att2; got "
-                                     f"{sorted(outputs)}") from None
+                    raise ValueError(f"a Saccade model with {self.spec.levels} hourglass levels must "
+                                     f"output {', '.join(names)}; got {sorted(outputs)}") from None
         det_arr = np.concatenate(dets) if dets else np.zeros((0, self.test.num_dets, 8), np.float32)
-        att_arr = [np.concatenate([p[j] for p in att_parts]) for j in range(3)] if atts else None
+        att_arr = ([np.concatenate([p[j] for p in att_parts]) for j in range(self.spec.levels)]
+                   if atts else None)
         return det_arr, att_arr
 
     def _infer_saccade(self, tensors: np.ndarray, need_atts: bool):

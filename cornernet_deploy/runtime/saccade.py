@@ -1,7 +1,8 @@
 """CornerNet-Saccade's attention/zoom test pipeline (``core/test/cornernet_saccade.py``), numpy only.
 
 1. Image -> float64 in [0, 1]; crops are cut from it and resized bilinearly (float64,
-   ``align_corners=False``) into a zero 255x255 canvas (``crop_into_canvas``), stored as float32,
+   ``align_corners=False``) into a zero canvas of the model's input size (255x255 for the official
+   model; any square ``k*32-1`` the official config's ``input_size`` could name), stored as float32,
    then normalised ((x - mean) / std in float32, so the padding becomes -mean/std).
 2. First pass: two down-sized views of the whole image, location ``(H//2, W//2, size/max(H, W))``
    for each of ``init_sizes`` (a float32 location array). Decode (``no_border``); the attention
@@ -336,13 +337,16 @@ Infer = Callable[[np.ndarray, bool], Tuple[np.ndarray, Optional[List[np.ndarray]
 
 
 def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, mean, std,
-                   class_names: Sequence[str]) -> List[Detections]:
+                   class_names: Sequence[str], input_hw: Optional[Sequence[int]] = None
+                   ) -> List[Detections]:
     """The official ``cornernet_saccade_inference`` for several images, batched across images.
 
     ``infer(tensors [M, 3, H, W] float32, need_atts) -> (dets [M, num_dets, 8] in output-map
-    units, [att0, att1, att2] each [M, 1, h, w] (sigmoid-ed, before peak suppression) or None)``.
+    units, [att0, ...] one [M, 1, h, w] per attention map (sigmoid-ed, before peak suppression)
+    or None)``. ``input_hw``: the square crop size (the official config's ``input_size``;
+    default the architecture's); ``cfg.att_scales``/``att_nms_kernels`` need one entry per map.
     """
-    input_hw = tuple(int(s) for s in spec.input_size)
+    input_hw = tuple(int(s) for s in (input_hw or spec.input_size))
     output_hw = spec.output_size(input_hw)
     images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
     if not images:

@@ -20,11 +20,14 @@ from typing import Sequence
 
 import numpy as np
 
+from ..zoo import SACCADE_ATT_LAYOUT
+
 MAX_OBJECTS = 128  # tag slots per image (official ``max_tag_len`` / ``max_objects``)
 
-# Saccade attention maps (``core/dbs/detection.py``): innermost / coarsest first.
-SACCADE_ATT_RATIOS = (16, 8, 4)                       # input pixels per attention cell
-SACCADE_ATT_RANGES = ((96, 256), (32, 96), (0, 32))   # longer box side, inclusive bounds
+# Saccade attention maps of the official three-level model (``core/dbs/detection.py``): innermost
+# / coarsest first; other depths: ``ArchSpec.attention_ratios()`` / ``attention_ranges()``.
+SACCADE_ATT_RATIOS = tuple(ratio for ratio, _, _ in SACCADE_ATT_LAYOUT)   # input pixels per cell
+SACCADE_ATT_RANGES = tuple(span for _, span, _ in SACCADE_ATT_LAYOUT)     # longer box side, inclusive
 SACCADE_MIN_SCALE = 16                                # smaller objects become ignore regions
 
 

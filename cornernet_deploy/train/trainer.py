@@ -14,9 +14,12 @@ weights_only=True)`` reads them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from ..fileio import write_text_atomic
 from .augment import AugmentConfig, augment_cornernet, augment_saccade
 from .dataset import CocoDataset
 from .losses import CornerNetLoss, collate_targets, targets_to
-from .targets import SACCADE_ATT_RANGES, cornernet_targets, saccade_targets
+from .targets import cornernet_targets, saccade_targets
 
 OFFICIAL_LR = 2.5e-4
 OFFICIAL_SEED = 317
@@ -37,31 +40,128 @@ OFFICIAL_SEED = 317
 
 @dataclass
 class TrainConfig:
-    arch: str = "cornernet-squeeze"
-    data: str = ""                      # COCO JSON
-    images: str = ""                    # image directory
-    output: str = "runs/train"
+    """Settings of one run. ``None`` means "not given": on ``resume`` the interrupted run's value
+    (its ``config.json``, kept in the checkpoint), else ``DEFAULTS``. See ``resolve_config``."""
+
+    arch: str | None = None             # default cornernet-squeeze
+    data: str | None = None             # COCO JSON
+    images: str | None = None           # image directory
+    output: str | None = None           # default runs/train, or the resumed checkpoint's folder
     width: float | None = None          # channel multiplier (ArchSpec.scaled)
     stacks: int | None = None
     levels: int | None = None
-    input_size: int | None = None       # square training input, k * size_multiple - 1
+    input_size: int | tuple | None = None  # training input H or (H, W), sides k * size_multiple - 1
     iterations: int | None = None
     epochs: float | None = None
-    batch_size: int = 4
-    lr: float = OFFICIAL_LR
+    batch_size: int | None = None       # default 4
+    lr: float | None = None             # default OFFICIAL_LR
     lr_step: int | None = None          # divide the lr by 10 from this iteration on
-    seed: int = OFFICIAL_SEED
-    snapshot: int = 500                 # checkpoint every this many iterations (0: only at the end)
-    keep_snapshots: bool = False        # also keep iter_XXXXXXX.pt besides last.pt
-    workers: int = 0
+    seed: int | None = None             # default OFFICIAL_SEED
+    snapshot: int | None = None         # checkpoint every this many iterations (0: only at the end)
+    keep_snapshots: bool | None = None  # also keep iter_XXXXXXX.pt besides last.pt
+    workers: int = 0                    # this machine's: never taken from the resumed run
     device: str = "auto"
     resume: str | None = None
     init: str | None = None
-    augment: bool = True
+    augment: bool | None = None         # default True
     border: int | None = None           # crop border (official 128); default scales with input
     log_every: int = 10
     progress: bool = True
+    overwrite: bool = False             # replace the run files already in ``output``
     extra: dict = field(default_factory=dict)  # further ArchSpec overrides
+
+
+DEFAULTS = dict(arch="cornernet-squeeze", batch_size=4, lr=OFFICIAL_LR, seed=OFFICIAL_SEED,
+                snapshot=500, keep_snapshots=False, augment=True)
+# what a resumed run takes from the interrupted one when not given (the rest is this machine's)
+RESUMED = ("arch", "data", "images", "width", "stacks", "levels", "input_size", "iterations",
+           "epochs", "batch_size", "lr", "lr_step", "seed", "snapshot", "keep_snapshots", "augment",
+           "border", "extra")
+# what defines the network or the data stream: a resumed run cannot change it
+FIXED_ON_RESUME = ("arch", "width", "stacks", "levels", "input_size", "seed")
+# the files a run writes into its folder (``--overwrite`` removes exactly these)
+RUN_FILES = ("last.pt", "config.json", "train_log.jsonl", "train.log")
+
+
+def _same(name: str, a, b) -> bool:
+    if name == "input_size":
+        return _hw(a) == _hw(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def _hw(size):
+    """``127`` or ``(127, 255)`` -> ``(H, W)``; anything else unchanged."""
+    if isinstance(size, bool) or size is None:
+        return size
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return (int(size[0]), int(size[1]))
+    return size
+
+
+def resolve_config(cfg: TrainConfig, saved: dict | None) -> TrainConfig:
+    """Fill every setting left at None: from the resumed run's ``saved`` settings, then from
+    ``DEFAULTS``. A resumed run may extend ``iterations`` or change the lr and data paths, but not
+    the network or the data order (``FIXED_ON_RESUME``)."""
+    cfg = dataclasses.replace(cfg)
+    if saved is not None:
+        for name in FIXED_ON_RESUME:
+            given, before = getattr(cfg, name), saved.get(name)
+            if given is not None and before is not None and not _same(name, given, before):
+                raise UserError(f"--resume: the run was started with --{name.replace('_', '-')} "
+                                f"{_show(before)}; drop --{name.replace('_', '-')} {_show(given)} "
+                                "(a resumed run keeps its network and data order) or start a new run")
+        length_given = cfg.iterations is not None or cfg.epochs is not None
+        for name in RESUMED:
+            if name in ("iterations", "epochs") and length_given:
+                continue                    # a new length replaces the old one, in either unit
+            if name in saved and getattr(cfg, name) in (None, {}):
+                setattr(cfg, name, saved[name])
+    for name, value in DEFAULTS.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    cfg.input_size = _hw(cfg.input_size)
+    return cfg
+
+
+def _show(value) -> str:
+    hw = _hw(value)
+    if isinstance(hw, tuple):
+        return f"{hw[0]}x{hw[1]}"
+    return str(value)
+
+
+def prepare_output(cfg: TrainConfig) -> Path:
+    """The run folder, checked before any work: a folder that already holds a run is continued
+    only by ``--resume`` of its own checkpoint, replaced only with ``--overwrite``."""
+    from ..fileio import check_output_dir
+    out = check_output_dir(cfg.output, "--output")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    present += sorted(p.name for p in out.glob("iter_*.pt")) if out.is_dir() else []
+    if not present:
+        return out
+    resuming_here = cfg.resume is not None and Path(cfg.resume).resolve().parent == out.resolve()
+    if resuming_here:
+        return out
+    if not cfg.overwrite:
+        last = out / "last.pt"
+        where = f" (last.pt of iteration {_iteration_of(last)})" if last.exists() else ""
+        raise UserError(
+            f"--output {out} already holds a run{where}: continue it with --resume {last}, "
+            "keep it and give another --output, or replace it with --overwrite")
+    for name in present:
+        (out / name).unlink()
+    return out
+
+
+def _iteration_of(path: Path) -> str:
+    try:
+        return str(int(torch.load(path, map_location="cpu", weights_only=True).get("iteration", 0)))
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"
 
 
 # --------------------------------------------------------------------------- samples
@@ -90,12 +190,12 @@ class TrainSamples(torch.utils.data.Dataset):
         if spec.attention:
             image, boxes, labels, kept = augment_saccade(image, rec.boxes, rec.labels, rng,
                                                          self.aug_cfg, train=self.augment)
-            ratios = tuple(spec.stride * 2 ** (spec.levels - 1 - i) for i in range(spec.levels))
-            ranges = SACCADE_ATT_RANGES[-spec.levels:] if spec.levels <= 3 else \
-                SACCADE_ATT_RANGES + ((0, 32),) * (spec.levels - 3)
+            # one map per hourglass level; each trained on the object sizes of its cell size
+            # (zoo.SACCADE_ATT_LAYOUT), the sizes the runtime's zoom scales assume
             targets = saccade_targets(boxes, labels, kept, spec.num_classes, self.input_hw,
-                                      self.output_hw, spec.gaussian_iou, att_ratios=ratios,
-                                      att_ranges=ranges)
+                                      self.output_hw, spec.gaussian_iou,
+                                      att_ratios=spec.attention_ratios(),
+                                      att_ranges=spec.attention_ranges())
         else:
             image, boxes, labels = augment_cornernet(image, rec.boxes, rec.labels, rng,
                                                      self.aug_cfg, train=self.augment)
@@ -152,7 +252,7 @@ def _pick_device(name: str) -> torch.device:
 
 def build_train_spec(cfg: TrainConfig, coco: CocoDataset):
     from ..models import build_spec
-    overrides = dict(cfg.extra)
+    overrides = dict(cfg.extra or {})
     if cfg.stacks is not None:
         overrides["stacks"] = cfg.stacks
     if cfg.levels is not None:
@@ -161,8 +261,9 @@ def build_train_spec(cfg: TrainConfig, coco: CocoDataset):
         spec = build_spec(cfg.arch, num_classes=coco.num_classes, width=cfg.width, **overrides)
         spec = spec.replace(class_names=coco.class_names, category_ids=coco.category_ids)
         if cfg.input_size is not None:
-            spec.check_input_size((cfg.input_size, cfg.input_size))
-            spec = spec.replace(input_size=(cfg.input_size, cfg.input_size))
+            hw = _hw(cfg.input_size)
+            spec.check_input_size(hw)
+            spec = spec.replace(input_size=hw)
         else:
             spec.check_input_size(spec.input_size)
     except (ValueError, TypeError) as exc:
@@ -196,6 +297,44 @@ def _config_dict(cfg: TrainConfig) -> dict:
     return json.loads(json.dumps(d))  # plain types only (weights_only-safe)
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends, so an optimizer
+    step is never half applied when the run is interrupted (and the checkpoint saved)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append((signum, frame)))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signum, frame = pending[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
+class RunLog:
+    """Messages to the console and to ``train.log`` in the run folder (appended, timestamped)."""
+
+    def __init__(self, echo, path: Path | None = None):
+        self.echo, self.path = echo, path
+
+    def __call__(self, message: str) -> None:
+        if self.echo:
+            self.echo(message)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
 def save_training_checkpoint(path, model, optimizer, iteration: int, cfg: TrainConfig,
                              losses: dict | None = None) -> None:
     from ..models.checkpoint import save_checkpoint
@@ -212,24 +351,38 @@ def _lr_at(cfg: TrainConfig, iteration: int) -> float:
 
 # --------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, log=print) -> dict:
-    """Train per ``cfg``; returns ``{"checkpoint", "iterations", "losses", "spec"}``."""
+    """Train per ``cfg``; returns ``{"checkpoint", "iterations", "losses", "smoothed", "spec"}``
+    (``losses``: the last batch's; ``smoothed``: the running means the progress bar shows).
+
+    Ctrl-C or SIGTERM saves ``last.pt`` at the last completed iteration (resume exactly from it),
+    then raises ``KeyboardInterrupt`` as usual."""
     from ..models import build_model
     from ..models.checkpoint import load_state_dict_strict, read_checkpoint, spec_from_dict
     from ..models.checkpoint import unwrap_state_dict
 
-    if cfg.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if cfg.lr <= 0:
-        raise UserError("--lr must be positive")
-    resume_obj = None
+    if cfg.resume and cfg.init:
+        raise UserError("--resume and --init exclude each other")
+    resume_obj = saved = None
     if cfg.resume:
         resume_obj = read_checkpoint(cfg.resume)
         if "iteration" not in resume_obj or "optimizer" not in resume_obj:
             raise UserError(f"--resume {cfg.resume}: not a training checkpoint (no iteration/"
                             "optimizer state); use --init to start from its weights")
-        saved = resume_obj.get("train") or {}
-        # the data stream is a function of the seed: keep the interrupted run's
-        cfg.seed = int(saved.get("seed", cfg.seed))
+        saved = dict(resume_obj.get("train") or {})
+        if cfg.output is None:
+            cfg = dataclasses.replace(cfg, output=str(Path(cfg.resume).parent))
+    if cfg.output is None:
+        cfg = dataclasses.replace(cfg, output="runs/train")
+    cfg = resolve_config(cfg, saved)
+    if cfg.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if cfg.lr <= 0:
+        raise UserError("--lr must be positive")
+    if not cfg.data or not cfg.images:
+        raise UserError("give --data (COCO JSON) and --images (their folder)")
+    if cfg.iterations is None and cfg.epochs is None:
+        raise UserError("give --iterations or --epochs")
+    out_dir = prepare_output(cfg)
 
     coco = CocoDataset(cfg.data, cfg.images, category_ids=None)
     coco.check_images()
@@ -243,8 +396,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
     input_hw = tuple(spec.input_size)
 
     n = len(coco)
-    if cfg.iterations is None and cfg.epochs is None:
-        raise UserError("give --iterations or --epochs")
     total = int(cfg.iterations) if cfg.iterations is not None else \
         max(1, math.ceil(float(cfg.epochs) * n / cfg.batch_size))
 
@@ -253,6 +404,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = build_model(spec).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(log, out_dir / "train.log")
     if resume_obj is not None:
         state, _ = unwrap_state_dict(resume_obj)
         load_state_dict_strict(model, state, source=str(cfg.resume))
@@ -268,13 +421,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
         loaded, skipped = load_matching_weights(model, cfg.init)
         log(f"initialised {loaded} tensors from {cfg.init}"
             + (f"; {len(skipped)} kept fresh (e.g. {skipped[0]})" if skipped else ""))
+    else:
+        log(f"training {spec.summary} at {input_hw[0]}x{input_hw[1]} on {n} images of {cfg.data}")
 
     if start >= total:
         log(f"nothing to do: the checkpoint is at iteration {start} >= {total}")
-        return {"checkpoint": str(cfg.resume), "iterations": start,
-                "losses": dict(resume_obj.get("losses") or {}), "spec": spec}
-    out_dir = Path(cfg.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        losses = dict(resume_obj.get("losses") or {})
+        return {"checkpoint": str(cfg.resume), "iterations": start, "losses": losses,
+                "smoothed": losses, "spec": spec}
     write_text_atomic(out_dir / "config.json", json.dumps(_config_dict(cfg), indent=1))
     border = cfg.border if cfg.border is not None else min(128, max(input_hw) // 4 + 1)
     samples = TrainSamples(coco, spec, input_hw, cfg.seed, augment=cfg.augment, border=border)
@@ -285,7 +439,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     criterion = CornerNetLoss(attention=spec.attention)
     model.train()
     last_path = out_dir / "last.pt"
-    terms_avg: dict = {}
+    smoothed: dict = {}
     log_path = out_dir / "train_log.jsonl"
     bar = None
     if cfg.progress:
@@ -294,6 +448,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
     t0 = time.time()
     iteration = start
     losses = {}
+
+    def log_line():
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"iteration": iteration, "lr": _lr_at(cfg, iteration - 1),
+                                "time": round(time.time() - t0, 2), **losses,
+                                **{f"smoothed_{k}": v for k, v in smoothed.items()}}) + "\n")
+
     try:
         for images, targets in loader:
             for group in optimizer.param_groups:
@@ -307,26 +468,40 @@ def train(cfg: TrainConfig, log=print) -> dict:
                                 "(try a lower --lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            iteration += 1
+            with signals_deferred():   # the step and its count are one unit for an interrupt
+                optimizer.step()
+                iteration += 1
             losses = {"loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()}}
             for k, v in losses.items():
-                terms_avg[k] = 0.9 * terms_avg.get(k, v) + 0.1 * v
+                smoothed[k] = 0.9 * smoothed.get(k, v) + 0.1 * v
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in terms_avg.items()}, refresh=False)
-            if cfg.log_every and iteration % cfg.log_every == 0:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"iteration": iteration, "lr": _lr_at(cfg, iteration - 1),
-                                        "time": round(time.time() - t0, 2), **losses}) + "\n")
+                bar.set_postfix({k: f"{v:.3f}" for k, v in smoothed.items()}, refresh=False)
+            if (cfg.log_every and iteration % cfg.log_every == 0) or iteration == total:
+                log_line()
             if cfg.snapshot and iteration % cfg.snapshot == 0 and iteration < total:
                 save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
                 if cfg.keep_snapshots:
                     save_training_checkpoint(out_dir / f"iter_{iteration:07d}.pt", model,
                                              optimizer, iteration, cfg, losses)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+            bar = None
+        if iteration > start:
+            if cfg.log_every and iteration % cfg.log_every:
+                log_line()
+            with signals_deferred():   # a second Ctrl-C does not cut the save short
+                save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
+            log(f"interrupted: saved {last_path} at iteration {iteration}; continue with "
+                f"cornernet-deploy train --resume {last_path}")
+        else:
+            log("interrupted before the first iteration completed: nothing saved")
+        raise
     finally:
         if bar is not None:
             bar.close()
     save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
     log(f"saved {last_path} (iteration {iteration})")
-    return {"checkpoint": str(last_path), "iterations": iteration, "losses": losses, "spec": spec}
+    return {"checkpoint": str(last_path), "iterations": iteration, "losses": losses,
+            "smoothed": dict(smoothed), "spec": spec}
