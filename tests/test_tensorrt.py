@@ -123,7 +123,8 @@ def exports(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("cornernet-squeeze", num_classes=1, width=0.125)
     paths = {"static": root / "static.onnx", "dynamic": root / "dynamic.onnx"}
-    export_onnx(model=model, output=paths["static"], batch=1, progress=None, verify=False)
+    export_onnx(model=model, output=paths["static"], batch=1, dynamic_size=False, progress=None,
+                verify=False)
     export_onnx(model=model, output=paths["dynamic"], dynamic_batch=True, dynamic_size=True, progress=None,
                 verify=False)
     return paths

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The test command (README "Quickstart", .ci/run): prepares the test-only environments, then runs
+# `python -m pytest -q` with any extra arguments. Run it inside the project venv, from anywhere.
+#
+# Prepared once, kept afterwards (all git-ignored), each skipped when it cannot be made (the tests
+# that need it then skip and say why; with CI=1 they fail instead):
+# - .venv-triton: the Python environment of the real tritonserver that tests/test_triton_server.py
+#   starts (nvidia-pytriton bundles Triton 2.51 with its Python backend, which needs numpy < 2);
+# - .venv/lean-tensorrt/{10,11}: the real plugin registries of TensorRT 10.16 and 11.4 (PyPI lean
+#   wheels, no GPU needed) that tests/test_plugin_compile.py loads each plugin build into; both
+#   wheel pairs are named tensorrt_lean_bindings, so each has its own folder;
+# - the TensorRT headers of 10.3, 10.16 and 11.1 are read where they lie
+#   ($CORNERNET_DEPLOY_TRT_HEADERS, default ../shared/tensorrt-headers; never copied here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -c "import cornernet_deploy" 2>/dev/null || {
+    echo "error: run this inside the project venv (. .venv/bin/activate), after the README's set-up" >&2
+    exit 2
+}
+setup_start=$SECONDS
+note() { echo "test set-up: $*" >&2; }
+
+if [ ! -x .venv-triton/bin/python ] || ! .venv-triton/bin/python -c "import pytriton" 2>/dev/null; then
+    { python3 -m venv .venv-triton &&
+      .venv-triton/bin/python -m pip install -q nvidia-pytriton==0.7.0 \
+          -r cornernet_deploy/serving/requirements-python-model.txt; } ||
+        note "could not make .venv-triton: the real-server Triton tests will skip"
+fi
+
+lean=$(python -c "import sys; print(sys.prefix)")/lean-tensorrt
+for pair in "10 cu12 10.16.1.11" "11 cu13 11.4.0.106"; do
+    set -- $pair
+    if [ ! -d "$lean/$1/tensorrt_lean_$2_libs-$3.dist-info" ] || [ ! -d "$lean/$1/tensorrt_lean_$2_bindings-$3.dist-info" ]; then
+        python -m pip install -q --no-deps --upgrade --target "$lean/$1" \
+            "tensorrt-lean-$2-bindings==$3" "tensorrt-lean-$2-libs==$3" ||
+            note "could not install the TensorRT $3 lean wheels: its registry tests will skip"
+    fi
+done
+export CORNERNET_DEPLOY_LEAN_TENSORRT_DIRS="$lean/10:$lean/11"
+
+if headers=$(cd "${CORNERNET_DEPLOY_TRT_HEADERS:-../shared/tensorrt-headers}" 2>/dev/null && pwd); then
+    export CORNERNET_DEPLOY_TRT_INCLUDE_DIRS="$headers/10.3/include:$headers/10.16/include:$headers/11.1/include"
+else
+    note "no TensorRT headers at ${CORNERNET_DEPLOY_TRT_HEADERS:-../shared/tensorrt-headers}: the plugin build tests will skip"
+fi
+note "$((SECONDS - setup_start)) s"
+exec python -m pytest -q "$@"
