@@ -25,7 +25,7 @@ from .models.checkpoint import describe_variant, spec_from_checkpoint, spec_to_d
 from .models.corner_pool import doubling_steps
 from .onnx_function import attach_corner_pool_function
 from .runtime.pipeline import METADATA_KEY  # the key the runtime reads
-from .zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
+from .zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec, parse_hw
 
 METADATA_FORMAT = 1
 RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
@@ -82,19 +82,6 @@ def output_names(spec: ArchSpec, decode: str) -> list:
     if spec.attention:
         names += [f"att{i}" for i in range(spec.levels)]
     return names
-
-
-def parse_hw(text: str) -> tuple:
-    """'511x383' or '511' -> (H, W)."""
-    try:
-        parts = [int(p) for p in str(text).lower().split("x")]
-    except ValueError:
-        raise UserError(f"input size must look like HxW (e.g. 511x511), got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise UserError(f"input size must look like HxW (e.g. 511x511), got {text!r}")
-    return tuple(parts)
 
 
 def max_opset() -> int:

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
+from .errors import UserError
+
 # Normalisation of the official COCO loader (``core/dbs/coco.py``), in **BGR** order: images are
 # read with cv2 and never converted to RGB.
 COCO_MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
@@ -266,3 +268,16 @@ def get_arch(name: str) -> ArchSpec:
         return ARCHS[name.lower()]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)}") from None
+
+
+def parse_hw(text: str) -> tuple:
+    """'511x383' or '511' -> (H, W)."""
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        raise UserError(f"input size must look like HxW (e.g. 511x511), got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise UserError(f"input size must look like HxW (e.g. 511x511), got {text!r}")
+    return tuple(parts)

@@ -61,7 +61,7 @@ def test_runtime_sources_do_not_mention_torch_imports():
     (the files of the torch-free pipeline and the backends other than PyTorch's)."""
     mine = ["__init__.py", "preprocess.py", "decode.py", "postprocess.py", "pipeline.py",
             "detections.py", "saccade.py", "detector.py", "backends/__init__.py", "backends/base.py",
-            "backends/onnxruntime.py", "backends/tensorrt.py"]
+            "backends/onnxruntime.py", "backends/tensorrt.py", "soft_nms_compiled.py"]
     for name in mine:
         tree = ast.parse(open(os.path.join(RUNTIME, name)).read())
         for node in ast.walk(tree):
@@ -72,3 +72,30 @@ def test_runtime_sources_do_not_mention_torch_imports():
             else:
                 continue
             assert not any(n == "torch" or n.startswith("torch.") for n in names), (name, names)
+
+
+def test_engine_build_options_need_no_torch(tmp_path):
+    """``build`` runs on a Jetson without torch: the builder and every check before TensorRT
+    (``--input-size`` of a dynamic-size export included) import no torch; here the build gets as
+    far as the missing TensorRT."""
+    import torch
+
+    from cornernet_deploy.exporter import export_onnx
+    from cornernet_deploy.models import build_model
+    torch.manual_seed(0)
+    onnx_path = tmp_path / "dynamic.onnx"
+    export_onnx(model=build_model("cornernet-squeeze", num_classes=1, width=0.125), output=onnx_path,
+                dynamic_size=True, progress=None, verify=False)
+    code = textwrap.dedent(f"""
+        import sys
+        from cornernet_deploy.cli import main
+        rc = main(["build", {str(onnx_path)!r}, "--input-size", "255x255",
+                   "--output", {str(tmp_path / "x.engine")!r}])
+        bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        print(rc, "TORCH" if bad else "CLEAN")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["2", "CLEAN"], (res.stdout, res.stderr[-500:])
+    assert "TensorRT is not installed" in res.stderr, res.stderr

@@ -63,7 +63,7 @@ def run(args) -> int:
     if not args.resume and not (args.data and args.images):
         raise UserError("give --data (COCO JSON) and --images (their folder), or --resume a run")
     require_torch("training")
-    from ..exporter import parse_hw
+    from ..zoo import parse_hw
     from ..train.trainer import TrainConfig, train
 
     input_size = parse_hw(args.input_size) if args.input_size is not None else None

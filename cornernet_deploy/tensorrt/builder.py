@@ -171,7 +171,7 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     from .plugin_build import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
 
     if input_size:
-        from ..exporter import parse_hw  # the exporter imports torch: only --input-size needs it here
+        from ..zoo import parse_hw
         requested_hw = parse_hw(input_size)
     else:
         requested_hw = None
