@@ -21,22 +21,21 @@ called by the Python model through BLS::
 plus ``REPO/README.md`` (start, call, scale), ``REPO/requirements.txt`` (what the Python model
 needs in the server's Python), ``REPO/Dockerfile`` (the Triton container with it) and
 ``REPO/cornernet-deploy.json`` (what was generated from what).
-The whole repository is written in a staging directory next to REPO and renamed into place, so a
+The whole repository is put together next to REPO and renamed into place (``fileio.atomic_dir``), so a
 failure leaves nothing half-written.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
 from ..errors import UserError
+from ..fileio import atomic_dir, check_output_dir
 from ..runtime.pipeline import METADATA_KEY, spec_from_metadata
 from ..tensorrt.common import manifest_path, sha256_file
 
@@ -205,34 +204,19 @@ def _requirements(onnx: bool) -> str:
 
 
 def _check_target(repo: Path, overwrite: bool) -> None:
-    from ..fileio import check_output_dir
-    check_output_dir(repo, "--repo")
-    if not repo.exists() or not any(repo.iterdir()):
-        return
-    if not overwrite:
-        raise UserError(f"--repo {repo} exists and is not empty; pass --overwrite to replace it")
+    """Before the work: ``repo`` must be new or empty, or with ``overwrite`` one of ours."""
+    check_output_dir(repo, "--repo", whole=True)
+    if repo.is_dir() and any(repo.iterdir()):
+        if not overwrite:
+            raise UserError(f"--repo {repo} exists and is not empty; pass --overwrite to replace it")
+        _ours(repo)
+
+
+def _ours(repo: Path) -> None:
+    """Refuse (UserError) to replace a folder this command did not write."""
     if not (repo / REPOSITORY_MANIFEST).is_file():
         raise UserError(f"--repo {repo} was not written by cornernet-deploy (no {REPOSITORY_MANIFEST}); "
                         "refusing to replace it")
-    if not os.access(repo.resolve().parent, os.W_OK | os.X_OK):
-        raise UserError(f"--repo {repo}: {repo.resolve().parent} is not writable (the new repository is "
-                        "made next to the old one, then swapped in)")
-
-
-def _replace_dir(staging: Path, repo: Path) -> None:
-    """Put the finished ``staging`` at ``repo``; an old repository is moved aside first, then deleted."""
-    old = None
-    if repo.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{repo.name}.old-", dir=repo.parent))
-        os.replace(repo, old / repo.name)
-    try:
-        os.replace(staging, repo)
-    except OSError:
-        if old is not None:
-            os.replace(old / repo.name, repo)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Optional[int] = None,
@@ -285,10 +269,7 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
     spec, extras = spec_from_metadata(metadata)   # refuses metadata of an unknown model
     max_batch = int(max_batch or (manifest["input"]["max"][0] if manifest else DEFAULT_MAX_BATCH))
 
-    repo.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-", dir=repo.parent))
-    try:
-        top = staging / "repo"
+    with atomic_dir(repo, _ours if overwrite else None, "--repo") as top:
         version = top / name / "1"
         version.mkdir(parents=True)
         shutil.copy2(MODEL_FILE, version / "model.py")
@@ -325,7 +306,4 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
         (top / REPOSITORY_MANIFEST).write_text(json.dumps(record, indent=1))
         files = sorted(str(p.relative_to(top)) for p in top.rglob("*")
                        if p.is_file() and "cornernet_deploy" not in p.relative_to(top).parts)
-        _replace_dir(top, repo)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return RepositoryResult(repo, record["models"], files)
