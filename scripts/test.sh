@@ -29,11 +29,12 @@ fi
 
 lean=$(python -c "import sys; print(sys.prefix)")/lean-tensorrt
 for pair in "10 cu12 10.16.1.11" "11 cu13 11.4.0.106"; do
-    set -- $pair
-    if [ ! -d "$lean/$1/tensorrt_lean_$2_libs-$3.dist-info" ] || [ ! -d "$lean/$1/tensorrt_lean_$2_bindings-$3.dist-info" ]; then
-        python -m pip install -q --no-deps --upgrade --target "$lean/$1" \
-            "tensorrt-lean-$2-bindings==$3" "tensorrt-lean-$2-libs==$3" ||
-            note "could not install the TensorRT $3 lean wheels: its registry tests will skip"
+    read -r major cuda version <<< "$pair"
+    if [ ! -d "$lean/$major/tensorrt_lean_${cuda}_libs-$version.dist-info" ] ||
+       [ ! -d "$lean/$major/tensorrt_lean_${cuda}_bindings-$version.dist-info" ]; then
+        python -m pip install -q --no-deps --upgrade --target "$lean/$major" \
+            "tensorrt-lean-$cuda-bindings==$version" "tensorrt-lean-$cuda-libs==$version" ||
+            note "could not install the TensorRT $version lean wheels: its registry tests will skip"
     fi
 done
 export CORNERNET_DEPLOY_LEAN_TENSORRT_DIRS="$lean/10:$lean/11"
