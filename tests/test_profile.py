@@ -346,6 +346,7 @@ def test_profile_cli_images_folder(tiny_files, tmp_path, capsys):
     for i in range(2):
         cv2.imwrite(str(folder / f"{i}.png"), render_scene(i, image_size=(90, 140))[0])
     (folder / "notes.txt").write_text("not an image")
+    (folder / "._0.png").write_bytes(b"\0\5\26\7 AppleDouble")    # skipped as infer skips it
     out = tmp_path / "p.json"
     assert main(["profile", str(tiny_files / "tiny.onnx"), "--images", str(folder), "--iters", "2",
                  "--warmup", "0", "--json", str(out), "--quiet"]) == 0
@@ -354,7 +355,7 @@ def test_profile_cli_images_folder(tiny_files, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["profile", str(tiny_files / "tiny.onnx"), "--images", str(empty), "--quiet"]) == 2
-    assert "no image files" in capsys.readouterr().err
+    assert "folder holds no images" in capsys.readouterr().err
 
 
 def test_profile_image_notes_respect_quiet(tiny_files, tmp_path):

@@ -26,7 +26,6 @@ import datetime
 import os
 import platform
 import sys
-import warnings
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -70,30 +69,19 @@ class RowResult:
 
 def load_images(folder, limit: Optional[int] = None,
                 note: Optional[Callable[[str], None]] = None) -> List[np.ndarray]:
-    """Every image file in ``folder`` (sorted by name; not recursive), as BGR uint8. Conversions
-    (grayscale, alpha, 16-bit) are reported through ``note`` ("note: ..."), as ``infer`` does,
-    instead of as Python warnings."""
-    from ..runtime.images import IMAGE_SUFFIXES
-    from ..runtime.preprocess import ImageConversionWarning, load_image
+    """The image files of ``folder`` as ``infer`` finds them (``runtime.images.collect_images``:
+    sorted by name, not recursive, hidden files skipped), the first ``limit``, as BGR uint8.
+    What was skipped and the conversions (grayscale, alpha, 16-bit) are told to ``note`` as
+    "note: ..." lines, as ``infer`` does, instead of as Python warnings."""
+    from ..runtime.images import collect_images, read_image
     folder = Path(folder)
     if not folder.exists():
         raise UserError(f"{folder}: no such directory")
     if not folder.is_dir():
         raise UserError(f"{folder}: --images must be a directory of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    files = files[:limit] if limit else files
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ImageConversionWarning)
-        images = [load_image(p) for p in files]
-    for w in caught:
-        if issubclass(w.category, ImageConversionWarning):
-            if note:
-                note(f"note: {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return images
+    tell = (lambda message: note(f"note: {message}")) if note else None
+    files = collect_images([str(folder)], note=tell)
+    return [read_image(p, tell) for p in (files[:limit] if limit else files)]
 
 
 def generated_images(count: int, image_hw, seed: int = 0) -> List[np.ndarray]:
