@@ -276,8 +276,8 @@ def _soft_nms_blocks_compiled(rows, bounds, sigma, nt, threshold, method):
         g = sizes[work]
         offsets = np.concatenate([[0], np.cumsum(g * g)[:-1]]).astype(np.int64)
         total = int((g * g).sum())
-        over = np.empty(total, dtype=np.bool_)
-        value = np.empty(total, dtype=np.float32)
+        over = np.zeros(total, dtype=np.bool_)
+        value = np.zeros(total, dtype=np.float32)
         soft_nms_compiled.pair_terms(rows, starts, g, offsets, float(sigma), float(nt), int(method),
                                      over, value)
         if method == 2:                  # numpy's float64 exp, as the Cython's np.exp call

@@ -12,7 +12,8 @@ it is double), only without Python's per-row cost:
   ``np.exp`` (numpy's float64 loop) that the Cython calls, so the weights are numpy's bits on
   every CPU, not those of whichever libm numba links;
 * ``soft_nms_loops``: the Cython's loops (max search, decay, replacing a dropped row by the last
-  one), statement for statement, on every class block in place.
+  one) on every class block in place; the next pass's max (its first occurrence) is found while a
+  pass settles each slot, in slot order, which is where the Cython's search would find it.
 
 The functions are compiled on first use and cached on disk (numba's ``cache=True``).
 """
@@ -32,43 +33,49 @@ def _build():
 
     f32, f64 = np.float32, np.float64
 
-    @numba.njit(cache=True, nogil=True)
-    def pair_terms(rows, starts, sizes, offsets, sigma, nt, method, over, value):
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def pair_terms(rows, starts, sizes, offsets, sigma, by_inverse, nt, method, over, value):
+        # Each row of a block's matrix in one branch-free pass over the other boxes (so that it
+        # compiles to SIMD code); a pair that does not overlap gets the weight 1 (Gaussian: the
+        # exponent 0, exp(0) = 1 exactly). Error model "numpy": the quotients of non-overlapping
+        # pairs (which may divide by 0) are computed and thrown away, as in the numpy path.
         one = f32(1.0)
+        zero = f32(0.0)
         sig = f32(sigma)
+        # by_inverse (sigma a power of two, as the official 0.5): x / sigma is x * (1 / sigma) bit
+        # for bit, a multiplication instead of a division
+        inv = f32(1.0 / sig)
         thr = f32(nt)
         for b in range(starts.shape[0]):
             s, g, off = starts[b], sizes[b], offsets[b]
+            x1 = rows[s:s + g, 0].copy()
+            y1 = rows[s:s + g, 1].copy()
+            x2 = rows[s:s + g, 2].copy()
+            y2 = rows[s:s + g, 3].copy()
             # a box's area: a double product as the max box, stored as a float as the other one
-            area = np.empty(g, dtype=np.float64)
-            for q in range(g):
-                area[q] = (f64(rows[s + q, 2] - rows[s + q, 0]) + 1.0) * (f64(rows[s + q, 3] - rows[s + q, 1]) + 1.0)
+            area = (((x2 - x1).astype(np.float64) + 1.0) * ((y2 - y1).astype(np.float64) + 1.0))
+            area32 = area.astype(np.float32).astype(np.float64)
             for ti in range(g):
-                t = s + ti
-                tx1, ty1, tx2, ty2 = rows[t, 0], rows[t, 1], rows[t, 2], rows[t, 3]
-                for pi in range(ti, g):            # the overlap is symmetric, the union is not
-                    p = s + pi
-                    px1, py1, px2, py2 = rows[p, 0], rows[p, 1], rows[p, 2], rows[p, 3]
-                    k, kt = off + ti * g + pi, off + pi * g + ti
-                    iw = (px2 if px2 < tx2 else tx2) - (px1 if px1 > tx1 else tx1) + one
-                    ih = (py2 if py2 < ty2 else ty2) - (py1 if py1 > ty1 else ty1) + one
-                    if not (iw > 0 and ih > 0):
-                        over[k] = over[kt] = False
-                        value[k] = value[kt] = f32(0.0) if method == 2 else one  # exp(0) = 1
-                        continue
-                    over[k] = over[kt] = True
+                tx1, ty1, tx2, ty2, ta = x1[ti], y1[ti], x2[ti], y2[ti], area[ti]
+                k0 = off + ti * g
+                for pi in range(g):
+                    iw = (x2[pi] if x2[pi] < tx2 else tx2) - (x1[pi] if x1[pi] > tx1 else tx1) + one
+                    ih = (y2[pi] if y2[pi] < ty2 else ty2) - (y1[pi] if y1[pi] > ty1 else ty1) + one
+                    o = (iw > zero) & (ih > zero)
                     inter = f32(iw * ih)
-                    for a, c, kk in ((ti, pi, k), (pi, ti, kt)):   # a: the max box, c: the other
-                        ua = f32((area[a] + f64(f32(area[c]))) - f64(inter))
-                        ov = f32(inter / ua)
-                        if method == 2:
-                            value[kk] = f32(-f32(ov * ov) / sig)
-                        elif method == 1:
-                            value[kk] = f32(one - ov) if ov > thr else one
-                        else:
-                            value[kk] = f32(0.0) if ov > thr else one
+                    ua = f32((ta + area32[pi]) - f64(inter))
+                    ov = f32(inter / ua)
+                    if method == 2:
+                        sq = -f32(ov * ov)
+                        v = f32(sq * inv) if by_inverse else f32(sq / sig)
+                        value[k0 + pi] = v if o else zero
+                    elif method == 1:
+                        value[k0 + pi] = f32(one - ov) if (o and ov > thr) else one
+                    else:
+                        value[k0 + pi] = zero if (o and ov > thr) else one
+                    over[k0 + pi] = o
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
     def soft_nms_loops(rows, starts, sizes, offsets, over, weight, threshold, counts):
         thr = f32(threshold)
         for b in range(starts.shape[0]):
@@ -76,26 +83,32 @@ def _build():
             rid = np.arange(g)
             ss = rows[s:s + g, 4].copy()
             n = g
+            m = 0
+            for j in range(1, n):                  # the first occurrence of the max
+                if ss[j] > ss[m]:
+                    m = j
             for i in range(g):
                 if i + 1 >= n:
                     break
-                m = i
-                for j in range(i + 1, n):          # the first occurrence of the max
-                    if ss[j] > ss[m]:
-                        m = j
                 if m != i:
                     rid[i], rid[m] = rid[m], rid[i]
                     ss[i], ss[m] = ss[m], ss[i]
                 base = off + rid[i] * g
                 pos = i + 1
+                m = -1              # the next max, found as the pass settles each slot in order
                 while pos < n:
                     r = rid[pos]
-                    if over[base + r]:
-                        ss[pos] = f32(weight[base + r] * ss[pos])
-                        if ss[pos] < thr:
-                            rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
-                            n -= 1
-                            continue
+                    # the weight of a pair that does not overlap is exactly 1, so the Cython's
+                    # "if overlapping: decay" is a plain product here (x * 1 == x), without a
+                    # hard-to-predict branch; only the drop needs the overlap (the Cython drops a
+                    # row only in that branch)
+                    ss[pos] = f32(weight[base + r] * ss[pos])
+                    if ss[pos] < thr and over[base + r]:
+                        rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
+                        n -= 1
+                        continue
+                    if m < 0 or ss[pos] > ss[m]:
+                        m = pos
                     pos += 1
             boxes = rows[s:s + g, 0:4].copy()
             for q in range(g):
@@ -119,8 +132,12 @@ def available() -> bool:
     return bool(_compiled)
 
 
-def pair_terms(*args):
-    return _compiled[0](*args)
+def pair_terms(rows, starts, sizes, offsets, sigma, nt, method, over, value):
+    """Fill ``over`` (all False) and ``value`` (all zero) for every pair of each block."""
+    import math
+    by_inverse = math.frexp(float(np.float32(sigma)))[0] == 0.5      # a power of two
+    return _compiled[0](rows, starts, sizes, offsets, float(sigma), by_inverse, float(nt), int(method),
+                        over, value)
 
 
 def soft_nms_loops(*args):
