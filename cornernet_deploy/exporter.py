@@ -24,8 +24,7 @@ from .models import CornerNet, load_checkpoint
 from .models.checkpoint import describe_variant, spec_from_checkpoint, spec_to_dict
 from .models.corner_pool import doubling_steps
 from .onnx_function import attach_corner_pool_function
-from .runtime.pipeline import METADATA_KEY  # the key the runtime reads
-from .zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec, parse_hw
+from .zoo import COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, ArchSpec, parse_hw
 
 METADATA_FORMAT = 1
 RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
@@ -187,13 +186,6 @@ def build_metadata(spec: ArchSpec, input_hw, batch, decode, corner_pool, precisi
         "saccade": dataclasses.asdict(spec.saccade) if spec.saccade else None,
         "outputs": output_names(spec, decode), "corner_pool": corner_pool, "precision": precision,
     }
-
-
-def read_metadata(model: onnx.ModelProto) -> dict | None:
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    return None
 
 
 def _log(progress, msg):

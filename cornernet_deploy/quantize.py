@@ -49,7 +49,8 @@ from . import __version__
 from .errors import UserError
 from .fileio import atomic_path
 from .onnx_function import DOMAIN, OP_TYPE
-from .runtime.pipeline import METADATA_KEY, spec_from_metadata
+from .runtime.pipeline import spec_from_metadata
+from .zoo import METADATA_KEY, read_metadata
 from .tensorrt.common import sha256_file  # torch-, onnx- and TensorRT-free
 
 __all__ = ["quantize_onnx", "QuantizeResult", "METHODS", "QUANTIZED_OPS", "DEFAULT_NUM_IMAGES",
@@ -265,8 +266,7 @@ def _load_float_model(path: Path):
         model = onnx.load(str(path))
     except Exception:  # protobuf raises its own types for every kind of bad file
         raise UserError(f"{path} is not an ONNX model") from None
-    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
-    metadata = json.loads(raw) if raw is not None else None
+    metadata = read_metadata(model)
     if metadata is None:
         raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
                         "export it with `cornernet-deploy export`")

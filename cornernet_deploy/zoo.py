@@ -281,3 +281,20 @@ def parse_hw(text: str) -> tuple:
     if len(parts) != 2 or min(parts) < 1:
         raise UserError(f"input size must look like HxW (e.g. 511x511), got {text!r}")
     return tuple(parts)
+
+
+# The metadata_props key under which an export carries its description (docs/CONTRACTS.md).
+METADATA_KEY = "cornernet_deploy"
+
+
+def read_metadata(model) -> "dict | None":
+    """The export description of an ONNX ``ModelProto`` (its ``METADATA_KEY`` entry, a dict), or
+    None when the file was not made by cornernet-deploy. Needs neither onnx nor torch here."""
+    import json
+    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise UserError(f"the model's '{METADATA_KEY}' metadata is not valid JSON") from None

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.exporter import export_onnx, read_metadata
+from cornernet_deploy.exporter import export_onnx
+from cornernet_deploy.zoo import read_metadata
 from cornernet_deploy.models import build_model
 from cornernet_deploy.onnx_function import strip_corner_pool_function
 from cornernet_deploy.zoo import ARCHS

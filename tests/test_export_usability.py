@@ -15,8 +15,8 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.exporter import (ExportWrapper, export_onnx, read_metadata, verification_batch,
-                                       verify_against_torch)
+from cornernet_deploy.exporter import ExportWrapper, export_onnx, verification_batch, verify_against_torch
+from cornernet_deploy.zoo import read_metadata
 from cornernet_deploy.models import build_model, load_checkpoint
 from cornernet_deploy.models.checkpoint import spec_from_checkpoint
 from cornernet_deploy.runtime.detector import Detector

@@ -29,7 +29,7 @@ def _model_spec(path: Path):
     if path.suffix.lower() == ".onnx":
         import onnx
 
-        from ..exporter import read_metadata
+        from ..zoo import read_metadata
         from ..runtime.pipeline import spec_from_metadata
         try:
             metadata = read_metadata(onnx.load(str(path), load_external_data=False))

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.zoo import (COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec, SaccadeConfig,
+from cornernet_deploy.zoo import (COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, ArchSpec, SaccadeConfig,
                                   TestConfig, get_arch)
 
 from .decode import decode_outputs
@@ -31,7 +31,6 @@ __all__ = ["CornerNetPipeline", "spec_from_metadata", "OFFICIAL_MULTI_SCALE", "M
 
 RunFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
-METADATA_KEY = "cornernet_deploy"
 
 # configs/CornerNet-multi_scale.json: pass as CornerNetPipeline(..., **OFFICIAL_MULTI_SCALE)
 OFFICIAL_MULTI_SCALE = {"scales": (0.5, 0.75, 1.0, 1.25, 1.5), "merge": True, "weight_exp": 10.0}

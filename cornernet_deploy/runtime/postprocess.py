@@ -276,14 +276,14 @@ def _soft_nms_blocks_compiled(rows, bounds, sigma, nt, threshold, method):
         g = sizes[work]
         offsets = np.concatenate([[0], np.cumsum(g * g)[:-1]]).astype(np.int64)
         total = int((g * g).sum())
-        over = np.zeros(total, dtype=np.bool_)
-        value = np.zeros(total, dtype=np.float32)
+        value = np.empty(total, dtype=np.float32)
         soft_nms_compiled.pair_terms(rows, starts, g, offsets, float(sigma), float(nt), int(method),
-                                     over, value)
+                                     value)
         if method == 2:                  # numpy's float64 exp, as the Cython's np.exp call
-            value[:] = np.exp(value.astype(np.float64))
+            wide = value.astype(np.float64)
+            value[:] = np.exp(wide, out=wide)
         done = np.empty(work.size, dtype=np.int64)
-        soft_nms_compiled.soft_nms_loops(rows, starts, g, offsets, over, value, float(threshold), done)
+        soft_nms_compiled.soft_nms_loops(rows, starts, g, offsets, value, float(threshold), done)
         counts[work] = done
     return counts.tolist()
 

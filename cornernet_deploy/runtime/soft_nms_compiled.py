@@ -6,8 +6,7 @@ module computes exactly what ``postprocess._pair_weights`` and ``postprocess._so
 compute (the arithmetic of the official compiled Cython, float32 where it is float, double where
 it is double), only without Python's per-row cost:
 
-* ``pair_terms``: for every pair of rows of a class block, whether they overlap and the float32
-  value the weight is made of (Gaussian: the exponent ``-(ov*ov)/sigma``, 0 where the boxes do
+* ``pair_terms``: for every pair of rows of a class block, the float32 value the weight is made of (Gaussian: the exponent ``-(ov*ov)/sigma``, 0 where the boxes do
   not overlap; linear / hard: the weight itself, 1 where they do not overlap). ``exp`` is NOT taken here: ``postprocess`` takes it with numpy, the same
   ``np.exp`` (numpy's float64 loop) that the Cython calls, so the weights are numpy's bits on
   every CPU, not those of whichever libm numba links;
@@ -34,7 +33,17 @@ def _build():
     f32, f64 = np.float32, np.float64
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def pair_terms(rows, starts, sizes, offsets, sigma, by_inverse, nt, method, over, value):
+    def overlap(rows, t, p):
+        """The Cython's ``iw > 0`` and ``ih > 0`` of rows ``t`` and ``p`` (float32, +1 pixel)."""
+        one = f32(1.0)
+        iw = (rows[p, 2] if rows[p, 2] < rows[t, 2] else rows[t, 2]) - \
+             (rows[p, 0] if rows[p, 0] > rows[t, 0] else rows[t, 0]) + one
+        ih = (rows[p, 3] if rows[p, 3] < rows[t, 3] else rows[t, 3]) - \
+             (rows[p, 1] if rows[p, 1] > rows[t, 1] else rows[t, 1]) + one
+        return iw > f32(0.0) and ih > f32(0.0)
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def pair_terms(rows, starts, sizes, offsets, sigma, by_inverse, nt, method, value):
         # Each row of a block's matrix in one branch-free pass over the other boxes (so that it
         # compiles to SIMD code); a pair that does not overlap gets the weight 1 (Gaussian: the
         # exponent 0, exp(0) = 1 exactly). Error model "numpy": the quotients of non-overlapping
@@ -73,10 +82,9 @@ def _build():
                         value[k0 + pi] = f32(one - ov) if (o and ov > thr) else one
                     else:
                         value[k0 + pi] = zero if (o and ov > thr) else one
-                    over[k0 + pi] = o
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def soft_nms_loops(rows, starts, sizes, offsets, over, weight, threshold, counts):
+    def soft_nms_loops(rows, starts, sizes, offsets, weight, threshold, counts):
         thr = f32(threshold)
         for b in range(starts.shape[0]):
             s, g, off = starts[b], sizes[b], offsets[b]
@@ -93,17 +101,18 @@ def _build():
                 if m != i:
                     rid[i], rid[m] = rid[m], rid[i]
                     ss[i], ss[m] = ss[m], ss[i]
-                base = off + rid[i] * g
+                t = rid[i]
+                base = off + t * g
                 pos = i + 1
                 m = -1              # the next max, found as the pass settles each slot in order
                 while pos < n:
                     r = rid[pos]
                     # the weight of a pair that does not overlap is exactly 1, so the Cython's
                     # "if overlapping: decay" is a plain product here (x * 1 == x), without a
-                    # hard-to-predict branch; only the drop needs the overlap (the Cython drops a
-                    # row only in that branch)
+                    # hard-to-predict branch; only a drop needs the overlap (the Cython drops a
+                    # row only in that branch), and drops are rare: it is tested then
                     ss[pos] = f32(weight[base + r] * ss[pos])
-                    if ss[pos] < thr and over[base + r]:
+                    if ss[pos] < thr and overlap(rows, s + t, s + r):
                         rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
                         n -= 1
                         continue
@@ -132,12 +141,12 @@ def available() -> bool:
     return bool(_compiled)
 
 
-def pair_terms(rows, starts, sizes, offsets, sigma, nt, method, over, value):
-    """Fill ``over`` (all False) and ``value`` (all zero) for every pair of each block."""
+def pair_terms(rows, starts, sizes, offsets, sigma, nt, method, value):
+    """Fill ``value`` with the weight terms of every pair of each block."""
     import math
     by_inverse = math.frexp(float(np.float32(sigma)))[0] == 0.5      # a power of two
     return _compiled[0](rows, starts, sizes, offsets, float(sigma), by_inverse, float(nt), int(method),
-                        over, value)
+                        value)
 
 
 def soft_nms_loops(*args):

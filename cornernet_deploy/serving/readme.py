@@ -6,12 +6,13 @@ from typing import Optional
 
 from .. import __version__
 
+# Triton 2.51.0 = NGC container 24.10: the release whose Python backend the tests here run.
+TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
 
 def repository_readme(*, name: str, net_name: Optional[str], model: Path, spec, metadata: dict,
                       manifest: Optional[dict], max_batch: int, delay_us: Optional[int],
                       plugin_file: Optional[str]) -> str:
-    from .repository import TRITON_CONTAINER
-
     engine = manifest is not None
     hw = manifest["input"]["max"][2:] if engine else metadata.get("input_hw")
     size = f"{hw[0]}x{hw[1]}" if hw else "any size (dynamic; images are padded as the official code does)"
@@ -131,7 +132,6 @@ def repository_readme(*, name: str, net_name: Optional[str], model: Path, spec, 
 
 def repository_dockerfile() -> str:
     """The Triton container plus what the Python model imports (``requirements.txt``)."""
-    from .repository import TRITON_CONTAINER
     return (f"FROM {TRITON_CONTAINER}\n"
             "COPY requirements.txt /tmp/requirements.txt\n"
             "RUN pip install --no-cache-dir -r /tmp/requirements.txt\n")

@@ -36,7 +36,8 @@ from typing import List, Optional
 from .. import __version__
 from ..errors import UserError
 from ..fileio import atomic_dir, check_output_dir
-from ..runtime.pipeline import METADATA_KEY, spec_from_metadata
+from ..runtime.pipeline import spec_from_metadata
+from ..zoo import METADATA_KEY, read_metadata
 from ..tensorrt.common import manifest_path, sha256_file
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -45,8 +46,6 @@ REQUIREMENTS_FILE = Path(__file__).with_name("requirements-python-model.txt")
 # What the Python model imports from this package: the torch-free runtime and what it needs.
 RUNTIME_SOURCES = ("__init__.py", "errors.py", "zoo.py", "runtime")
 REPOSITORY_MANIFEST = "cornernet-deploy.json"
-# Triton 2.51.0 = NGC container 24.10: the release whose Python backend the tests here run.
-TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_MAX_BATCH = 8
 DEFAULT_DELAY_US = 2000
@@ -146,9 +145,9 @@ def _onnx_metadata(path: Path) -> dict:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:
         raise UserError(f"{path} is not an ONNX model") from None
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
+    metadata = read_metadata(model)
+    if metadata is not None:
+        return metadata
     raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
                     "export it with `cornernet-deploy export`")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UserError
 from ..fileio import check_output_file, write_bytes_atomic, write_text_atomic
+from ..zoo import read_metadata
 from .common import (create_builder, import_tensorrt, log_path, make_logger, manifest_path, sha256_file,
                      tensorrt_major, warn)
 
@@ -66,14 +67,6 @@ class BuildResult:
     engine: Path
     manifest: dict
     seconds: float
-
-
-def _export_metadata(model):
-    """The exporter's metadata dict of an ONNX model, or None (read without the torch-side exporter,
-    so that engines can be built on a machine without torch, e.g. a Jetson)."""
-    from ..runtime.pipeline import METADATA_KEY
-    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
-    return json.loads(raw) if raw is not None else None
 
 
 def _corner_pool_nodes(model) -> list:
@@ -179,7 +172,7 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
         model = onnx.load(str(onnx_path))
     except Exception:
         raise UserError(f"{onnx_path} is not an ONNX model") from None
-    metadata = _export_metadata(model)
+    metadata = read_metadata(model)   # zoo's: no torch, so engines build on a Jetson
     if metadata is None:
         raise UserError(f"{onnx_path} was not exported by cornernet-deploy (no metadata); use `cornernet-deploy export`")
     nodes = _corner_pool_nodes(model)
