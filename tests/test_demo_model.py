@@ -145,3 +145,21 @@ def test_demo_mistakes_are_one_line_errors_before_the_export(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path / "o"), "--checkpoint", str(run_dir)]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_runs_a_saccade_checkpoint_and_times_all_its_network_calls(tmp_path):
+    """Saccade runs the network more than once per image (attention pass, then the zoomed crops):
+    the latency table sums them per image, so pre + post-processing (end to end minus the network)
+    is never negative. This crashed with a numpy broadcast error before."""
+    from cornernet_deploy.models import build_model, save_checkpoint
+    torch.manual_seed(0)
+    save_checkpoint(build_model("cornernet-saccade", num_classes=3, width=0.125, levels=2).eval(), tmp_path / "sac.pt")
+    out = subprocess.run([sys.executable, "-m", "cornernet_deploy.cli", "demo", "--checkpoint", str(tmp_path / "sac.pt"),
+                          "--output", str(tmp_path / "out"), "--runs", "3"],
+                         capture_output=True, text=True, env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {line.split("│")[1].strip(): [float(v) for v in line.split("│")[2:5]]
+            for line in out.stdout.splitlines() if line.count("│") == 5}
+    inference, pre_post, end_to_end = (rows[k] for k in ("inference (ONNX Runtime)", "pre + post-processing", "end to end"))
+    assert min(pre_post) >= 0
+    assert abs(inference[0] + pre_post[0] - end_to_end[0]) <= 0.15  # means add up (each printed to 0.1 ms)
