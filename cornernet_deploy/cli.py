@@ -56,9 +56,11 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported (others may need torch or TensorRT).
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    command_parser = parser
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
+            command_parser = p
             try:
                 module = _load(name)
             except ModuleNotFoundError as exc:
@@ -70,7 +72,9 @@ def main(argv=None) -> int:
                 return 2
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # with the command's own usage, not the top-level one (exits 2)
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2

@@ -137,6 +137,19 @@ def test_bad_value_is_a_one_line_usage_error(capsys):
     assert main([]) == 0 and "export checkpoints to ONNX" in capsys.readouterr().out
 
 
+def test_unknown_flag_is_reported_with_the_commands_own_usage(capsys):
+    from cornernet_deploy.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "model.onnx", "--runs", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "cornernet-deploy profile: error: unrecognized arguments: --runs 3" in err
+    assert "usage: cornernet-deploy profile" in err  # its flags, so the right one can be seen
+    with pytest.raises(SystemExit) as exc:
+        main(["--bogus"])
+    assert exc.value.code == 2 and "cornernet-deploy: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_piped_console_does_not_wrap_at_80_columns(monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     console = common.console()        # pytest captures stdout: not a terminal
