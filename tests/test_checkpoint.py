@@ -123,3 +123,16 @@ def test_pickled_code_is_never_executed(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="refusing to run pickled code"):
         load_checkpoint(tiny(), tmp_path / "evil.pkl")
     assert "pwned" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrapper", ["model", "model_state_dict"])
+def test_training_script_wrapper_layouts_load(tmp_path, wrapper):
+    # {"model": state_dict, "optimizer": ..., "epoch": ...} is how most training scripts save
+    src = tiny()
+    randomize(src, 3)
+    state = {"module." + k: v.clone() for k, v in src.state_dict().items()}
+    torch.save({wrapper: state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 12},
+               tmp_path / "wrapped.pth")
+    dst = tiny()
+    load_checkpoint(dst, tmp_path / "wrapped.pth")
+    assert all(torch.equal(dst.state_dict()[k], v) for k, v in src.state_dict().items())

@@ -112,6 +112,10 @@ def read_checkpoint(path) -> dict:
     return obj
 
 
+# keys under which training scripts commonly store the model's state dict (tried in order)
+_WRAPPER_KEYS = ("model_state_dict", "model", "net", "state")
+
+
 def unwrap_state_dict(obj: dict) -> tuple[dict, dict]:
     """(state dict without wrapper prefixes, our metadata or {})."""
     meta = {}
@@ -120,6 +124,14 @@ def unwrap_state_dict(obj: dict) -> tuple[dict, dict]:
         obj = obj.get("state_dict")
         if not isinstance(obj, dict):
             raise CheckpointError("checkpoint has no 'state_dict' dictionary")
+    else:
+        # common training-script layouts, e.g. {"model": sd, "optimizer": ..., "epoch": ...};
+        # their other entries are not ours, so no metadata is taken from them
+        for wrapper in _WRAPPER_KEYS:
+            inner = obj.get(wrapper)
+            if isinstance(inner, dict) and inner and all(torch.is_tensor(v) for v in inner.values()):
+                obj = inner
+                break
     state = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not torch.is_tensor(value):
