@@ -135,8 +135,16 @@ class ArchSpec:
         stacks = f"{self.stacks} stack{'s' if self.stacks != 1 else ''}"
         # the zoo's words for a known family: files written before 0.2 recorded the official
         # model's numbers ("(2 stacks)") in ``description``, whatever the variant
-        family = ARCHS[self.name].description if self.name in ARCHS else (self.description or self.name)
-        return (f"{family}, {stacks}, {self.levels} hourglass levels, "
+        official = ARCHS.get(self.name)
+        family = official.description if official else (self.description or self.name)
+        channels = "/".join(str(d) for d in self.dims)
+        if official is None:
+            width = f"channels {channels}"
+        elif self.dims == official.dims:
+            width = f"channels {channels} (the official widths)"
+        else:  # a width variant: say so, or a 3M-parameter model reads like the 201M official one
+            width = f"channels {channels} (official {'/'.join(str(d) for d in official.dims)})"
+        return (f"{family}, {stacks}, {self.levels} hourglass levels, {width}, "
                 f"output stride {self.stride}, {self.num_classes} classes")
 
     def attention_ratios(self) -> tuple:
@@ -239,7 +247,7 @@ ARCHS: dict[str, ArchSpec] = {
         dims=(256, 256, 384, 384, 384, 512), modules=(2, 2, 2, 2, 2, 4),
         pre_stride2_residuals=1, upsample="nearest", head_kernel=3, attention=False,
         input_size=(511, 511), test=_CORNERNET_TEST,
-        description="CornerNet, residual hourglass (Hourglass-104 at the official depth)"),
+        description="CornerNet, residual hourglass (Hourglass-104 at the official size and depth)"),
     "cornernet-squeeze": ArchSpec(
         name="cornernet-squeeze", block="fire", stacks=2, levels=4,
         dims=(256, 256, 384, 384, 512), modules=(2, 2, 2, 2, 4),

@@ -219,6 +219,10 @@ def test_info_and_metadata_describe_the_variant_not_the_official_model(tmp_path,
     assert main(["info", str(DEMO_CHECKPOINT)]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "1 stack, 3 hourglass levels" in text and "2 stacks" not in text
+    # a width variant says so (the demo model is the squeeze family at a quarter of its channels)
+    assert "channels 64/64/96/96 (official 256/256/384/384/512)" in text
+    from cornernet_deploy.zoo import get_arch
+    assert "channels 256/256/384/384/384/512 (the official widths)" in get_arch("cornernet").summary
     out = tmp_path / "m.onnx"
     export_onnx(checkpoint=DEMO_CHECKPOINT, output=out, verify=False, progress=None)
     assert "2 stacks" not in json.dumps(read_metadata(onnx.load(str(out))))
