@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from cornernet_deploy.cli import main
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.exporter import export_onnx
@@ -172,3 +174,46 @@ def test_demo_runs_a_saccade_checkpoint_and_times_all_its_network_calls(tmp_path
     inference, pre_post, end_to_end = (rows[k] for k in ("inference (ONNX Runtime)", "pre + post-processing", "end to end"))
     assert min(pre_post) >= 0
     assert abs(inference[0] + pre_post[0] - end_to_end[0]) <= 0.15  # means add up (each printed to 0.1 ms)
+
+
+def test_infer_skip_unreadable_goes_on_and_lists_the_skipped(demo_onnx, tmp_path, capsys):
+    """--skip-unreadable: a corrupt file among good ones is skipped and listed; the good images get
+    exactly the results of a run without it (consecutive ids), and a run of nothing readable
+    still fails and writes nothing."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in (0, 2):
+        cv2.imwrite(str(images / f"{i}.png"), render_scene(i, image_size=((160, 256),), num_objects=(2, 4))[0])
+    (images / "1.png").write_bytes((images / "0.png").read_bytes()[:100])
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i in (0, 2):
+        (clean / f"{i}.png").write_bytes((images / f"{i}.png").read_bytes())
+
+    assert main(["infer", str(demo_onnx), str(clean), "--output", str(tmp_path / "ref"), "--no-progress"]) == 0
+    out = tmp_path / "out"
+    assert main(["infer", str(demo_onnx), str(images), "--output", str(out), "--skip-unreadable",
+                 "--batch-size", "2", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "note: skipped " in captured.err and "1.png: cannot decode" in captured.err
+    assert "skipped 1 unreadable image" in captured.out
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert [s["file_name"] for s in skipped] == [str(images / "1.png")]
+    records = json.loads((out / "images.json").read_text())
+    assert [(r["id"], r["file_name"]) for r in records] == [(1, str(images / "0.png")), (2, str(images / "2.png"))]
+    ref = json.loads((tmp_path / "ref" / "detections.json").read_text())
+    got = json.loads((out / "detections.json").read_text())
+    strip = [{k: v for k, v in d.items() if k != "file_name"} for d in ref]
+    assert {d["image_id"] for d in strip} == {1, 2}  # the trained model finds objects in both
+    assert strip == [{k: v for k, v in d.items() if k != "file_name"} for d in got]
+    # an earlier run with a skipped.json is replaceable
+    assert main(["infer", str(demo_onnx), str(images), "--output", str(out), "--skip-unreadable",
+                 "--overwrite", "--no-progress"]) == 0
+    # without the flag the error names the file and the way on
+    assert main(["infer", str(demo_onnx), str(images), "--output", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert "--skip-unreadable goes on without it" in capsys.readouterr().err
+    # nothing readable: an error, nothing written
+    assert main(["infer", str(demo_onnx), str(images / "1.png"), "--output", str(tmp_path / "o3"),
+                 "--skip-unreadable", "--no-progress"]) == 2
+    assert "no image could be read (1 file tried)" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

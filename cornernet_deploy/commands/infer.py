@@ -2,8 +2,10 @@
 
 Torch-free for .onnx and .engine models. One run's output is one whole: the results are put
 together in a hidden folder next to ``--output`` and moved into place in one rename at the end.
-A bad image stops the run with a one-line error and leaves nothing behind; an ``--output`` that
-holds anything is refused unless ``--overwrite`` is given and it holds an earlier run's results.
+A bad image stops the run with a one-line error and leaves nothing behind (``--skip-unreadable``:
+files that cannot be decoded are skipped with a note and listed in ``skipped.json`` instead); an
+``--output`` that holds anything is refused unless ``--overwrite`` is given and it holds an earlier
+run's results.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ..fileio import atomic_dir, check_output_dir
 from .common import add_device_arguments, plural, positive_int, score
 
 RESULT_FILES = ("detections.json", "images.json")
+SKIPPED_FILE = "skipped.json"   # only with --skip-unreadable, when something was skipped
 
 
 def add_arguments(parser):
@@ -35,6 +38,9 @@ def add_arguments(parser):
                         default=0.0, metavar="SCORE",
                         help="keep detections from this score up in the JSON (default 0: all, as the "
                              "official test)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="skip (with a note, listed in skipped.json) images that cannot be read "
+                             "or decoded, instead of stopping the run")
     parser.add_argument("--save-vis", action="store_true", help="also write images with labelled boxes")
     parser.add_argument("--vis-score-threshold", type=score, default=DRAW_SCORE_THRESHOLD,
                         metavar="SCORE",
@@ -65,7 +71,7 @@ def check_replaceable(folder: Path) -> None:
     the two JSON files and the drawings its images.json lists (``--overwrite`` must never remove
     a user's photos)."""
     drawings = _drawings_of_a_run(folder)
-    ours = set(RESULT_FILES) | (drawings or set())
+    ours = set(RESULT_FILES) | {SKIPPED_FILE} | (drawings or set())
     foreign = sorted(p.name for p in folder.iterdir() if drawings is None or p.name not in ours
                      or not p.is_file())
     if foreign:
@@ -114,33 +120,50 @@ def run(args) -> int:
     check_output(out_dir, args.overwrite)
     paths = collect_images(args.images, recursive=args.recursive, note=note)
     detector = Detector.load(args.model, device=args.device, provider=args.provider)
-    results, per_image = [], []
+    results, per_image, skipped = [], [], []
     start = time.perf_counter()
     may_replace = check_replaceable if args.overwrite else None
     with atomic_dir(out_dir, may_replace, "--output") as staging:
-        bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, desc="infer")
-        for i in range(0, len(paths), args.batch_size):
-            chunk = paths[i:i + args.batch_size]
-            images = [read_image(p, note) for p in chunk]
-            for image_id, (p, image, dets) in enumerate(zip(chunk, images, detect(detector, chunk, images, args.flip)), i + 1):
-                dets = dets.filter(args.score_threshold)
-                for entry, name in zip(dets.to_coco(image_id, detector.category_ids, decimals=None),
-                                       dets.class_names):
-                    results.append({**entry, "file_name": str(p), "category_name": name})
-                record = {"id": image_id, "file_name": str(p), "width": image.shape[1],
-                          "height": image.shape[0], "detections": len(dets)}
-                if args.save_vis:
-                    record["drawing"] = f"{image_id:06d}_{p.stem}.png"
-                    ok, buf = cv2.imencode(".png", draw_detections(image, dets, args.vis_score_threshold))
-                    if not ok:
-                        raise UserError(f"could not encode the drawing of {p}")
-                    (staging / record["drawing"]).write_bytes(buf.tobytes())
-                per_image.append(record)
-            bar.update(len(chunk))
-        bar.close()
+        # a context, so that a stopped run ends the bar's line before the error is printed
+        with tqdm(total=len(paths), unit="img", disable=args.no_progress, desc="infer") as bar:
+            for i in range(0, len(paths), args.batch_size):
+                batch_paths = paths[i:i + args.batch_size]
+                chunk, images = [], []
+                for p in batch_paths:
+                    try:
+                        images.append(read_image(p, note))
+                        chunk.append(p)
+                    except UserError as exc:
+                        if not args.skip_unreadable:
+                            raise UserError(f"{exc}; --skip-unreadable goes on without it") from None
+                        note(f"skipped {exc}")
+                        skipped.append({"file_name": str(p), "reason": str(exc)})
+                detections = detect(detector, chunk, images, args.flip) if chunk else []
+                for p, image, dets in zip(chunk, images, detections):
+                    image_id = len(per_image) + 1
+                    dets = dets.filter(args.score_threshold)
+                    for entry, name in zip(dets.to_coco(image_id, detector.category_ids, decimals=None),
+                                           dets.class_names):
+                        results.append({**entry, "file_name": str(p), "category_name": name})
+                    record = {"id": image_id, "file_name": str(p), "width": image.shape[1],
+                              "height": image.shape[0], "detections": len(dets)}
+                    if args.save_vis:
+                        record["drawing"] = f"{image_id:06d}_{p.stem}.png"
+                        ok, buf = cv2.imencode(".png", draw_detections(image, dets, args.vis_score_threshold))
+                        if not ok:
+                            raise UserError(f"could not encode the drawing of {p}")
+                        (staging / record["drawing"]).write_bytes(buf.tobytes())
+                    per_image.append(record)
+                bar.update(len(batch_paths))
+        if not per_image:
+            raise UserError(f"no image could be read ({plural(len(paths), 'file')} tried)")
+        if skipped:
+            (staging / SKIPPED_FILE).write_text(json.dumps(skipped, indent=1))
         (staging / "images.json").write_text(json.dumps(per_image, indent=1))
         (staging / "detections.json").write_text(json.dumps(results))
     seconds = time.perf_counter() - start
-    print(f"{plural(len(paths), 'image')}, {plural(len(results), 'detection')} in {seconds:.2f} s "
-          f"({len(paths) / seconds:.1f} img/s) -> {out_dir / 'detections.json'}")
+    print(f"{plural(len(per_image), 'image')}, {plural(len(results), 'detection')} in {seconds:.2f} s "
+          f"({len(per_image) / seconds:.1f} img/s) -> {out_dir / 'detections.json'}")
+    if skipped:
+        print(f"skipped {plural(len(skipped), 'unreadable image')}: listed in {out_dir / SKIPPED_FILE}")
     return 0
