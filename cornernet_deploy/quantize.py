@@ -50,7 +50,7 @@ from .errors import UserError
 from .fileio import atomic_path
 from .onnx_function import DOMAIN, OP_TYPE
 from .runtime.pipeline import spec_from_metadata
-from .zoo import METADATA_KEY, read_metadata
+from .zoo import METADATA_KEY, load_export
 from .tensorrt.common import sha256_file  # torch-, onnx- and TensorRT-free
 
 __all__ = ["quantize_onnx", "QuantizeResult", "METHODS", "QUANTIZED_OPS", "DEFAULT_NUM_IMAGES",
@@ -262,14 +262,7 @@ def fold_batchnorm_after_concat(model: onnx.ModelProto) -> int:
 def _load_float_model(path: Path):
     if not path.is_file():
         raise UserError(f"{path}: no such ONNX file")
-    try:
-        model = onnx.load(str(path))
-    except Exception:  # protobuf raises its own types for every kind of bad file
-        raise UserError(f"{path} is not an ONNX model") from None
-    metadata = read_metadata(model)
-    if metadata is None:
-        raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
-                        "export it with `cornernet-deploy export`")
+    model, metadata = load_export(path)
     precision = metadata.get("precision", "fp32")
     if precision == "int8":
         raise UserError(f"{path} is already an INT8 model; quantize its FP32 export instead")

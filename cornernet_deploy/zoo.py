@@ -295,14 +295,38 @@ def parse_hw(text: str) -> tuple:
 METADATA_KEY = "cornernet_deploy"
 
 
-def read_metadata(model) -> "dict | None":
-    """The export description of an ONNX ``ModelProto`` (its ``METADATA_KEY`` entry, a dict), or
-    None when the file was not made by cornernet-deploy. Needs neither onnx nor torch here."""
+def parse_metadata(raw: "str | None", source="the model", required: bool = False) -> "dict | None":
+    """The export description from the ``METADATA_KEY`` entry's text (``raw``; None when the file
+    has none, as one not made by cornernet-deploy): a dict, or None, or with ``required`` a one-line
+    UserError naming ``source``. Every reader of that entry (onnx's ``metadata_props``, ONNX
+    Runtime's ``custom_metadata_map``) goes through here."""
     import json
-    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
     if raw is None:
+        if required:
+            raise UserError(f"{source} was not exported by cornernet-deploy (no '{METADATA_KEY}' "
+                            f"metadata); export it with `cornernet-deploy export`")
         return None
     try:
-        return json.loads(raw)
+        metadata = json.loads(raw)
     except ValueError:
-        raise UserError(f"the model's '{METADATA_KEY}' metadata is not valid JSON") from None
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise UserError(f"{source}: its '{METADATA_KEY}' metadata is not a JSON object")
+    return metadata
+
+
+def read_metadata(model, source="the model", required: bool = False) -> "dict | None":
+    """``parse_metadata`` of an ONNX ``ModelProto``. Needs neither onnx nor torch here."""
+    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    return parse_metadata(raw, source, required)
+
+
+def load_export(path, load_external_data: bool = True):
+    """(ModelProto, metadata) of an ONNX file made by ``export``; a one-line UserError for a file
+    that is not ONNX or was not exported by cornernet-deploy. Needs onnx, not torch."""
+    import onnx
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception:  # protobuf raises its own types for every kind of bad file
+        raise UserError(f"{path} is not an ONNX model") from None
+    return model, read_metadata(model, path, required=True)

@@ -157,3 +157,39 @@ def test_piped_console_does_not_wrap_at_80_columns(monkeypatch):
     with console.capture() as cap:
         console.print(f"wrote {long_path}")
     assert cap.get().strip() == f"wrote {long_path}"
+
+
+@pytest.mark.parametrize("metadata, message", [
+    (None, " was not exported by cornernet-deploy (no 'cornernet_deploy' metadata); "
+           "export it with `cornernet-deploy export`"),
+    ("{not json", ": its 'cornernet_deploy' metadata is not a JSON object"),
+    ("[1, 2]", ": its 'cornernet_deploy' metadata is not a JSON object"),
+])
+def test_every_command_reading_an_export_refuses_a_foreign_onnx_alike(tmp_path, capsys, metadata, message):
+    """info, infer, quantize and triton read an export's metadata through one reader: a model made
+    elsewhere, or with broken metadata, is the same one-line error from each, before any work."""
+    import cv2
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from cornernet_deploy.cli import main
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["heat"])], "foreign",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("heat", TensorProto.FLOAT, [1, 3, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if metadata is not None:
+        helper.set_model_props(model, {"cornernet_deploy": metadata})
+    path = tmp_path / "foreign.onnx"
+    onnx.save(model, str(path))
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "0.png"), np.zeros((16, 16, 3), np.uint8))
+    for argv in (["info", str(path)],
+                 ["infer", str(path), str(images), "--output", str(tmp_path / "out"), "--no-progress"],
+                 ["quantize", str(path), "--calib", str(images), "--output", str(tmp_path / "q.onnx")],
+                 ["triton", str(path), "--repo", str(tmp_path / "repo")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {path}{message}"], argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.onnx", "images"]

@@ -27,16 +27,9 @@ def _heads(spec):
 def _model_spec(path: Path):
     """(spec, input text) of a model file; ONNX files are read without torch."""
     if path.suffix.lower() == ".onnx":
-        import onnx
-
-        from ..zoo import read_metadata
         from ..runtime.pipeline import spec_from_metadata
-        try:
-            metadata = read_metadata(onnx.load(str(path), load_external_data=False))
-        except Exception:  # noqa: BLE001 - any parse failure means the same to the user
-            raise UserError(f"{path} is not an ONNX model") from None
-        if metadata is None:
-            raise UserError(f"{path} was not exported by cornernet-deploy (no metadata)")
+        from ..zoo import load_export
+        metadata = load_export(path, load_external_data=False)[1]
         spec, extras = spec_from_metadata(metadata)
         size = "x".join(map(str, extras["input_hw"])) if extras["input_hw"] else "dynamic"
         return spec, size

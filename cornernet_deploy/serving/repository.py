@@ -37,7 +37,7 @@ from .. import __version__
 from ..errors import UserError
 from ..fileio import atomic_dir, check_output_dir
 from ..runtime.pipeline import spec_from_metadata
-from ..zoo import METADATA_KEY, read_metadata
+from ..zoo import load_export
 from ..tensorrt.common import manifest_path, sha256_file
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -140,16 +140,7 @@ def tensorrt_model_config(name: str, manifest: dict, instances: int, delay_us: O
 # reading the model
 
 def _onnx_metadata(path: Path) -> dict:
-    import onnx
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        raise UserError(f"{path} is not an ONNX model") from None
-    metadata = read_metadata(model)
-    if metadata is not None:
-        return metadata
-    raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
-                    "export it with `cornernet-deploy export`")
+    return load_export(path, load_external_data=False)[1]
 
 
 def _engine_manifest(path: Path) -> dict:

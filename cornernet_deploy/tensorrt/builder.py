@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UserError
 from ..fileio import check_output_file, write_bytes_atomic, write_text_atomic
-from ..zoo import read_metadata
+from ..zoo import load_export
 from .common import (create_builder, import_tensorrt, log_path, make_logger, manifest_path, sha256_file,
                      tensorrt_major, warn)
 
@@ -157,8 +157,6 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
 
-    import onnx
-
     from ..onnx_function import strip_corner_pool_function
     from .cuda import device_info
     from .plugin_build import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
@@ -168,13 +166,7 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
         requested_hw = parse_hw(input_size)
     else:
         requested_hw = None
-    try:
-        model = onnx.load(str(onnx_path))
-    except Exception:
-        raise UserError(f"{onnx_path} is not an ONNX model") from None
-    metadata = read_metadata(model)   # zoo's: no torch, so engines build on a Jetson
-    if metadata is None:
-        raise UserError(f"{onnx_path} was not exported by cornernet-deploy (no metadata); use `cornernet-deploy export`")
+    model, metadata = load_export(onnx_path)   # zoo's: no torch, so engines build on a Jetson
     nodes = _corner_pool_nodes(model)
     onnx_precision = metadata.get("precision", "fp32")
     if precision == "fp32" and onnx_precision == "fp16":

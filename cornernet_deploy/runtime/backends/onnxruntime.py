@@ -23,7 +23,6 @@ install. No torch.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import List, Optional
@@ -31,7 +30,7 @@ from typing import List, Optional
 import numpy as np
 
 from ...errors import UserError
-from ..pipeline import METADATA_KEY
+from ...zoo import METADATA_KEY, parse_metadata, read_metadata
 from .base import Backend, ms_between, now_ns
 
 __all__ = ["OnnxRuntimeBackend", "EXECUTION_PROVIDERS", "provider_chain", "default_cache_dir"]
@@ -130,7 +129,7 @@ class OnnxRuntimeBackend(Backend):
                             f"{', '.join(self.session.get_providers())}): {_INSTALL[provider]}")
         if provider != "tensorrt":
             raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-            self.metadata = self._parse_metadata(raw, path)
+            self.metadata = parse_metadata(raw, path, required=True)
             self.precision = self._check_precision(precision, path)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
@@ -139,17 +138,7 @@ class OnnxRuntimeBackend(Backend):
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
         self.static_batch = self.max_batch is not None
 
-    # -- metadata and precision ------------------------------------------------------------------
-    @staticmethod
-    def _parse_metadata(raw, path) -> dict:
-        if raw is None:
-            raise UserError(f"{path} was not exported by cornernet-deploy (no '{METADATA_KEY}' metadata); "
-                            "export it with `cornernet-deploy export`")
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise UserError(f"{path}: its '{METADATA_KEY}' metadata is not valid JSON") from None
-
+    # -- precision -------------------------------------------------------------------------------
     def _check_precision(self, precision, path) -> str:
         file_precision = self.metadata.get("precision", "fp32")
         if not precision or precision == file_precision:
@@ -172,8 +161,7 @@ class OnnxRuntimeBackend(Backend):
             model = onnx.load_from_string(data)
         except Exception as exc:
             raise UserError(f"{path} is not a loadable ONNX model: {_first_line(exc)}") from None
-        raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
-        self.metadata = self._parse_metadata(raw, path)
+        self.metadata = read_metadata(model, path, required=True)
         self.precision = self._check_precision(precision, path)
         retarget_corner_pool_to_tensorrt_ep(model)
         library = Path(plugin_library) if plugin_library else find_plugin_library(
