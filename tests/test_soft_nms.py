@@ -219,3 +219,31 @@ def test_per_class_nms_large_classes_equal_the_cython_loops(path, seed, quantize
         keep = ref_soft_nms(ref, sigma=cfg.soft_nms_sigma, Nt=cfg.soft_nms_nt,
                             threshold=threshold, method=cfg.soft_nms_method)
         np.testing.assert_array_equal(mine[cls], ref[:, 0:5] if keep_stale else ref[keep, 0:5])
+
+
+def test_compiled_loops_are_loaded_from_numba_cache_in_a_new_process(tmp_path):
+    """cache=True must hold across processes: a loop that closed over another jitted function got a
+    new cache key in every process (numba keys a closure on its variables' pickles), so every
+    `infer` start recompiled it (~3 s) and added one more file to the cache."""
+    pytest.importorskip("numba", reason="numba is not installed (pip install 'cornernet-deploy[fast]')")
+    import subprocess
+    import sys
+    code = ("import numpy as np\n"
+            "from cornernet_deploy.runtime import soft_nms_compiled\n"
+            "from cornernet_deploy.runtime.postprocess import soft_nms\n"
+            "assert soft_nms_compiled.available()\n"
+            "rng = np.random.default_rng(0)\n"
+            "xy = rng.uniform(0, 50, (40, 2)).astype(np.float32)\n"
+            "b = np.concatenate([xy, xy + 30, rng.uniform(0.01, 1, (40, 1)).astype(np.float32)], 1)\n"
+            "soft_nms(b, method=2)\n")   # overlapping boxes: rows decay below the threshold and drop
+    env = {"PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1",
+           "CORNERNET_DEPLOY_NUMBA": "1"}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            for _ in range(3)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    first, *later = [[line for line in run.stdout.splitlines() if line.startswith("[cache]")] for run in runs]
+    assert any("soft_nms_loops" in line and "data saved" in line for line in first)
+    for lines in later:
+        assert not [line for line in lines if "saved" in line], lines
+        assert any("soft_nms_loops" in line and "data loaded" in line for line in lines), lines

@@ -33,16 +33,6 @@ def _build():
     f32, f64 = np.float32, np.float64
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def overlap(rows, t, p):
-        """The Cython's ``iw > 0`` and ``ih > 0`` of rows ``t`` and ``p`` (float32, +1 pixel)."""
-        one = f32(1.0)
-        iw = (rows[p, 2] if rows[p, 2] < rows[t, 2] else rows[t, 2]) - \
-             (rows[p, 0] if rows[p, 0] > rows[t, 0] else rows[t, 0]) + one
-        ih = (rows[p, 3] if rows[p, 3] < rows[t, 3] else rows[t, 3]) - \
-             (rows[p, 1] if rows[p, 1] > rows[t, 1] else rows[t, 1]) + one
-        return iw > f32(0.0) and ih > f32(0.0)
-
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
     def pair_terms(rows, starts, sizes, offsets, sigma, by_inverse, nt, method, value):
         # Each row of a block's matrix in one branch-free pass over the other boxes (so that it
         # compiles to SIMD code); a pair that does not overlap gets the weight 1 (Gaussian: the
@@ -112,7 +102,20 @@ def _build():
                     # hard-to-predict branch; only a drop needs the overlap (the Cython drops a
                     # row only in that branch), and drops are rare: it is tested then
                     ss[pos] = f32(weight[base + r] * ss[pos])
-                    if ss[pos] < thr and overlap(rows, s + t, s + r):
+                    if ss[pos] < thr:
+                        # the Cython's iw > 0 and ih > 0 (float32, +1 pixel), written out here: a
+                        # jitted helper would be a closure variable, and numba keys a closure's
+                        # cache on its variables' pickles, which a dispatcher's change every
+                        # process, so the loops were recompiled (~3 s) at every start
+                        a, c = s + t, s + r
+                        iw = (rows[c, 2] if rows[c, 2] < rows[a, 2] else rows[a, 2]) - \
+                             (rows[c, 0] if rows[c, 0] > rows[a, 0] else rows[a, 0]) + f32(1.0)
+                        ih = (rows[c, 3] if rows[c, 3] < rows[a, 3] else rows[a, 3]) - \
+                             (rows[c, 1] if rows[c, 1] > rows[a, 1] else rows[a, 1]) + f32(1.0)
+                        dropped = iw > f32(0.0) and ih > f32(0.0)
+                    else:
+                        dropped = False
+                    if dropped:
                         rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
                         n -= 1
                         continue
