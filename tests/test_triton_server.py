@@ -85,14 +85,33 @@ def as_coco(served):
     return [{k: d[k] for k in ("category_id", "bbox", "score")} for d in dets.to_coco(1, [1, 2, 3], decimals=None)]
 
 
-def test_http_and_grpc_detections_equal_infer(server, scene, infer_detections):
+def assert_served_equals_infer(served, expected, triton_env):
+    """Bit for bit when the server's Python backend runs the ONNX Runtime build `infer` runs here
+    (CI: both 1.32 on Python 3.11); another build (Python 3.9/3.10 here get older wheels) may round
+    a score 1 ulp apart, so then the same detections within float32 rounding."""
+    import subprocess
+
+    import onnxruntime
+    served_ort = subprocess.run([str(triton_env / "bin" / "python"), "-c",
+                                 "import onnxruntime; print(onnxruntime.__version__)"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    if served_ort == onnxruntime.__version__:
+        assert served == expected
+        return
+    assert [d["category_id"] for d in served] == [d["category_id"] for d in expected], \
+        f"server ONNX Runtime {served_ort} vs {onnxruntime.__version__} here"
+    np.testing.assert_allclose([d["bbox"] for d in served], [d["bbox"] for d in expected], atol=1e-3)
+    np.testing.assert_allclose([d["score"] for d in served], [d["score"] for d in expected], atol=1e-5)
+
+
+def test_http_and_grpc_detections_equal_infer(server, scene, infer_detections, triton_env):
     png = scene.read_bytes()
     assert len(infer_detections) > 0
     http = detect(server.http_url, "http", MODEL, png)
     grpc = detect(server.grpc_url, "grpc", MODEL, png)
     pixels = detect(server.http_url, "http", MODEL, cv2.imread(str(scene)))     # raw uint8 HxWx3
     assert len(http) == len(grpc) == len(pixels) == 1
-    assert as_coco(http[0]) == infer_detections
+    assert_served_equals_infer(as_coco(http[0]), infer_detections, triton_env)
     assert same_detections(http, grpc) and same_detections(http, pixels)
     # three images in one request: three answers, each the single-image one
     three = detect(server.grpc_url, "grpc", MODEL, [png, png, png])
@@ -236,13 +255,14 @@ def bls_server(triton_env, fixed_size_onnx, tmp_path_factory):
         yield srv
 
 
-def test_engine_repository_bls_path_equals_infer(bls_server, fixed_size_onnx, scene, tmp_path):
+def test_engine_repository_bls_path_equals_infer(bls_server, fixed_size_onnx, scene, tmp_path, triton_env):
     out = tmp_path / "infer"
     assert main(["infer", str(fixed_size_onnx), str(scene), "--output", str(out), "--no-progress"]) == 0
     expected = [{k: d[k] for k in ("category_id", "bbox", "score")} for d in json.loads((out / "detections.json").read_text())]
     png = scene.read_bytes()
     served = detect(bls_server.grpc_url, "grpc", MODEL, png)
-    assert len(expected) > 0 and as_coco(served[0]) == expected
+    assert len(expected) > 0
+    assert_served_equals_infer(as_coco(served[0]), expected, triton_env)
     # 5 images in one request: NAME_net gets batches of at most 2 (its max_batch_size), answers equal
     five = detect(bls_server.http_url, "http", MODEL, [png] * 5)
     assert same_detections(five, served * 5)
