@@ -21,14 +21,12 @@ from . import __version__
 from .errors import UserError
 from .fileio import atomic_path, check_output_file
 from .models import CornerNet, load_checkpoint
-from .models.checkpoint import describe_variant, spec_from_checkpoint, spec_to_dict
+from .models.checkpoint import describe_variant, spec_from_checkpoint
 from .models.corner_pool import doubling_steps
 from .onnx_function import attach_corner_pool_function
-from .zoo import COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, ArchSpec, parse_hw
+from .zoo import (COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, RAW_OUTPUTS, ArchSpec, build_metadata,
+                  output_names, parse_hw)
 
-METADATA_FORMAT = 1
-RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
-DECODE_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs", "br_scores", "br_inds", "br_tags", "br_offs")
 # Largest map side an export pools exactly (8192 px input at stride 4, 16384 at stride 8): the
 # bound of every dynamic-size export, and of fixed sizes too.
 DYNAMIC_MAX_MAP_SIDE = 2048
@@ -74,13 +72,6 @@ class ExportWrapper(nn.Module):
         tl = _topk_corners(heads["tl_heat"], heads["tl_tag"], heads["tl_off"], t.top_k, t.nms_kernel)
         br = _topk_corners(heads["br_heat"], heads["br_tag"], heads["br_off"], t.top_k, t.nms_kernel)
         return tl + br + tuple(atts)
-
-
-def output_names(spec: ArchSpec, decode: str) -> list:
-    names = list(RAW_OUTPUTS if decode == "none" else DECODE_OUTPUTS)
-    if spec.attention:
-        names += [f"att{i}" for i in range(spec.levels)]
-    return names
 
 
 def max_opset() -> int:
@@ -172,20 +163,6 @@ class ExportResult:
     seconds: float = 0.0
     note: str | None = None                  # the fixed-size trade-off, when there is one
     verification: dict | None = None         # verify_against_torch's report
-
-
-def build_metadata(spec: ArchSpec, input_hw, batch, decode, corner_pool, precision, dynamic_size) -> dict:
-    return {
-        "format": METADATA_FORMAT, "toolkit_version": __version__, "arch": spec.name,
-        "spec": spec_to_dict(spec), "input_name": "image",
-        "input_hw": None if dynamic_size else list(input_hw), "batch": batch,
-        "channel_order": "BGR", "mean": list(COCO_MEAN_BGR), "std": list(COCO_STD_BGR),
-        "stride": spec.stride, "class_names": list(spec.class_names),
-        "category_ids": list(spec.category_ids), "decode": decode,
-        "test": dataclasses.asdict(spec.test),
-        "saccade": dataclasses.asdict(spec.saccade) if spec.saccade else None,
-        "outputs": output_names(spec, decode), "corner_pool": corner_pool, "precision": precision,
-    }
 
 
 def _log(progress, msg):

@@ -291,8 +291,67 @@ def parse_hw(text: str) -> tuple:
     return tuple(parts)
 
 
-# The metadata_props key under which an export carries its description (docs/CONTRACTS.md).
+# --- the export metadata (docs/CONTRACTS.md) ----------------------------------------------------
+# Written by the exporter (``build_metadata``), read by every backend, ``build``, ``quantize`` and
+# ``triton`` (``parse_metadata``): the one description of a model outside its weights.
+
+# The metadata_props key under which an export carries its description.
 METADATA_KEY = "cornernet_deploy"
+METADATA_FORMAT = 1
+# Output names of an export: raw heads (``decode="none"``), or the in-graph decode's top-K corners
+# (``decode="graph"``); Saccade adds ``att0 .. att{levels-1}``.
+RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
+GRAPH_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs",
+                 "br_scores", "br_inds", "br_tags", "br_offs")
+
+
+def output_names(spec: ArchSpec, decode: str) -> list:
+    names = list(RAW_OUTPUTS if decode == "none" else GRAPH_OUTPUTS)
+    if spec.attention:
+        names += [f"att{i}" for i in range(spec.levels)]
+    return names
+
+
+def spec_to_dict(spec: ArchSpec) -> dict:
+    return dataclasses.asdict(spec)
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _dataclass_from(cls, data):
+    # keys a newer toolkit added are ignored; JSON lists become the dataclasses' tuples
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: _tuples(value) for key, value in data.items() if key in names})
+
+
+def spec_from_dict(data: dict) -> ArchSpec:
+    """``spec_to_dict``'s inverse, for checkpoints and export metadata alike. TypeError or
+    KeyError when required fields are missing."""
+    raw = dict(data)
+    test = _dataclass_from(TestConfig, raw.pop("test"))
+    saccade = raw.pop("saccade", None)
+    spec = _dataclass_from(ArchSpec, dict(raw, test=test, saccade=_dataclass_from(SaccadeConfig, saccade)
+                                          if saccade else None))
+    if spec.name in ARCHS:  # older files copied the official model's "(2 stacks)" into variants
+        spec = dataclasses.replace(spec, description=ARCHS[spec.name].description)
+    return spec
+
+
+def build_metadata(spec: ArchSpec, input_hw, batch, decode, corner_pool, precision, dynamic_size) -> dict:
+    from . import __version__
+    return {
+        "format": METADATA_FORMAT, "toolkit_version": __version__, "arch": spec.name,
+        "spec": spec_to_dict(spec), "input_name": "image",
+        "input_hw": None if dynamic_size else list(input_hw), "batch": batch,
+        "channel_order": "BGR", "mean": list(COCO_MEAN_BGR), "std": list(COCO_STD_BGR),
+        "stride": spec.stride, "class_names": list(spec.class_names),
+        "category_ids": list(spec.category_ids), "decode": decode,
+        "test": dataclasses.asdict(spec.test),
+        "saccade": dataclasses.asdict(spec.saccade) if spec.saccade else None,
+        "outputs": output_names(spec, decode), "corner_pool": corner_pool, "precision": precision,
+    }
 
 
 def parse_metadata(raw: "str | None", source="the model", required: bool = False) -> "dict | None":

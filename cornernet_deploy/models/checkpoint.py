@@ -9,7 +9,6 @@ Accepted files (read with ``torch.load(weights_only=True)``: no pickled code run
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pickle
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..zoo import ARCHS, ArchSpec, SaccadeConfig, TestConfig, get_arch
+from ..zoo import ARCHS, ArchSpec, get_arch, spec_from_dict, spec_to_dict
 
 FORMAT = "cornernet_deploy"
 
@@ -35,22 +34,6 @@ _WRAPPER_PREFIXES = ("module.", "model.")
 
 class CheckpointError(UserError):
     """The file is not a checkpoint, or not one for this architecture."""
-
-
-def spec_to_dict(spec: ArchSpec) -> dict:
-    return dataclasses.asdict(spec)
-
-
-def spec_from_dict(d: dict) -> ArchSpec:
-    d = dict(d)
-    d["test"] = TestConfig(**d["test"])
-    d["saccade"] = SaccadeConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in d["saccade"].items()}) if d.get("saccade") else None
-    for key in ("dims", "modules", "input_size", "class_names", "category_ids"):
-        d[key] = tuple(d[key])
-    if d.get("name") in ARCHS:  # older files copied the official model's "(2 stacks)" into variants
-        d["description"] = ARCHS[d["name"]].description
-    return ArchSpec(**d)
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt")

@@ -33,12 +33,11 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..zoo import GRAPH_OUTPUTS, RAW_OUTPUTS
+
 __all__ = ["Corners", "sigmoid", "max_pool", "peak_suppress", "topk_desc", "topk_corners",
            "pair_corners", "decode", "decode_outputs", "RAW_OUTPUTS", "GRAPH_OUTPUTS"]
 
-RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
-GRAPH_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs",
-                 "br_scores", "br_inds", "br_tags", "br_offs")
 
 _F32 = np.float32
 

@@ -11,15 +11,13 @@ follows ``cornernet_saccade_inference`` (``saccade.py``).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.zoo import (COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, ArchSpec, SaccadeConfig,
-                                  TestConfig, get_arch)
+from cornernet_deploy.zoo import (COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, ArchSpec, TestConfig,
+                                  get_arch, parse_metadata, spec_from_dict, spec_to_dict)
 
 from .decode import decode_outputs
 from .detections import Detections
@@ -35,21 +33,6 @@ RunFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 # configs/CornerNet-multi_scale.json: pass as CornerNetPipeline(..., **OFFICIAL_MULTI_SCALE)
 OFFICIAL_MULTI_SCALE = {"scales": (0.5, 0.75, 1.0, 1.25, 1.5), "merge": True, "weight_exp": 10.0}
 
-_TUPLE_FIELDS = ("dims", "modules", "input_size", "class_names", "category_ids")
-
-
-def _dataclass_from(cls, data: Mapping):
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            continue                                  # written by a newer toolkit: ignore
-        if isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
 def spec_from_metadata(meta: Union[Mapping, str]) -> Tuple[ArchSpec, dict]:
     """The ``cornernet_deploy`` ONNX metadata (dict or its JSON text) -> ``(ArchSpec, extras)``.
 
@@ -58,29 +41,22 @@ def spec_from_metadata(meta: Union[Mapping, str]) -> Tuple[ArchSpec, dict]:
     the metadata's ``test``/``saccade`` entries when present.
     """
     if isinstance(meta, (str, bytes)):
-        try:
-            meta = json.loads(meta)
-        except ValueError as exc:
-            raise UserError(f"model metadata is not valid JSON ({exc})") from None
+        meta = parse_metadata(meta, "the model", required=True)
     if not isinstance(meta, Mapping):
         raise UserError("model metadata must be a JSON object")
     if METADATA_KEY in meta and isinstance(meta[METADATA_KEY], (str, Mapping)) and "arch" not in meta:
         return spec_from_metadata(meta[METADATA_KEY])
     try:
         if meta.get("spec"):
-            raw = dict(meta["spec"])
-            test = _dataclass_from(TestConfig, raw.pop("test"))
-            sacc = raw.pop("saccade", None)
-            sacc = _dataclass_from(SaccadeConfig, sacc) if sacc else None
-            spec = _dataclass_from(ArchSpec, dict(raw, test=test, saccade=sacc))
+            data = dict(meta["spec"])
         elif meta.get("arch"):
-            spec = get_arch(meta["arch"])
+            data = spec_to_dict(get_arch(meta["arch"]))
         else:
             raise UserError("model metadata names no architecture ('spec' or 'arch')")
-        if meta.get("test"):
-            spec = dataclasses.replace(spec, test=_dataclass_from(TestConfig, meta["test"]))
-        if meta.get("saccade"):
-            spec = dataclasses.replace(spec, saccade=_dataclass_from(SaccadeConfig, meta["saccade"]))
+        for entry in ("test", "saccade"):   # the test settings recorded beside the spec win
+            if meta.get(entry):
+                data[entry] = meta[entry]
+        spec = spec_from_dict(data)
     except (TypeError, ValueError, KeyError) as exc:
         if isinstance(exc, UserError):
             raise

@@ -357,7 +357,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     Ctrl-C or SIGTERM saves ``last.pt`` at the last completed iteration (resume exactly from it),
     then raises ``KeyboardInterrupt`` as usual."""
     from ..models import build_model
-    from ..models.checkpoint import load_state_dict_strict, read_checkpoint, spec_from_dict
+    from ..models.checkpoint import load_state_dict_strict, read_checkpoint
+    from ..zoo import spec_from_dict
     from ..models.checkpoint import unwrap_state_dict
 
     if cfg.resume and cfg.init:

@@ -30,7 +30,7 @@ class PyTorchBackend(Backend):
         except ModuleNotFoundError:
             raise UserError("the torch backend needs PyTorch (pip install 'cornernet-deploy[torch]')") from None
 
-        from ...exporter import build_metadata, output_names
+        from ...zoo import build_metadata, output_names
         from ...models import CornerNet, load_checkpoint
         from ...models.checkpoint import spec_from_checkpoint
         from ...zoo import get_arch
