@@ -20,10 +20,15 @@ python -c "import cornernet_deploy" 2>/dev/null || {
 setup_start=$SECONDS
 note() { echo "test set-up: $*" >&2; }
 
-if [ ! -x .venv-triton/bin/python ] || ! .venv-triton/bin/python -c "import pytriton" 2>/dev/null; then
-    { python3 -m venv .venv-triton &&
-      .venv-triton/bin/python -m pip install -q nvidia-pytriton==0.7.0 \
-          -r cornernet_deploy/serving/requirements-python-model.txt; } ||
+# (re)installed when the model's requirements change, not only when the venv is missing: a new
+# requirement must reach the server that the tests start
+triton_reqs=cornernet_deploy/serving/requirements-python-model.txt
+triton_stamp=".venv-triton/installed-$(sha256sum "$triton_reqs" | cut -c1-16)"
+if [ ! -x .venv-triton/bin/python ] || [ ! -e "$triton_stamp" ] ||
+   ! .venv-triton/bin/python -c "import pytriton" 2>/dev/null; then
+    { { [ -x .venv-triton/bin/python ] || python3 -m venv .venv-triton; } &&
+      .venv-triton/bin/python -m pip install -q nvidia-pytriton==0.7.0 -r "$triton_reqs" &&
+      rm -f .venv-triton/installed-* && touch "$triton_stamp"; } ||
         note "could not make .venv-triton: the real-server Triton tests will skip"
 fi
 

@@ -118,6 +118,13 @@ def test_http_and_grpc_detections_equal_infer(server, scene, infer_detections, t
     assert same_detections(three, http * 3)
 
 
+def test_the_served_model_loads_the_compiled_soft_nms(server):
+    # the model's requirements bring numba; the loops are compiled when the model loads, so the
+    # first request does not pay it (and the numpy path is several times slower on crowded images)
+    log = server.log_tail(2000)
+    assert "cornernet-deploy soft-NMS: compiled loops (numba)" in log, log[-3000:]
+
+
 def test_concurrent_load_is_answered_identically_with_dynamic_batching(server, scene):
     png = scene.read_bytes()
     reference = detect(server.grpc_url, "grpc", MODEL, png)
