@@ -31,14 +31,29 @@ def add_arguments(parser):
     parser.add_argument("--no-tf32", action="store_true",
                         help="keep FP32 layers in full FP32 (TensorRT otherwise may use TF32 on Ampere and newer)")
     parser.add_argument("--output", help="engine file (default: engines/NAME_PRECISION.engine)")
+    parser.add_argument("--trtexec", nargs="?", const="auto", choices=["auto", "10", "11"], metavar="MAJOR",
+                        help="build nothing: write the ONNX for TensorRT (ENGINE.trt.onnx) and print the trtexec "
+                             "command that builds the same engine, for TensorRT MAJOR (10 or 11; default: the "
+                             "importable TensorRT's, else the plugin library's); needs no TensorRT here")
 
 
 def run(args) -> int:
     from ..presets import apply_preset
-    from ..tensorrt.builder import build_engine
+    from ..tensorrt.builder import build_engine, plan_build, prepare_trtexec
     apply_preset(args, "engines/profiles.json", args.profile, defaults=dict(workspace=1024))
-    build_engine(args.onnx, args.output, precision=args.precision, min_batch=args.min_batch,
-                 opt_batch=args.opt_batch, max_batch=args.max_batch, input_size=args.input_size,
-                 workspace_mb=args.workspace, timing_cache=args.timing_cache, plugin_library=args.plugin,
-                 tf32=not args.no_tf32)
+    settings = dict(precision=args.precision, min_batch=args.min_batch, opt_batch=args.opt_batch,
+                    max_batch=args.max_batch, input_size=args.input_size, workspace_mb=args.workspace,
+                    timing_cache=args.timing_cache, plugin_library=args.plugin, tf32=not args.no_tf32)
+    if args.trtexec:
+        import shlex
+        plan = plan_build(args.onnx, args.output, **settings)
+        command, onnx_for_tensorrt = prepare_trtexec(plan, None if args.trtexec == "auto" else int(args.trtexec))
+        print(f"wrote {onnx_for_tensorrt} (the ONNX without its CornerPool function bodies: TensorRT up to "
+              "10.6 would inline them instead of using the plugin)")
+        print(shlex.join(command))
+        print(f"trtexec writes no cornernet-deploy manifest beside {plan.output}: the engine is for trtexec "
+              "(--loadEngine, with the same --dynamicPlugins) and C++; `infer`, `profile` and `triton` need "
+              "the engine `cornernet-deploy build` makes")
+        return 0
+    build_engine(args.onnx, args.output, **settings)
     return 0

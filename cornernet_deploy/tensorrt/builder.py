@@ -36,7 +36,9 @@ from .common import (create_builder, import_tensorrt, log_path, make_logger, man
 
 MANIFEST_FORMAT = 1
 
-__all__ = ["build_engine", "BuildResult", "check_plugin_layers", "plugin_layer_names", "manifest_path", "log_path"]
+__all__ = ["build_engine", "BuildResult", "BuildPlan", "plan_build", "trtexec_command", "prepare_trtexec",
+           "check_plugin_layers",
+           "plugin_layer_names", "manifest_path", "log_path"]
 
 
 def _progress_monitor(trt):
@@ -136,14 +138,61 @@ def _save_timing_cache(config, cache_path, echo=warn) -> None:
         echo(f"could not save the timing cache {cache_path}: {exc}")
 
 
-def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: int | None = None,
-                 opt_batch: int | None = None, max_batch: int | None = None, input_size=None,
-                 workspace_mb: int = 1024, timing_cache=None, plugin_library=None, tf32: bool = True,
-                 progress=print) -> BuildResult:
-    start = time.perf_counter()
+@dataclass
+class BuildPlan:
+    """What an engine build does, decided from the arguments and the ONNX file before TensorRT is
+    imported: ``build_engine`` carries it out, ``trtexec_command`` writes it as trtexec flags."""
+    onnx_path: Path
+    output: Path
+    precision: str
+    onnx_precision: str
+    model: object            # the onnx ModelProto
+    metadata: dict
+    nodes: list              # its CornerPool nodes
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    hw: tuple
+    workspace_mb: int
+    timing_cache: Path | None
+    plugin_library: Path | None
+    tf32: bool
+
+    @property
+    def input_name(self) -> str:
+        return self.metadata["input_name"]
+
+    @property
+    def dynamic_input(self) -> bool:
+        """Whether the ONNX input has a dynamic dimension (batch or size), so a profile is needed."""
+        return self.metadata.get("batch") is None or not self.metadata.get("input_hw")
+
+    def shapes(self) -> tuple:
+        """(min, opt, max) input shapes of the optimization profile."""
+        return tuple((b, 3, *self.hw) for b in (self.min_batch, self.opt_batch, self.max_batch))
+
+    def strongly_typed(self, major: int, version: str = "") -> bool:
+        """Whether the network is built strongly typed on a TensorRT of this major; UserError for a
+        precision that TensorRT cannot build there."""
+        if self.precision == "fp16" and self.onnx_precision == "fp32" and major >= 11:
+            raise UserError(f"TensorRT {version or major} builds only strongly typed networks: export an "
+                            "FP16 model (`cornernet-deploy export --precision fp16`) and build that")
+        return major >= 11 or self.onnx_precision == "fp16"
+
+    def precision_flags(self, strongly_typed: bool) -> tuple:
+        """``BuilderFlag`` names to set (weakly typed TensorRT 10 only): FP16 lets TensorRT pick FP16
+        per layer; INT8 makes the Q/DQ layers run in int8, with FP16 for the rest."""
+        if strongly_typed:
+            return ()
+        return {"fp16": ("FP16",), "int8": ("INT8", "FP16")}.get(self.precision, ())
+
+
+def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: int | None = None,
+               opt_batch: int | None = None, max_batch: int | None = None, input_size=None,
+               workspace_mb: int = 1024, timing_cache=None, plugin_library=None,
+               tf32: bool = True) -> BuildPlan:
+    """Check every argument and the ONNX file (one-line UserErrors) and resolve the shapes."""
     onnx_path = Path(onnx_path)
-    progress = progress or (lambda _msg: None)
-    # Everything the user gave is checked before the ONNX file is read and before TensorRT is imported.
     if precision not in ("fp32", "fp16", "int8"):
         raise UserError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
     _check_batches(min_batch, opt_batch, max_batch)
@@ -157,17 +206,12 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
 
-    from ..onnx_function import strip_corner_pool_function
-    from .cuda import device_info
-    from .plugin_build import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
-
     if input_size:
         from ..zoo import parse_hw
         requested_hw = parse_hw(input_size)
     else:
         requested_hw = None
     model, metadata = load_export(onnx_path)   # zoo's: no torch, so engines build on a Jetson
-    nodes = _corner_pool_nodes(model)
     onnx_precision = metadata.get("precision", "fp32")
     if precision == "fp32" and onnx_precision == "fp16":
         raise UserError(f"{onnx_path} is an FP16 export; build it with --precision fp16")
@@ -196,17 +240,38 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
             raise UserError(f"{onnx_path} takes {hw[0]}x{hw[1]} inputs; export with --dynamic-size for other sizes")
     else:
         hw = requested_hw or tuple(metadata["spec"]["input_size"])
+    return BuildPlan(onnx_path=onnx_path, output=Path(output), precision=precision,
+                     onnx_precision=onnx_precision, model=model, metadata=metadata,
+                     nodes=_corner_pool_nodes(model), min_batch=min_batch, opt_batch=opt_batch,
+                     max_batch=max_batch, hw=hw, workspace_mb=int(workspace_mb),
+                     timing_cache=Path(timing_cache) if timing_cache else None,
+                     plugin_library=Path(plugin_library) if plugin_library else None, tf32=bool(tf32))
+
+
+def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: int | None = None,
+                 opt_batch: int | None = None, max_batch: int | None = None, input_size=None,
+                 workspace_mb: int = 1024, timing_cache=None, plugin_library=None, tf32: bool = True,
+                 progress=print) -> BuildResult:
+    start = time.perf_counter()
+    progress = progress or (lambda _msg: None)
+    # Everything the user gave is checked before TensorRT is imported.
+    plan = plan_build(onnx_path, output, precision=precision, min_batch=min_batch, opt_batch=opt_batch,
+                      max_batch=max_batch, input_size=input_size, workspace_mb=workspace_mb,
+                      timing_cache=timing_cache, plugin_library=plugin_library, tf32=tf32)
+    onnx_path, output, model, metadata, nodes = plan.onnx_path, plan.output, plan.model, plan.metadata, plan.nodes
+    min_batch, opt_batch, max_batch, hw = plan.min_batch, plan.opt_batch, plan.max_batch, plan.hw
+
+    from ..onnx_function import strip_corner_pool_function
+    from .cuda import device_info
+    from .plugin_build import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
 
     trt = import_tensorrt("Builder")
     major = tensorrt_major(trt)
-    strongly_typed = major >= 11 or onnx_precision == "fp16"
-    if precision == "fp16" and onnx_precision == "fp32" and major >= 11:
-        raise UserError(f"TensorRT {trt.__version__} builds only strongly typed networks: export an FP16 "
-                        "model (`cornernet-deploy export --precision fp16`) and build that")
+    strongly_typed = plan.strongly_typed(major, trt.__version__)
 
     log_lines: list = []
     logger = make_logger(trt, log_lines)
-    plugin_path = Path(plugin_library) if plugin_library else find_plugin_library(tensorrt_major=major)
+    plugin_path = plan.plugin_library or find_plugin_library(tensorrt_major=major)
     load_plugin_library(trt, plugin_path)
     progress(f"TensorRT {trt.__version__}, plugin {plugin_path}")
 
@@ -228,20 +293,17 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     check_plugin_layers(nodes, plugin_layer_names(trt, network))
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if precision == "fp16" and not strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
+    for flag in plan.precision_flags(strongly_typed):
+        config.set_flag(getattr(trt.BuilderFlag, flag))
     if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
-    if precision == "int8" and not strongly_typed:  # TensorRT 10: Q/DQ layers need the INT8 flag; FP16 for the rest
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.set_flag(trt.BuilderFlag.FP16)
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
-    input_name = metadata["input_name"]
+    input_name = plan.input_name
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (min_batch, 3, *hw), (opt_batch, 3, *hw), (max_batch, 3, *hw))
+    profile.set_shape(input_name, *plan.shapes())
     config.add_optimization_profile(profile)
     if timing_cache:
         _attach_timing_cache(config, timing_cache)
@@ -277,3 +339,55 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     seconds = time.perf_counter() - start
     progress(f"wrote {output} ({len(engine_bytes) / 1e6:.1f} MB) in {seconds:.1f} s; manifest {manifest_path(output)}")
     return BuildResult(output, manifest, seconds)
+
+
+# trtexec spells the builder flags so (samples/common/sampleOptions.cpp of 10.3, 10.16, 11.1; 11.x
+# removed --fp16/--int8 with weak typing, and strongly typed is its only mode, so no --stronglyTyped)
+_TRTEXEC_FLAGS = {"FP16": "--fp16", "INT8": "--int8"}
+
+
+def trtexec_command(plan: BuildPlan, major: int, plugin_library, onnx_for_tensorrt) -> list:
+    """The trtexec command that builds (and times) the engine ``build_engine`` would build from
+    ``plan`` on a TensorRT of this major; ``onnx_for_tensorrt``: the ONNX without our function bodies
+    (TensorRT <= 10.6 inlines a same-named local function instead of using the plugin)."""
+    strongly_typed = plan.strongly_typed(major)
+    cmd = ["trtexec", f"--onnx={onnx_for_tensorrt}", f"--saveEngine={plan.output}",
+           f"--dynamicPlugins={plugin_library}"]
+    if plan.dynamic_input:   # trtexec refuses shapes for a static input
+        for name, shape in zip(("--minShapes", "--optShapes", "--maxShapes"), plan.shapes()):
+            cmd.append(f"{name}={plan.input_name}:{'x'.join(map(str, shape))}")
+    if strongly_typed and major < 11:
+        cmd.append("--stronglyTyped")
+    cmd += [_TRTEXEC_FLAGS[flag] for flag in plan.precision_flags(strongly_typed)]
+    if not plan.tf32:
+        cmd.append("--noTF32")
+    cmd.append(f"--memPoolSize=workspace:{plan.workspace_mb}M")
+    if plan.timing_cache:
+        cmd.append(f"--timingCacheFile={plan.timing_cache}")
+    return cmd
+
+
+def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
+    """(trtexec command, the ONNX for TensorRT it reads), for ``build --trtexec``; TensorRT itself is
+    not needed. ``major``: 10 or 11; None: the importable TensorRT's, else the plugin library's. The
+    ONNX is written next to the engine, without our function bodies (atomically, after every check)."""
+    from ..onnx_function import strip_corner_pool_function
+    from .plugin_build import (check_library_matches, find_plugin_library, importable_tensorrt_version,
+                               plugin_library_tensorrt_version)
+
+    if major is None:
+        running = importable_tensorrt_version()
+        library = plan.plugin_library or find_plugin_library(required=False)
+        known = running or (plugin_library_tensorrt_version(library) if library else None)
+        if known is None:
+            raise UserError("which TensorRT is the command for? Give --trtexec 10 or --trtexec 11 (no "
+                            "TensorRT is importable here and no plugin library says)")
+        major = int(known.split(".")[0])
+    plugin = plan.plugin_library or find_plugin_library(tensorrt_major=major)
+    library_version = plugin_library_tensorrt_version(plugin)
+    if library_version is None or int(library_version.split(".")[0]) != major:
+        check_library_matches(plugin, library_version, f"{major}.0")   # raises: no tag, or another major
+    command = trtexec_command(plan, major, plugin, plan.output.with_suffix(".trt.onnx"))
+    strip_corner_pool_function(plan.model)
+    write_bytes_atomic(plan.output.with_suffix(".trt.onnx"), plan.model.SerializeToString())
+    return command, plan.output.with_suffix(".trt.onnx")
