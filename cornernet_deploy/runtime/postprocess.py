@@ -22,7 +22,7 @@ import numpy as np
 from . import soft_nms_compiled
 from .detections import Detections
 
-__all__ = ["flip_merge", "rescale_dets", "soft_nms", "soft_nms_merge", "per_class_nms",
+__all__ = ["flip_merge", "rescale_dets", "soft_nms", "soft_nms_merge", "per_class_nms", "warm_up",
            "max_per_image", "detections_from_per_class", "postprocess"]
 
 
@@ -305,6 +305,16 @@ def soft_nms(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3, threshold: 
     _check_boxes(boxes, 5)
     n, = _soft_nms_blocks(boxes, [(0, boxes.shape[0])], sigma, Nt, threshold, method)
     return np.arange(n)
+
+
+def warm_up() -> bool:
+    """Compile the soft-NMS loops now, or load them from numba's cache, and return whether they
+    will be used (numba installed). Without this the first image pays it (seconds on an empty
+    cache): a server calls this when it loads the model, not on its first request."""
+    if not soft_nms_compiled.available():
+        return False
+    soft_nms(np.array([[0, 0, 9, 9, 0.9], [1, 1, 10, 10, 0.8]], np.float32), method=2)  # every call's types
+    return True
 
 
 def soft_nms_merge(boxes: np.ndarray, sigma: float = 0.5, Nt: float = 0.3,

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "pair_terms", "soft_nms_loops", "warm_up"]
+__all__ = ["available", "pair_terms", "soft_nms_loops"]
 
 _compiled = None
 
@@ -154,14 +154,3 @@ def pair_terms(rows, starts, sizes, offsets, sigma, nt, method, value):
 
 def soft_nms_loops(*args):
     return _compiled[1](*args)
-
-
-def warm_up() -> bool:
-    """Compile the loops now, or load them from numba's cache, and return whether they will be
-    used. Without this the first image pays it (seconds on an empty cache): a server calls this
-    when it loads the model, not on its first request."""
-    if not available():
-        return False
-    from .postprocess import soft_nms    # the same argument types as every later call
-    soft_nms(np.array([[0, 0, 9, 9, 0.9], [1, 1, 10, 10, 0.8]], np.float32), method=2)
-    return True

@@ -36,7 +36,7 @@ from cornernet_deploy.runtime.backends import open_backend  # noqa: E402
 from cornernet_deploy.runtime.backends.base import Backend  # noqa: E402
 from cornernet_deploy.runtime.detector import Detector  # noqa: E402
 from cornernet_deploy.runtime.preprocess import check_image, decode_image  # noqa: E402
-from cornernet_deploy.runtime import soft_nms_compiled  # noqa: E402
+from cornernet_deploy.runtime import postprocess  # noqa: E402
 
 INPUT_BYTES, INPUT_PIXELS = "IMAGE_BYTES", "IMAGE"
 OUTPUTS = ("NUM_DETECTIONS", "BOXES", "SCORES", "CLASSES")
@@ -139,7 +139,7 @@ class TritonPythonModel:
         self.score_threshold = float(params.get("score_threshold") or 0.0)
         self.logger = pb_utils.Logger
         # numba's compile (or cache load) now, at model load, not in the first request
-        if soft_nms_compiled.warm_up():
+        if postprocess.warm_up():
             self.logger.log_info("cornernet-deploy soft-NMS: compiled loops (numba)")
         else:
             self.logger.log_info("cornernet-deploy soft-NMS: numpy path (numba not installed: "
