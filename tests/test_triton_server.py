@@ -21,7 +21,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.runtime.detections import Detections
-from cornernet_deploy.serving.local_server import SETUP_HINT, LocalTritonServer, ServerError, probe_env
+from cornernet_deploy.serving.local_server import LocalTritonServer, ServerError, probe_env
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install -e '.[serve]'")
 from cornernet_deploy.serving.client import (batch_sizes_executed, detect, load_test,  # noqa: E402
