@@ -110,3 +110,13 @@ def test_without_a_major_the_plugin_library_says(exports, plugins, tmp_path, cap
         assert rc == 2 and "only runs in the TensorRT major" in err     # a 10.x TensorRT is importable
     else:
         assert rc == 0 and f"--dynamicPlugins={plugins[11]}" in command and "--stronglyTyped" not in command
+
+
+def test_a_file_name_taken_for_the_major_says_where_it_goes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--trtexec", "model.onnx"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "put the ONNX file before --trtexec" in err
+    with pytest.raises(SystemExit):
+        main(["build", "m.onnx", "--trtexec", "12"])
+    assert "give the TensorRT major, 10 or 11, or nothing" in capsys.readouterr().err

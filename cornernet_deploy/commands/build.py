@@ -5,7 +5,16 @@ is imported, so a mistake is reported as itself rather than as a missing TensorR
 """
 from __future__ import annotations
 
+import argparse
+
 from .common import positive_int
+
+
+def _trtexec_major(text: str) -> str:
+    if text in ("auto", "10", "11"):
+        return text
+    hint = "; put the ONNX file before --trtexec" if text.lower().endswith(".onnx") else ""
+    raise argparse.ArgumentTypeError(f"{text!r}: give the TensorRT major, 10 or 11, or nothing{hint}")
 
 
 def add_arguments(parser):
@@ -31,7 +40,7 @@ def add_arguments(parser):
     parser.add_argument("--no-tf32", action="store_true",
                         help="keep FP32 layers in full FP32 (TensorRT otherwise may use TF32 on Ampere and newer)")
     parser.add_argument("--output", help="engine file (default: engines/NAME_PRECISION.engine)")
-    parser.add_argument("--trtexec", nargs="?", const="auto", choices=["auto", "10", "11"], metavar="MAJOR",
+    parser.add_argument("--trtexec", nargs="?", const="auto", type=_trtexec_major, metavar="MAJOR",
                         help="build nothing: write the ONNX for TensorRT (ENGINE.trt.onnx) and print the trtexec "
                              "command that builds the same engine, for TensorRT MAJOR (10 or 11; default: the "
                              "importable TensorRT's, else the plugin library's); needs no TensorRT here")
