@@ -112,13 +112,10 @@ def _build():
                              (rows[c, 0] if rows[c, 0] > rows[a, 0] else rows[a, 0]) + f32(1.0)
                         ih = (rows[c, 3] if rows[c, 3] < rows[a, 3] else rows[a, 3]) - \
                              (rows[c, 1] if rows[c, 1] > rows[a, 1] else rows[a, 1]) + f32(1.0)
-                        dropped = iw > f32(0.0) and ih > f32(0.0)
-                    else:
-                        dropped = False
-                    if dropped:
-                        rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
-                        n -= 1
-                        continue
+                        if iw > f32(0.0) and ih > f32(0.0):
+                            rid[pos], ss[pos] = rid[n - 1], ss[n - 1]
+                            n -= 1
+                            continue
                     if m < 0 or ss[pos] > ss[m]:
                         m = pos
                     pos += 1
