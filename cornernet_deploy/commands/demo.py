@@ -78,7 +78,7 @@ def run(args) -> int:
 
     # one untimed call first: it pays numba's JIT compile (first run after install) and ONNX
     # Runtime's first-run allocations, which would otherwise make the mean meaningless
-    detections = detector(image)
+    detector(image)
     detector.pipeline.run = timed_run
     end_to_end = []
     for _ in range(args.runs):

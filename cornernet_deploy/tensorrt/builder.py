@@ -258,8 +258,10 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     plan = plan_build(onnx_path, output, precision=precision, min_batch=min_batch, opt_batch=opt_batch,
                       max_batch=max_batch, input_size=input_size, workspace_mb=workspace_mb,
                       timing_cache=timing_cache, plugin_library=plugin_library, tf32=tf32)
+    # from here on, the plan's values (resolved and checked), not the raw arguments
     onnx_path, output, model, metadata, nodes = plan.onnx_path, plan.output, plan.model, plan.metadata, plan.nodes
     min_batch, opt_batch, max_batch, hw = plan.min_batch, plan.opt_batch, plan.max_batch, plan.hw
+    precision, tf32, timing_cache = plan.precision, plan.tf32, plan.timing_cache
 
     from ..onnx_function import strip_corner_pool_function
     from .cuda import device_info
@@ -387,7 +389,8 @@ def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
     library_version = plugin_library_tensorrt_version(plugin)
     if library_version is None or int(library_version.split(".")[0]) != major:
         check_library_matches(plugin, library_version, f"{major}.0")   # raises: no tag, or another major
-    command = trtexec_command(plan, major, plugin, plan.output.with_suffix(".trt.onnx"))
+    onnx_for_tensorrt = plan.output.with_suffix(".trt.onnx")
+    command = trtexec_command(plan, major, plugin, onnx_for_tensorrt)
     strip_corner_pool_function(plan.model)
-    write_bytes_atomic(plan.output.with_suffix(".trt.onnx"), plan.model.SerializeToString())
-    return command, plan.output.with_suffix(".trt.onnx")
+    write_bytes_atomic(onnx_for_tensorrt, plan.model.SerializeToString())
+    return command, onnx_for_tensorrt

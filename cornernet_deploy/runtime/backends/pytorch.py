@@ -30,10 +30,9 @@ class PyTorchBackend(Backend):
         except ModuleNotFoundError:
             raise UserError("the torch backend needs PyTorch (pip install 'cornernet-deploy[torch]')") from None
 
-        from ...zoo import build_metadata, output_names
         from ...models import CornerNet, load_checkpoint
         from ...models.checkpoint import spec_from_checkpoint
-        from ...zoo import get_arch
+        from ...zoo import build_metadata, get_arch, output_names
 
         if checkpoint is None and arch is None:
             raise UserError("the torch backend needs a checkpoint or an architecture name")
