@@ -111,7 +111,7 @@ def bench(name, repeats, oracle_repeats, official):
     from cornernet_deploy.runtime.decode import decode, pair_corners, topk_corners
     from cornernet_deploy.runtime.postprocess import (flip_merge, max_per_image, per_class_nms,
                                                       postprocess)
-    from cornernet_deploy.zoo import get_arch
+    from cornernet_deploy.contract.arch import get_arch
 
     arch, classes, side, stride, flip = CASES[name]
     test = get_arch(arch).test

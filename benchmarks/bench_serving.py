@@ -54,10 +54,9 @@ def network_per_image_ms(onnx, image, batch, threads, reps=5):
 
     from cornernet_deploy.runtime.backends import open_backend
     from cornernet_deploy.runtime.preprocess import preprocess
-    from cornernet_deploy.runtime.pipeline import spec_from_metadata
 
     backend = open_backend(onnx, threads=threads)
-    x = preprocess(image, spec_from_metadata(backend.metadata)[0], 1.0, None)[0][None]
+    x = preprocess(image, backend.spec, 1.0, None)[0][None]
     xb = np.repeat(x, batch, 0)
     backend.run(x), backend.run(xb)
     one, many = [], []

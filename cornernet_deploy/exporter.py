@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,14 +17,18 @@ import torch
 import torch.nn as nn
 
 from . import __version__
+from .contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec, get_arch, parse_hw
+from .contract.metadata import DECODES, INPUT_NAME, RAW_OUTPUTS, build_metadata, output_names
+from .contract.op import EXPORT_CORNER_POOL
+from .contract.precision import EXPORT_PRECISIONS
 from .errors import UserError
 from .fileio import atomic_path, check_output_file
 from .models import CornerNet, load_checkpoint
 from .models.checkpoint import describe_variant, spec_from_checkpoint
 from .models.corner_pool import doubling_steps
+from .onnx_files import set_metadata
 from .onnx_function import attach_corner_pool_function
-from .zoo import (COCO_MEAN_BGR, COCO_STD_BGR, METADATA_KEY, RAW_OUTPUTS, ArchSpec, build_metadata,
-                  output_names, parse_hw)
+from .runtime.families import family_of
 
 # Largest map side an export pools exactly (8192 px input at stride 4, 16384 at stride 8): the
 # bound of every dynamic-size export, and of fixed sizes too.
@@ -135,26 +138,6 @@ def check_trace_memory(spec: ArchSpec, input_hw, batch: int) -> None:
                         f"official size and runs images up to {max_input_side(spec)} px a side)")
 
 
-def default_dynamic_size(spec: ArchSpec, input_size) -> bool:
-    """What an export without ``--dynamic-size``/``--input-size`` choices gets: the official test
-    pipeline. CornerNet and CornerNet-Squeeze run each image at its own padded size (dynamic);
-    CornerNet-Saccade runs fixed-size crops (its input size). An explicit ``--input-size`` asks
-    for that fixed size."""
-    return input_size is None and not spec.attention
-
-
-def fixed_size_note(spec: ArchSpec, input_hw) -> str | None:
-    """The accuracy trade-off of a fixed-size CornerNet/Squeeze export, in one line (None for
-    Saccade, whose official test always runs fixed-size crops)."""
-    if spec.attention:
-        return None
-    h, w = input_hw
-    return (f"note: fixed input {h}x{w}: the runtime shrinks larger images to fit, where the official "
-            f"test runs each image at scale 1 in its own padded size, so accuracy drops unless your "
-            f"images are about {h}x{w} ({FIXED_SIZE_COST}); leave out --input-size to keep the "
-            "official accuracy")
-
-
 @dataclass
 class ExportResult:
     path: Path
@@ -165,33 +148,67 @@ class ExportResult:
     verification: dict | None = None         # verify_against_torch's report
 
 
+def _one_of(value, allowed, option: str) -> None:
+    if value not in allowed:
+        raise UserError(f"{option} must be {' or '.join(map(repr, allowed))}, not {value!r}")
+
+
 def _log(progress, msg):
     if progress:
         progress(msg)
 
 
-def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model: CornerNet | None = None,
-                input_size=None, batch: int = 1, dynamic_batch: bool = False,
-                dynamic_size: bool | None = None, opset: int = MIN_OPSET, corner_pool: str = "plugin",
-                decode: str = "none", precision: str = "fp32", verify: bool = True,
-                progress=print) -> ExportResult:
-    """Export a model to ONNX. ``model`` (already loaded) or ``arch``/``checkpoint`` give the network.
+@dataclass
+class ExportPlan:
+    """What an export will do, decided and checked before anything is built or traced."""
+    spec: ArchSpec
+    input_hw: tuple           # traced and verified at this size
+    dynamic_size: bool
+    batch: int
+    dynamic_batch: bool
+    opset: int
+    corner_pool: str
+    decode: str
+    precision: str
+    output: Path
 
-    ``corner_pool``: "plugin" (one ``cornernet_deploy::CornerPool`` node per fused pool, with a
-    standard-op function body so plain ONNX Runtime runs the same file) or "onnx" (standard ops).
-    ``decode``: "none" (raw heads) or "graph" (sigmoid, peak suppression, top-K and gathers in the
-    graph). ``precision`` "fp16" exports a half-precision network with float32 input/outputs.
-    ``dynamic_size`` None: the official test pipeline (``default_dynamic_size``); False with no
-    ``input_size``: fixed at the architecture's input size; ``input_size`` with a dynamic size is
-    the size the graph is traced and verified at.
-    """
-    start = time.perf_counter()
-    if corner_pool not in ("plugin", "onnx"):
-        raise UserError(f"--corner-pool must be 'plugin' or 'onnx', not {corner_pool!r}")
-    if decode not in ("none", "graph"):
-        raise UserError(f"--decode must be 'none' or 'graph', not {decode!r}")
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"precision must be 'fp32' or 'fp16', not {precision!r}")
+    @property
+    def output_names(self) -> list:
+        return output_names(self.spec, self.decode)
+
+    @property
+    def doubling_steps(self) -> int:
+        """Log-step doubling steps of the corner pools' standard-op form: every side the export
+        may see (``DYNAMIC_MAX_MAP_SIDE`` for a dynamic size)."""
+        return doubling_steps(DYNAMIC_MAX_MAP_SIDE if self.dynamic_size
+                              else max(self.spec.output_size(self.input_hw)))
+
+    def dynamic_axes(self) -> dict | None:
+        if not (self.dynamic_batch or self.dynamic_size):
+            return None
+        axes = {0: "batch"} if self.dynamic_batch else {}
+        if self.dynamic_size:
+            axes.update({2: "height", 3: "width"})
+        out = {"image": axes}
+        spatial = RAW_OUTPUTS + tuple(f"att{i}" for i in range(self.spec.levels))
+        for name in self.output_names:
+            out[name] = {0: "batch"} if self.dynamic_batch else {}
+            if self.dynamic_size and name in spatial:
+                out[name].update({2: "out_height", 3: "out_width"})
+        return out
+
+    def metadata(self) -> dict:
+        return build_metadata(self.spec, self.input_hw, None if self.dynamic_batch else self.batch,
+                              self.decode, self.corner_pool, self.precision, self.dynamic_size)
+
+
+def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None, input_size, batch: int,
+                dynamic_batch: bool, dynamic_size: bool | None, opset: int, corner_pool: str,
+                decode: str, precision: str) -> ExportPlan:
+    """Check every choice (one-line UserErrors) and resolve the sizes, before the model is built."""
+    _one_of(corner_pool, EXPORT_CORNER_POOL, "--corner-pool")
+    _one_of(decode, DECODES, "--decode")
+    _one_of(precision, EXPORT_PRECISIONS, "precision")
     check_opset(opset)
     if batch < 1:
         raise UserError("batch must be >= 1")
@@ -207,106 +224,145 @@ def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model:
     else:
         spec = model.spec
     if dynamic_size is None:
-        dynamic_size = default_dynamic_size(spec, requested_hw)
+        dynamic_size = family_of(spec).default_dynamic_size(requested_hw)
     input_hw = requested_hw or tuple(spec.input_size)
     check_export_size(spec, input_hw)      # before the (possibly long) build and load
     check_trace_memory(spec, input_hw, batch)
     output = output or check_output_file(f"export/{spec.name}.onnx", "--output")
-    if model is None:
-        variant = describe_variant(spec, build_model_spec(spec.name))
-        _log(progress, f"building {spec.name}" + (f" ({variant})" if variant != "the official variant" else ""))
-        model = CornerNet(spec)
-        if checkpoint:
-            load_checkpoint(model, checkpoint)
-            _log(progress, f"loaded {checkpoint}")
-        else:
-            _log(progress, "no checkpoint given: exporting randomly initialised weights")
-    note = None if dynamic_size else fixed_size_note(spec, input_hw)
-    if note:
-        _log(progress, note)
+    return ExportPlan(spec=spec, input_hw=input_hw, dynamic_size=bool(dynamic_size), batch=int(batch),
+                      dynamic_batch=bool(dynamic_batch), opset=int(opset), corner_pool=corner_pool,
+                      decode=decode, precision=precision, output=Path(output))
+
+
+def load_network(plan: ExportPlan, checkpoint, progress) -> CornerNet:
+    """The PyTorch model of ``plan.spec`` with the checkpoint's weights (random without one)."""
+    spec = plan.spec
+    variant = describe_variant(spec, build_model_spec(spec.name))
+    _log(progress, f"building {spec.name}" + (f" ({variant})" if variant != "the official variant" else ""))
+    model = CornerNet(spec)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+        _log(progress, f"loaded {checkpoint}")
+    else:
+        _log(progress, "no checkpoint given: exporting randomly initialised weights")
+    return model
+
+
+def trace_to_onnx(plan: ExportPlan, model: CornerNet, progress):
+    """Trace ``model`` into ONNX as ``plan`` says: ``(ModelProto, wrapper, traced input)``."""
+    spec = plan.spec
     model = model.eval().float()
-
-    steps = doubling_steps(DYNAMIC_MAX_MAP_SIDE if dynamic_size else max(spec.output_size(input_hw)))
-    if precision == "fp16":
+    if plan.precision == "fp16":
         model = copy.deepcopy(model).half()  # the caller's model stays float32
+    steps = plan.doubling_steps
     for pool in model.corner_pools():
-        pool.export_mode, pool.export_steps = corner_pool, steps
-    wrapper = ExportWrapper(model, decode, half=precision == "fp16").eval()
-    names = output_names(spec, decode)
+        pool.export_mode, pool.export_steps = plan.corner_pool, steps
+    wrapper = ExportWrapper(model, plan.decode, half=plan.precision == "fp16").eval()
+    h, w = plan.input_hw
     try:
-        dummy = verification_batch(batch, input_hw)
+        dummy = verification_batch(plan.batch, plan.input_hw)
     except (RuntimeError, MemoryError):
-        raise UserError(f"not enough memory for a {batch}x3x{input_hw[0]}x{input_hw[1]} input; "
+        raise UserError(f"not enough memory for a {plan.batch}x3x{h}x{w} input; "
                         "choose a smaller --input-size") from None
-    dynamic_axes = {}
-    if dynamic_batch or dynamic_size:
-        axes = {0: "batch"} if dynamic_batch else {}
-        if dynamic_size:
-            axes.update({2: "height", 3: "width"})
-        dynamic_axes["image"] = axes
-        for n in names:
-            dynamic_axes[n] = {0: "batch"} if dynamic_batch else {}
-            if dynamic_size and n in RAW_OUTPUTS + tuple(f"att{i}" for i in range(spec.levels)):
-                dynamic_axes[n].update({2: "out_height", 3: "out_width"})
-
-    _log(progress, f"tracing {spec.name} at {input_hw[0]}x{input_hw[1]}, batch "
-                   f"{'dynamic' if dynamic_batch else batch}, corner pool '{corner_pool}', decode '{decode}'")
+    _log(progress, f"tracing {spec.name} at {h}x{w}, batch "
+                   f"{'dynamic' if plan.dynamic_batch else plan.batch}, corner pool '{plan.corner_pool}', "
+                   f"decode '{plan.decode}'")
     buffer = io.BytesIO()
     try:
         # The TorchScript exporter is the one that honours autograd-Function symbolics (our custom
         # node); it warns that it is deprecated, which is not the user's concern.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (dummy,), buffer, dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=names, dynamic_axes=dynamic_axes or None,
-                              do_constant_folding=True)
+            torch.onnx.export(wrapper, (dummy,), buffer, dynamo=False, opset_version=plan.opset,
+                              input_names=[INPUT_NAME], output_names=plan.output_names,
+                              dynamic_axes=plan.dynamic_axes(), do_constant_folding=True)
     except (RuntimeError, MemoryError) as exc:
         if isinstance(exc, MemoryError) or "alloc" in str(exc).lower():
-            raise UserError(f"not enough memory to trace {spec.name} at {input_hw[0]}x{input_hw[1]}; "
+            raise UserError(f"not enough memory to trace {spec.name} at {h}x{w}; "
                             "choose a smaller --input-size (a dynamic-size export traces at the "
                             "official size and still runs larger images)") from None
         raise
     finally:
         for pool in model.corner_pools():
             pool.export_mode = None
-    onnx_model = onnx.load_from_string(buffer.getvalue())
-    if corner_pool == "plugin":
-        attach_corner_pool_function(onnx_model, steps)
-    metadata = build_metadata(spec, input_hw, None if dynamic_batch else batch, decode, corner_pool,
-                              precision, dynamic_size)
+    return onnx.load_from_string(buffer.getvalue()), wrapper, dummy
+
+
+def attach_contract(onnx_model, plan: ExportPlan) -> dict:
+    """The corner-pool function body, the producer and the export metadata; then the ONNX checker.
+    Returns the metadata."""
+    if plan.corner_pool == "plugin":
+        attach_corner_pool_function(onnx_model, plan.doubling_steps)
+    metadata = plan.metadata()
     onnx_model.producer_name, onnx_model.producer_version = "cornernet-deploy", __version__
-    del onnx_model.metadata_props[:]
-    onnx.helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps(metadata)})
+    set_metadata(onnx_model, metadata)
     try:
         onnx.checker.check_model(onnx_model, full_check=True)
     except onnx.checker.ValidationError as exc:  # a bug on our side, not a user error
         raise RuntimeError(f"exported model failed the ONNX checker: {exc}") from exc
-    result = ExportResult(output, metadata, note=note)
+    return metadata
+
+
+def report_verification(report: dict, progress) -> None:
+    heads = {name: h["max_abs"] for name, h in report["heads"].items()}
+    _log(progress, "max abs error vs PyTorch: " + ", ".join(f"{k} {v:.2e}" for k, v in heads.items()))
+    if report["detections"] is not None:
+        d = report["detections"]
+        _log(progress, f"detections vs PyTorch: agreement {d['agreement']:.3f} "
+                       f"({d['matched']} matched, {d['missed']} missed, {d['extra']} extra with "
+                       f"score >= {d['min_score']:g}), max score delta {d['max_score_delta']:.2e}")
+    if report["failures"]:
+        raise VerificationError(f"ONNX Runtime differs from PyTorch beyond the {report['tolerance']} "
+                                f"tolerance of `compare`: {'; '.join(report['failures'])}; nothing "
+                                "was written (--no-verify writes it anyway)")
+
+
+def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model: CornerNet | None = None,
+                input_size=None, batch: int = 1, dynamic_batch: bool = False,
+                dynamic_size: bool | None = None, opset: int = MIN_OPSET, corner_pool: str = "plugin",
+                decode: str = "none", precision: str = "fp32", verify: bool = True,
+                progress=print) -> ExportResult:
+    """Export a model to ONNX. ``model`` (already loaded) or ``arch``/``checkpoint`` give the network.
+
+    ``corner_pool``: "plugin" (one ``cornernet_deploy::CornerPool`` node per fused pool, with a
+    standard-op function body so plain ONNX Runtime runs the same file) or "onnx" (standard ops).
+    ``decode``: "none" (raw heads) or "graph" (sigmoid, peak suppression, top-K and gathers in the
+    graph). ``precision`` "fp16" exports a half-precision network with float32 input/outputs.
+    ``dynamic_size`` None: the official test pipeline (the family's ``default_dynamic_size``);
+    False with no ``input_size``: fixed at the architecture's input size; ``input_size`` with a
+    dynamic size is the size the graph is traced and verified at.
+
+    The steps: ``plan_export`` (every check), ``load_network``, ``trace_to_onnx``,
+    ``attach_contract`` (function body, metadata, checker), ``verify_against_torch``, then the
+    file is written atomically.
+    """
+    start = time.perf_counter()
+    plan = plan_export(arch, checkpoint, output, model=model, input_size=input_size, batch=batch,
+                       dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, opset=opset,
+                       corner_pool=corner_pool, decode=decode, precision=precision)
+    if model is None:
+        model = load_network(plan, checkpoint, progress)
+    note = None if plan.dynamic_size else family_of(plan.spec).fixed_size_note(plan.spec, plan.input_hw,
+                                                                                FIXED_SIZE_COST)
+    if note:
+        _log(progress, note)
+    onnx_model, wrapper, dummy = trace_to_onnx(plan, model, progress)
+    metadata = attach_contract(onnx_model, plan)
+    result = ExportResult(plan.output, metadata, note=note)
     if verify:
         _log(progress, "verifying with ONNX Runtime (CPU)")
-        report = verify_against_torch(onnx_model, wrapper, dummy, names, spec, precision)
+        report = verify_against_torch(onnx_model, wrapper, dummy, plan.output_names, plan.spec, plan.precision)
         result.verification = report
         result.max_abs_error = {name: h["max_abs"] for name, h in report["heads"].items()}
-        _log(progress, "max abs error vs PyTorch: " + ", ".join(
-            f"{k} {v:.2e}" for k, v in result.max_abs_error.items()))
-        if report["detections"] is not None:
-            d = report["detections"]
-            _log(progress, f"detections vs PyTorch: agreement {d['agreement']:.3f} "
-                           f"({d['matched']} matched, {d['missed']} missed, {d['extra']} extra with "
-                           f"score >= {d['min_score']:g}), max score delta {d['max_score_delta']:.2e}")
-        if report["failures"]:
-            raise VerificationError(f"ONNX Runtime differs from PyTorch beyond the {report['tolerance']} "
-                                    f"tolerance of `compare`: {'; '.join(report['failures'])}; nothing "
-                                    "was written (--no-verify writes it anyway)")
-    with atomic_path(output) as tmp:
+        report_verification(report, progress)
+    with atomic_path(plan.output) as tmp:
         onnx.save(onnx_model, str(tmp))
     result.seconds = time.perf_counter() - start
-    _log(progress, f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+    _log(progress, f"wrote {plan.output} ({plan.output.stat().st_size / 1e6:.1f} MB) in {result.seconds:.1f} s")
     return result
 
 
 def build_model_spec(arch: str) -> ArchSpec:
-    from .zoo import get_arch
     try:
         return get_arch(arch)
     except ValueError as exc:
@@ -349,7 +405,7 @@ def verify_against_torch(onnx_model, wrapper, dummy, names, spec: ArchSpec, prec
     """
     import onnxruntime as ort
 
-    from .profiling.compare import TOLERANCES, HeadStats, detection_agreement
+    from .contract.agreement import TOLERANCES, HeadStats, detection_agreement
     from .runtime.decode import decode_outputs
     from .runtime.postprocess import postprocess
 

@@ -143,3 +143,13 @@ def _swap_in(staging: Path, path: Path, may_replace, option: str) -> None:
     finally:
         for folder in trash:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

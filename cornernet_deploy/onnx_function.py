@@ -15,8 +15,10 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-DOMAIN = "cornernet_deploy"
-OP_TYPE = "CornerPool"
+from .contract.op import BOTTOM_RIGHT, CORNER_POOL, TOP_LEFT
+
+DOMAIN = CORNER_POOL.domain
+OP_TYPE = CORNER_POOL.op_type
 ML_DOMAIN = "ai.onnx.ml"
 INT64_MAX = 2**63 - 1
 
@@ -60,7 +62,7 @@ def _branch(mode: str, steps: int) -> onnx.GraphProto:
     body = _Body(f"{mode}_")
     neg_inf_f32 = body.add("Constant", [], value=helper.make_tensor("ninf", TensorProto.FLOAT, [], [float("-inf")]))
     neg_inf = body.add("CastLike", [neg_inf_f32, "a"])  # same dtype as the input (fp32 or fp16)
-    reverse = mode == "top_left"  # Top/Left look towards higher indices
+    reverse = mode == TOP_LEFT  # Top/Left look towards higher indices
     vertical = _cummax(body, "a", 2, reverse, steps, neg_inf)
     horizontal = _cummax(body, "b", 3, reverse, steps, neg_inf)
     body.nodes.append(helper.make_node("Add", [vertical, horizontal], [f"{mode}_out"]))
@@ -77,20 +79,20 @@ def corner_pool_function(steps: int, opset: int) -> onnx.FunctionProto:
     nodes = [
         read_mode,
         helper.make_node("LabelEncoder", ["mode"], ["mode_code"], domain=ML_DOMAIN,
-                         keys_strings=["top_left", "bottom_right"], values_int64s=[1, 0], default_int64=1),
+                         keys_strings=list(CORNER_POOL.modes), values_int64s=[1, 0], default_int64=1),
         helper.make_node("Cast", ["mode_code"], ["is_top_left"], to=TensorProto.BOOL),
-        helper.make_node("If", ["is_top_left"], ["out"], then_branch=_branch("top_left", steps),
-                         else_branch=_branch("bottom_right", steps)),
+        helper.make_node("If", ["is_top_left"], ["out"], then_branch=_branch(TOP_LEFT, steps),
+                         else_branch=_branch(BOTTOM_RIGHT, steps)),
     ]
     return helper.make_function(DOMAIN, OP_TYPE, ["a", "b"], ["out"], nodes,
                                 [helper.make_opsetid("", opset), helper.make_opsetid(ML_DOMAIN, 2)],
-                                attributes=["mode"], doc_string=__doc__.splitlines()[0])
+                                attributes=[CORNER_POOL.mode_attribute], doc_string=__doc__.splitlines()[0])
 
 
 def attach_corner_pool_function(model: onnx.ModelProto, steps: int) -> None:
     """Declare our domain and add the function body to a model that uses the custom node."""
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    for domain, version in ((DOMAIN, 1), (ML_DOMAIN, 2)):
+    for domain, version in ((DOMAIN, CORNER_POOL.opset_version), (ML_DOMAIN, 2)):
         if not any(o.domain == domain for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(domain, version))
     del model.functions[:]

@@ -32,7 +32,6 @@ import contextlib
 import copy
 import dataclasses
 import io
-import json
 import logging
 import tempfile
 import time
@@ -47,11 +46,10 @@ from onnx import numpy_helper
 
 from . import __version__
 from .errors import UserError
-from .fileio import atomic_path
-from .onnx_function import DOMAIN, OP_TYPE
-from .runtime.pipeline import spec_from_metadata
-from .zoo import METADATA_KEY, load_export
-from .tensorrt.common import sha256_file  # torch-, onnx- and TensorRT-free
+from .fileio import atomic_path, sha256_file
+from .onnx_files import load_export, set_metadata
+from .contract.metadata import ModelMetadata, parse_metadata
+from .contract.op import CORNER_POOL
 
 __all__ = ["quantize_onnx", "QuantizeResult", "METHODS", "QUANTIZED_OPS", "DEFAULT_NUM_IMAGES",
            "select_calibration_images", "head_output_convs", "fold_batchnorm_after_concat"]
@@ -112,10 +110,11 @@ class _CalibrationReader:
     ``__len__``/``set_range`` let ``quantize_static`` feed one batch per calibrator call.
     """
 
-    def __init__(self, paths, metadata: dict, input_name: str, bar=None):
-        self.spec, self.extras = spec_from_metadata(metadata)
-        self.input_name = input_name
-        self.batch = int(metadata.get("batch") or 1)
+    def __init__(self, paths, metadata: ModelMetadata, bar=None):
+        self.metadata = metadata
+        self.spec = metadata.spec
+        self.input_name = metadata.input_name
+        self.batch = int(metadata.batch or 1)
         self.batches = [paths[i:i + self.batch] for i in range(0, len(paths), self.batch)]
         self.bar = bar
         self.converted = 0
@@ -141,12 +140,12 @@ class _CalibrationReader:
                 except UserError as exc:
                     raise UserError(f"calibration image {exc}") from None
             self.converted += any(issubclass(w.category, ImageConversionWarning) for w in caught)
-            x, _ = preprocess(image, self.spec, 1.0, self.extras["input_hw"], self.extras["mean"],
-                              self.extras["std"])
+            x, _ = preprocess(image, self.spec, 1.0, self.metadata.input_hw, self.metadata.mean,
+                              self.metadata.std)
             arrays.append(x)
         h = max(a.shape[1] for a in arrays)
         w = max(a.shape[2] for a in arrays)
-        black = normalize(np.zeros((h, w, 3), np.uint8), self.extras["mean"], self.extras["std"])
+        black = normalize(np.zeros((h, w, 3), np.uint8), self.metadata.mean, self.metadata.std)
         batch = np.repeat(black[None], self.batch, axis=0)  # short batches: black canvases
         for i, a in enumerate(arrays):  # a dynamic-size model with a static batch > 1: pad right/bottom
             batch[i, :, :a.shape[1], :a.shape[2]] = a
@@ -263,7 +262,7 @@ def _load_float_model(path: Path):
     if not path.is_file():
         raise UserError(f"{path}: no such ONNX file")
     model, metadata = load_export(path)
-    precision = metadata.get("precision", "fp32")
+    precision = metadata.precision
     if precision == "int8":
         raise UserError(f"{path} is already an INT8 model; quantize its FP32 export instead")
     if precision != "fp32":
@@ -279,6 +278,85 @@ def _run_outputs(model_bytes: bytes, x: np.ndarray, input_name: str) -> dict:
     return dict(zip(names, session.run(names, {input_name: x})))
 
 
+def _quantize_options(percentile: float) -> dict:
+    """The settings NVIDIA ModelOpt passes to ONNX Runtime's quantizer for TensorRT."""
+    return {
+        "ActivationSymmetric": True, "WeightSymmetric": True,  # TensorRT: zero points must be 0
+        "QuantizeBias": False,                                 # TensorRT: no int32 DequantizeLinear
+        "AddQDQPairToWeight": True,                            # float weights + Q/DQ: every TensorRT 10.x/11.x
+        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},  # output channels
+        "DedicatedQDQPair": False,
+        "CalibStridedMinMax": 1,                               # one calibrator call per batch: bounded memory
+        "CalibPercentile": float(percentile),
+    }
+
+
+def calibrate_and_quantize(float_model, reader: "_CalibrationReader", method: str, percentile: float,
+                           float_nodes: list, bar):
+    """ONNX Runtime's static Q/DQ quantization of ``float_model``, calibrated batch by batch."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="cornernet-quantize-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(float_model, str(src))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ORT's advice to pre-process: the folding is ours
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its threshold search
+                quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                                reduce_range=False, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
+                                calibrate_method=calibrate_method,
+                                extra_options=_quantize_options(percentile))
+        finally:
+            root.setLevel(level)
+            bar.close()
+        return onnx.load(str(dst))
+
+
+def attach_quantized_contract(quantized, model, metadata: ModelMetadata, quantization: dict) -> dict:
+    """Our CornerPool function body (should the quantizer have dropped it), the int8 metadata
+    (every key of the FP32 export, plus ``quantization``) and the ONNX checker. Returns the metadata."""
+    if not any(f.domain == CORNER_POOL.domain and f.name == CORNER_POOL.op_type for f in quantized.functions):
+        for f in model.functions:
+            quantized.functions.append(f)
+        have = {o.domain for o in quantized.opset_import}
+        quantized.opset_import.extend(o for o in model.opset_import if o.domain not in have)
+    new_metadata = {**metadata.raw, "toolkit_version": __version__, "precision": "int8",
+                    "quantization": quantization}
+    parse_metadata(new_metadata, "the quantized model")   # what readers will check, checked now
+    set_metadata(quantized, new_metadata)
+    quantized.producer_name, quantized.producer_version = "cornernet-deploy", __version__
+    try:
+        onnx.checker.check_model(quantized, full_check=True)
+    except onnx.checker.ValidationError as exc:  # a bug on our side, not a user error
+        raise RuntimeError(f"quantized model failed the ONNX checker: {exc}") from exc
+    return new_metadata
+
+
+def verify_quantized(quantized, model, reader: "_CalibrationReader") -> dict:
+    """Max |int8 - fp32| per output on the first calibration batch; RuntimeError for a shape
+    change or a non-finite output."""
+    x = reader.tensors(0)
+    got = _run_outputs(quantized.SerializeToString(), x, reader.input_name)
+    ref = _run_outputs(model.SerializeToString(), x, reader.input_name)
+    errors = {}
+    for name, value in got.items():
+        if value.shape != ref[name].shape:
+            raise RuntimeError(f"quantized output {name} has shape {value.shape}, FP32 {ref[name].shape}")
+        if name.endswith("_inds"):
+            continue  # top-K indices: compared as detections by `compare`, not element-wise
+        if not np.all(np.isfinite(value)):
+            raise RuntimeError(f"quantized output {name} is not finite; nothing was written")
+        errors[name] = float(np.max(np.abs(value.astype(np.float64) - ref[name])))
+    return errors
+
+
 def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: int = DEFAULT_NUM_IMAGES,
                   method: str = "minmax", percentile: float = DEFAULT_PERCENTILE,
                   float_heads: bool = False, verify: bool = True, progress=print,
@@ -290,9 +368,12 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
     thresholds) or ``percentile`` (the ``percentile``-th percentile of |x|). ``float_heads``: keep
     the last convolution of every head in float. The file appears only when complete, after the
     ONNX checker and an ONNX Runtime run on the first calibration batch.
+
+    The steps: the checks and the calibration set, ``fold_batchnorm_after_concat``,
+    ``calibrate_and_quantize``, ``attach_quantized_contract``, ``verify_quantized``, then the file
+    is written atomically.
     """
     from onnxruntime import __version__ as ort_version
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -308,7 +389,6 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
     if output.is_dir():
         raise UserError(f"--output {output} is a folder; give a file name")
     paths = select_calibration_images(calib, num_images)
-    input_name = metadata.get("input_name", "image")
 
     float_model = copy.deepcopy(model)
     folded = fold_batchnorm_after_concat(float_model)
@@ -316,49 +396,12 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
     _log(progress, f"calibrating {model_path} on {len(paths)} image(s) ({method}); folded {folded} "
                    f"BatchNormalization node(s) into convolutions" +
          (f"; {len(float_nodes)} head convolutions stay float" if float_nodes else ""))
-
     bar = tqdm(total=len(paths), unit="img", desc="calibrate", disable=not show_bar)
-    reader = _CalibrationReader(paths, metadata, input_name, bar)
-    extra_options = {  # the settings NVIDIA ModelOpt passes to this quantizer for TensorRT
-        "ActivationSymmetric": True, "WeightSymmetric": True,  # TensorRT: zero points must be 0
-        "QuantizeBias": False,                                 # TensorRT: no int32 DequantizeLinear
-        "AddQDQPairToWeight": True,                            # float weights + Q/DQ: every TensorRT 10.x/11.x
-        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
-        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},  # output channels
-        "DedicatedQDQPair": False,
-        "CalibStridedMinMax": 1,                               # one calibrator call per batch: bounded memory
-        "CalibPercentile": float(percentile),
-    }
-    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                        "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="cornernet-quantize-") as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(float_model, str(src))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT's advice to pre-process: the folding above is ours
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its threshold search
-                quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                                reduce_range=False, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
-                                calibrate_method=calibrate_method, extra_options=extra_options)
-        finally:
-            root.setLevel(level)
-            bar.close()
-        quantized = onnx.load(str(dst))
+    reader = _CalibrationReader(paths, metadata, bar)
+    quantized = calibrate_and_quantize(float_model, reader, method, percentile, float_nodes, bar)
     if reader.converted:
         _log(progress, f"note: {reader.converted} calibration image(s) converted to 8-bit BGR "
                        "(grayscale, alpha or 16-bit), as cv2.imread does")
-
-    # The quantizer leaves model-local functions alone; restore ours if a version did not.
-    if not any(f.domain == DOMAIN and f.name == OP_TYPE for f in quantized.functions):
-        for f in model.functions:
-            quantized.functions.append(f)
-        have = {o.domain for o in quantized.opset_import}
-        quantized.opset_import.extend(o for o in model.opset_import if o.domain not in have)
-
     quantization = {
         "method": method, **({"percentile": float(percentile)} if method == "percentile" else {}),
         "images": len(paths), "source": [str(s) for s in ([calib] if isinstance(calib, (str, Path)) else calib)],
@@ -369,30 +412,11 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
         "tool": f"onnxruntime.quantization {ort_version}",
         "from": {"file": model_path.name, "sha256": sha256_file(model_path)},
     }
-    new_metadata = {**metadata, "toolkit_version": __version__, "precision": "int8",
-                    "quantization": quantization}
-    del quantized.metadata_props[:]
-    onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(new_metadata)})
-    quantized.producer_name, quantized.producer_version = "cornernet-deploy", __version__
-    try:
-        onnx.checker.check_model(quantized, full_check=True)
-    except onnx.checker.ValidationError as exc:  # a bug on our side, not a user error
-        raise RuntimeError(f"quantized model failed the ONNX checker: {exc}") from exc
-
+    new_metadata = attach_quantized_contract(quantized, model, metadata, quantization)
     result = QuantizeResult(output, new_metadata, paths)
     if verify:
         _log(progress, "verifying with ONNX Runtime (CPU) against the FP32 model")
-        x = reader.tensors(0)
-        got = _run_outputs(quantized.SerializeToString(), x, input_name)
-        ref = _run_outputs(model.SerializeToString(), x, input_name)
-        for name, value in got.items():
-            if value.shape != ref[name].shape:
-                raise RuntimeError(f"quantized output {name} has shape {value.shape}, FP32 {ref[name].shape}")
-            if name.endswith("_inds"):
-                continue  # top-K indices: compared as detections by `compare`, not element-wise
-            if not np.all(np.isfinite(value)):
-                raise RuntimeError(f"quantized output {name} is not finite; nothing was written")
-            result.max_abs_error[name] = float(np.max(np.abs(value.astype(np.float64) - ref[name])))
+        result.max_abs_error = verify_quantized(quantized, model, reader)
         _log(progress, "max abs difference vs FP32 (first calibration batch): " +
              ", ".join(f"{k} {v:.3g}" for k, v in result.max_abs_error.items()))
     with atomic_path(output) as tmp_path:

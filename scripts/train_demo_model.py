@@ -116,7 +116,7 @@ def evaluate(ckpt: Path, sets, out: Path, device: str = "auto") -> dict:
     with the PyTorch backend: the same code path as ``cornernet-deploy eval``."""
     import torch
 
-    from cornernet_deploy.commands.eval import evaluate as coco_evaluate
+    from cornernet_deploy.evaluation import evaluate as coco_evaluate
     from cornernet_deploy.runtime.backends.pytorch import PyTorchBackend
     from cornernet_deploy.runtime.detector import Detector
 

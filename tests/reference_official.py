@@ -227,7 +227,7 @@ def ref_cornernet_inference(image, heads_fn, *, K, ae_threshold, num_dets, flip,
                             mean=None, std=None, multiple=128):
     """``cornernet_inference``: ``heads_fn(images NCHW) -> dict of raw heads``; returns the
     official dict class_id (1-based) -> [n, 5] float32."""
-    from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR
+    from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR
     mean = COCO_MEAN_BGR if mean is None else mean
     std = COCO_STD_BGR if std is None else std
     detections = []
@@ -352,7 +352,7 @@ def ref_saccade_inference(image, heads_fn, *, K=12, num_dets=12, ae_threshold=0.
     ``heads_fn(images) -> dict`` with raw heads and one att map per ``att_ratios`` entry
     (sigmoid-ed). Returns
     ``(dict class -> [n, 5], zoom locations, number of location candidates before NMS)``."""
-    from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR
+    from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR
     mean = COCO_MEAN_BGR if mean is None else mean
     std = COCO_STD_BGR if std is None else std
     height, width = image.shape[0:2]

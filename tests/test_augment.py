@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cornernet_deploy.train import augment as A
-from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR
+from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR
 
 
 class FixedRng:

@@ -233,7 +233,8 @@ def test_onnxruntime_cuda_equals_cpu_and_times_the_copies(tiny):
 def test_onnxruntime_tensorrt_provider_with_the_plugin(tiny, tmp_path):
     _gpu_provider_or_skip("tensorrt")
     from cornernet_deploy.runtime.backends.onnxruntime import _importable_tensorrt_major
-    from cornernet_deploy.tensorrt.plugin_build import build_plugin, find_plugin_library
+    from cornernet_deploy.runtime.plugin_library import find_plugin_library
+    from cornernet_deploy.tensorrt.plugin_build import build_plugin
     library = (find_plugin_library(required=False, tensorrt_major=_importable_tensorrt_major())
                or build_plugin(output_dir=tmp_path / "plugin"))
     x = np.random.default_rng(3).normal(size=(2, 3, 127, 127)).astype(np.float32)

@@ -16,7 +16,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.exporter import export_onnx
 from cornernet_deploy.onnx_function import DOMAIN, OP_TYPE
-from cornernet_deploy.tensorrt import plugin_build
+from cornernet_deploy.runtime import plugin_library
 from test_plugin_build_command import tagged_library
 
 
@@ -35,7 +35,7 @@ def exports(tmp_path_factory):
 @pytest.fixture
 def plugins(tmp_path, monkeypatch):
     libs = {10: tagged_library(tmp_path / "lib10.so", "10.16.0"), 11: tagged_library(tmp_path / "lib11.so", "11.1.0")}
-    monkeypatch.delenv(plugin_build.PLUGIN_ENV, raising=False)
+    monkeypatch.delenv(plugin_library.PLUGIN_ENV, raising=False)
     return libs
 
 
@@ -103,8 +103,8 @@ def test_static_input_gets_no_shapes_and_impossible_builds_are_refused(exports, 
 
 
 def test_without_a_major_the_plugin_library_says(exports, plugins, tmp_path, capsys, monkeypatch):
-    running = plugin_build.importable_tensorrt_version()
-    monkeypatch.setenv(plugin_build.PLUGIN_ENV, str(plugins[11]))
+    running = plugin_library.importable_tensorrt_version()
+    monkeypatch.setenv(plugin_library.PLUGIN_ENV, str(plugins[11]))
     rc, command, err = trtexec(capsys, exports["dynamic"], "--trtexec", "--output", tmp_path / "m.engine")
     if running and not running.startswith("11."):
         assert rc == 2 and "only runs in the TensorRT major" in err     # a 10.x TensorRT is importable

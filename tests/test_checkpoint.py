@@ -140,10 +140,11 @@ def test_training_script_wrapper_layouts_load(tmp_path, wrapper):
 
 @pytest.mark.parametrize("arch", ["cornernet", "cornernet-squeeze", "cornernet-saccade"])
 def test_a_spec_written_by_a_newer_toolkit_still_loads(tmp_path, arch):
-    """Checkpoints and export metadata carry the spec as a dict (zoo.spec_to_dict); a field a later
+    """Checkpoints and export metadata carry the spec as a dict (contract.arch.spec_to_dict); a field a later
     version adds is ignored by both readers instead of failing the load."""
-    from cornernet_deploy.runtime.pipeline import spec_from_metadata
-    from cornernet_deploy.zoo import build_metadata, get_arch, spec_from_dict, spec_to_dict
+    from cornernet_deploy.contract.metadata import parse_metadata
+    from cornernet_deploy.contract.metadata import build_metadata
+    from cornernet_deploy.contract.arch import get_arch, spec_from_dict, spec_to_dict
     official = get_arch(arch)
     assert spec_from_dict(spec_to_dict(official)) == official
     model = tiny(arch)
@@ -155,4 +156,4 @@ def test_a_spec_written_by_a_newer_toolkit_still_loads(tmp_path, arch):
     assert spec_from_checkpoint(tmp_path / "newer.pt") == model.spec
     metadata = build_metadata(model.spec, model.spec.input_size, 1, "none", "plugin", "fp32", False)
     metadata["spec"]["a_field_of_version_9"] = [1, 2]
-    assert spec_from_metadata(metadata)[0] == model.spec
+    assert parse_metadata(metadata).spec == model.spec

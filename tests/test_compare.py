@@ -7,8 +7,8 @@ import pytest
 
 from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.profiling.compare import (TOLERANCES, HeadStats, box_iou_matrix, choose_tolerance,
-                                                detection_agreement, match_detections)
+from cornernet_deploy.contract.agreement import (TOLERANCES, HeadStats, box_iou_matrix, choose_tolerance,
+                                                 detection_agreement, match_detections)
 from cornernet_deploy.runtime.backends.tensorrt import tensorrt_available
 from cornernet_deploy.runtime.detections import Detections
 

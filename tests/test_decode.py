@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from cornernet_deploy.runtime.decode import (Corners, decode, decode_outputs, max_pool,
                                              pair_corners, peak_suppress, topk_corners, topk_desc)
-from cornernet_deploy.zoo import TestConfig as Cfg
+from cornernet_deploy.contract.arch import TestConfig as Cfg
 from reference_official import ref_decode
 
 torch.set_num_threads(1)

@@ -9,10 +9,10 @@ import torch
 
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.exporter import export_onnx
-from cornernet_deploy.zoo import read_metadata
+from cornernet_deploy.contract.metadata import read_metadata
 from cornernet_deploy.models import build_model
 from cornernet_deploy.onnx_function import strip_corner_pool_function
-from cornernet_deploy.zoo import ARCHS
+from cornernet_deploy.contract.arch import ARCHS
 
 torch.set_num_threads(2)
 
@@ -116,7 +116,7 @@ def test_metadata_records_what_the_runtime_needs(tmp_path):
     model = tiny_model("cornernet-saccade")
     path = tmp_path / "m.onnx"
     export_onnx(model=model, output=path, decode="graph", progress=None, verify=False)
-    meta = read_metadata(onnx.load(str(path)))
+    meta = read_metadata(onnx.load(str(path))).raw
     assert meta["arch"] == "cornernet-saccade" and meta["input_hw"] == [255, 255]
     assert meta["channel_order"] == "BGR" and meta["stride"] == 4 and meta["decode"] == "graph"
     assert meta["mean"] == pytest.approx([0.40789654, 0.44719302, 0.47026115])

@@ -16,7 +16,7 @@ from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.exporter import ExportWrapper, export_onnx, verification_batch, verify_against_torch
-from cornernet_deploy.zoo import read_metadata
+from cornernet_deploy.contract.metadata import read_metadata
 from cornernet_deploy.models import build_model, load_checkpoint
 from cornernet_deploy.models.checkpoint import spec_from_checkpoint
 from cornernet_deploy.runtime.detector import Detector
@@ -71,7 +71,7 @@ def test_the_preset_command_line_of_the_issue_exports(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(DEMO_CHECKPOINT), "--preset", "trt-fp16",
                  "--output", str(out)]) == 0
     assert "detections vs PyTorch: agreement" in capsys.readouterr().out
-    assert read_metadata(onnx.load(str(out)))["precision"] == "fp16"
+    assert read_metadata(onnx.load(str(out))).raw["precision"] == "fp16"
 
 
 # --- item 4: the default export keeps the official accuracy; a fixed size says what it costs --
@@ -80,7 +80,7 @@ def test_the_default_export_runs_each_image_at_its_own_padded_size_as_the_checkp
     out = tmp_path / "default.onnx"
     assert main(["export", "--checkpoint", str(DEMO_CHECKPOINT), "--output", str(out)]) == 0
     assert "note: fixed input" not in capsys.readouterr().out
-    assert read_metadata(onnx.load(str(out)))["input_hw"] is None
+    assert read_metadata(onnx.load(str(out))).raw["input_hw"] is None
     model = demo_model()
     detector = Detector.load(out)
 
@@ -103,11 +103,11 @@ def test_a_fixed_size_export_prints_its_cost_and_saccade_keeps_its_official_crop
                  "--output", str(out), "--no-verify"]) == 0
     printed = capsys.readouterr().out
     assert "note: fixed input 127x127" in printed and "AP 0.675" in printed and "0.787" in printed
-    assert read_metadata(onnx.load(str(out)))["input_hw"] == [127, 127]
+    assert read_metadata(onnx.load(str(out))).raw["input_hw"] == [127, 127]
     # --fixed-size without a size: the architecture's own (here the demo model's 127)
     assert main(["export", "--checkpoint", str(DEMO_CHECKPOINT), "--fixed-size", "--output",
                  str(out), "--no-verify"]) == 0
-    assert read_metadata(onnx.load(str(out)))["input_hw"] == [127, 127]
+    assert read_metadata(onnx.load(str(out))).raw["input_hw"] == [127, 127]
     capsys.readouterr()
     sacc = build_model("cornernet-saccade", num_classes=2, width=0.125, levels=2, stacks=1)
     result = export_onnx(model=sacc, output=tmp_path / "s.onnx", verify=False, progress=None)
@@ -168,7 +168,7 @@ def test_a_plain_state_dict_of_a_variant_exports_with_the_variant_read_from_its_
     out = tmp_path / "plain.onnx"
     assert main(["export", "--checkpoint", str(tmp_path / "plain.pt"), "--output", str(out)]) == 0
     assert "1 stack, 2 levels, 3 classes" in capsys.readouterr().out
-    spec = read_metadata(onnx.load(str(out)))["spec"]
+    spec = read_metadata(onnx.load(str(out))).raw["spec"]
     assert (spec["stacks"], spec["levels"], spec["num_classes"]) == (1, 2, 3)
     assert spec["dims"] == list(model.spec.dims)
 
@@ -221,11 +221,11 @@ def test_info_and_metadata_describe_the_variant_not_the_official_model(tmp_path,
     assert "1 stack, 3 hourglass levels" in text and "2 stacks" not in text
     # a width variant says so (the demo model is the squeeze family at a quarter of its channels)
     assert "channels 64/64/96/96 (official 256/256/384/384/512)" in text
-    from cornernet_deploy.zoo import get_arch
+    from cornernet_deploy.contract.arch import get_arch
     assert "channels 256/256/384/384/384/512 (the official widths)" in get_arch("cornernet").summary
     out = tmp_path / "m.onnx"
     export_onnx(checkpoint=DEMO_CHECKPOINT, output=out, verify=False, progress=None)
-    assert "2 stacks" not in json.dumps(read_metadata(onnx.load(str(out))))
+    assert "2 stacks" not in json.dumps(read_metadata(onnx.load(str(out))).raw)
     assert main(["info", str(out)]) == 0
     assert "1 stack" in capsys.readouterr().out
 

@@ -386,7 +386,7 @@ PERMUTED = {1: 3, 2: 1, 3: 2}
 
 
 def test_eval_matches_by_name_and_refuses_names_it_cannot_match(shapes, tmp_path):
-    from cornernet_deploy.commands.eval import evaluate
+    from cornernet_deploy.evaluation import evaluate
 
     folder, _, truth = shapes
     oracle = Oracle(truth, SHAPE_CLASSES, (1, 2, 3))
@@ -405,7 +405,7 @@ def test_eval_matches_by_name_and_refuses_names_it_cannot_match(shapes, tmp_path
 
 
 def test_eval_notes_the_model_classes_the_dataset_lacks(shapes, tmp_path):
-    from cornernet_deploy.commands.eval import evaluate
+    from cornernet_deploy.evaluation import evaluate
 
     folder, _, truth = shapes
     oracle = Oracle(truth, SHAPE_CLASSES + ("cross",), (1, 2, 3, 4), extra=["cross"])

@@ -7,7 +7,7 @@ import torch
 
 from cornernet_deploy.models import (CornerNet, build_model, build_spec, count_parameters,
                                      count_test_parameters, load_checkpoint)
-from cornernet_deploy.zoo import ARCHS, OFFICIAL_PARAM_COUNTS
+from cornernet_deploy.contract.arch import ARCHS, OFFICIAL_PARAM_COUNTS
 
 torch.set_num_threads(2)
 

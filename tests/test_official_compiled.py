@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from cornernet_deploy.runtime.decode import decode
 from cornernet_deploy.runtime.postprocess import per_class_nms, soft_nms, soft_nms_merge
-from cornernet_deploy.zoo import get_arch
+from cornernet_deploy.contract.arch import get_arch
 from official_code import load_official
 from test_decode import HEADS, random_heads
 from test_soft_nms import random_boxes

@@ -25,7 +25,7 @@ from cornernet_deploy.runtime.preprocess import ImageMeta
 from cornernet_deploy.runtime.saccade import (bilinear_resize, crop_into_canvas, decode_atts,
                                               first_pass_locations, location_nms, numpy_argsort,
                                               prepare_crops, ref_locations)
-from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
+from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
 
 torch.set_num_threads(1)
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -11,6 +11,7 @@ import pytest
 
 from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
+from cornernet_deploy.runtime import plugin_library
 from cornernet_deploy.tensorrt import plugin_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def fake_headers(directory: Path, version_header: str = HEADER_10_3) -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in ("TENSORRT_ROOT", "TENSORRT_INCLUDE_DIR", plugin_build.PLUGIN_ENV):
+    for var in ("TENSORRT_ROOT", "TENSORRT_INCLUDE_DIR", plugin_library.PLUGIN_ENV):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
@@ -142,41 +143,41 @@ def test_configure_command_passes_headers_compiler_and_archs(tmp_path):
 def test_find_plugin_library_from_environment(tmp_path, clean_env):
     library = tmp_path / plugin_build.PLUGIN_LIBRARY_NAME
     library.write_bytes(b"\x7fELF")
-    clean_env.setenv(plugin_build.PLUGIN_ENV, str(library))
-    assert plugin_build.find_plugin_library() == library.resolve()
-    clean_env.setenv(plugin_build.PLUGIN_ENV, str(tmp_path))  # a directory holding the library
-    assert plugin_build.find_plugin_library() == library.resolve()
-    clean_env.setenv(plugin_build.PLUGIN_ENV, str(tmp_path / "gone.so"))
+    clean_env.setenv(plugin_library.PLUGIN_ENV, str(library))
+    assert plugin_library.find_plugin_library() == library.resolve()
+    clean_env.setenv(plugin_library.PLUGIN_ENV, str(tmp_path))  # a directory holding the library
+    assert plugin_library.find_plugin_library() == library.resolve()
+    clean_env.setenv(plugin_library.PLUGIN_ENV, str(tmp_path / "gone.so"))
     with pytest.raises(UserError, match="CORNERNET_DEPLOY_PLUGIN=.*gone.so does not exist"):
-        plugin_build.find_plugin_library(required=False)  # an explicit setting that is wrong is always an error
+        plugin_library.find_plugin_library(required=False)  # an explicit setting that is wrong is always an error
 
 
 def test_find_plugin_library_default_location(tmp_path, clean_env):
-    clean_env.setattr(plugin_build, "default_output_dir", lambda: tmp_path / "lib")
-    assert plugin_build.find_plugin_library(required=False) is None
+    clean_env.setattr(plugin_library, "default_library_dir", lambda: tmp_path / "lib")
+    assert plugin_library.find_plugin_library(required=False) is None
     with pytest.raises(UserError, match="cornernet-deploy plugin build"):
-        plugin_build.find_plugin_library()
+        plugin_library.find_plugin_library()
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / plugin_build.PLUGIN_LIBRARY_NAME).write_bytes(b"\x7fELF")
-    assert plugin_build.find_plugin_library() == tmp_path / "lib" / plugin_build.PLUGIN_LIBRARY_NAME
+    assert plugin_library.find_plugin_library() == tmp_path / "lib" / plugin_build.PLUGIN_LIBRARY_NAME
 
 
 def test_find_plugin_library_picks_the_running_tensorrt_major(tmp_path, clean_env):
-    clean_env.setattr(plugin_build, "default_output_dir", lambda: tmp_path / "lib")
+    clean_env.setattr(plugin_library, "default_library_dir", lambda: tmp_path / "lib")
     for major in (10, 11):
         (tmp_path / "lib" / f"tensorrt-{major}").mkdir(parents=True)
         (tmp_path / "lib" / f"tensorrt-{major}" / plugin_build.PLUGIN_LIBRARY_NAME).write_bytes(b"\x7fELF")
-    assert plugin_build.find_plugin_library(tensorrt_major=10).parent.name == "tensorrt-10"
-    assert plugin_build.find_plugin_library(tensorrt_major=11).parent.name == "tensorrt-11"
+    assert plugin_library.find_plugin_library(tensorrt_major=10).parent.name == "tensorrt-10"
+    assert plugin_library.find_plugin_library(tensorrt_major=11).parent.name == "tensorrt-11"
     with pytest.raises(UserError, match=r"tensorrt-12.*TensorRT 12 headers"):
-        plugin_build.find_plugin_library(tensorrt_major=12)
-    assert [p.parent.name for p in plugin_build.built_plugin_libraries()] == ["tensorrt-11", "tensorrt-10"]
+        plugin_library.find_plugin_library(tensorrt_major=12)
+    assert [p.parent.name for p in plugin_library.built_plugin_libraries()] == ["tensorrt-11", "tensorrt-10"]
     # $CORNERNET_DEPLOY_PLUGIN may name a folder of per-major folders too
-    clean_env.setenv(plugin_build.PLUGIN_ENV, str(tmp_path / "lib"))
-    assert plugin_build.find_plugin_library(tensorrt_major=10) == (tmp_path / "lib" / "tensorrt-10" /
+    clean_env.setenv(plugin_library.PLUGIN_ENV, str(tmp_path / "lib"))
+    assert plugin_library.find_plugin_library(tensorrt_major=10) == (tmp_path / "lib" / "tensorrt-10" /
                                                                    plugin_build.PLUGIN_LIBRARY_NAME).resolve()
     with pytest.raises(UserError, match="no libcornernet_deploy_plugins.so in .*lib nor in .*tensorrt-12"):
-        plugin_build.find_plugin_library(tensorrt_major=12)
+        plugin_library.find_plugin_library(tensorrt_major=12)
 
 
 def tagged_library(path: Path, version: str) -> Path:
@@ -187,10 +188,10 @@ def tagged_library(path: Path, version: str) -> Path:
 
 
 def test_library_version_is_read_from_the_file_without_loading_it(tmp_path):
-    assert plugin_build.plugin_library_tensorrt_version(tagged_library(tmp_path / "a.so", "10.3.0")) == "10.3.0"
+    assert plugin_library.plugin_library_tensorrt_version(tagged_library(tmp_path / "a.so", "10.3.0")) == "10.3.0"
     (tmp_path / "b.so").write_bytes(b"\x7fELF no tag")
-    assert plugin_build.plugin_library_tensorrt_version(tmp_path / "b.so") is None
-    assert plugin_build.plugin_library_tensorrt_version(tmp_path / "missing.so") is None
+    assert plugin_library.plugin_library_tensorrt_version(tmp_path / "b.so") is None
+    assert plugin_library.plugin_library_tensorrt_version(tmp_path / "missing.so") is None
 
 
 @pytest.mark.parametrize("library, runtime, outcome", [
@@ -205,10 +206,10 @@ def test_library_version_is_read_from_the_file_without_loading_it(tmp_path):
 def test_library_and_runtime_versions_decide_the_load(library, runtime, outcome):
     if outcome == "refused":
         with pytest.raises(UserError) as info:
-            plugin_build.check_library_matches("lib.so", library, runtime)
+            plugin_library.check_library_matches("lib.so", library, runtime)
         assert "\n" not in str(info.value) and f"TensorRT {runtime.split('.')[0]} headers" in str(info.value)
     else:
-        note = plugin_build.check_library_matches("lib.so", library, runtime)
+        note = plugin_library.check_library_matches("lib.so", library, runtime)
         assert (note is not None) == (outcome == "warning")
 
 
@@ -237,35 +238,35 @@ def test_load_plugin_library_registers_once_and_checks_the_creator(tmp_path):
     library = tagged_library(tmp_path / "lib.so", "10.16.0")
     registry = FakeRegistry()
     trt = fake_trt(registry)
-    assert plugin_build.load_plugin_library(trt, library) == "handle"
-    assert plugin_build.load_plugin_library(trt, library) == "handle"
+    assert plugin_library.load_plugin_library(trt, library) == "handle"
+    assert plugin_library.load_plugin_library(trt, library) == "handle"
     assert registry.loaded == [str(library)]
 
     with pytest.raises(UserError, match="could not load"):
-        plugin_build.load_plugin_library(fake_trt(FakeRegistry(handle=None, creators_after_load=())), library)
+        plugin_library.load_plugin_library(fake_trt(FakeRegistry(handle=None, creators_after_load=())), library)
     with pytest.raises(UserError, match="registers no cornernet_deploy::CornerPool version 1"):
-        plugin_build.load_plugin_library(fake_trt(FakeRegistry(creators_after_load=())), library)
+        plugin_library.load_plugin_library(fake_trt(FakeRegistry(creators_after_load=())), library)
 
 
 def test_load_plugin_library_refuses_another_major_before_touching_the_registry(tmp_path):
     library = tagged_library(tmp_path / "lib11.so", "11.1.0")
     registry = FakeRegistry()
     with pytest.raises(UserError, match="built with TensorRT 11.1.0 headers but this is TensorRT 10.16.1.11"):
-        plugin_build.load_plugin_library(fake_trt(registry, "10.16.1.11"), library)
+        plugin_library.load_plugin_library(fake_trt(registry, "10.16.1.11"), library)
     assert registry.loaded == []
 
 
 def test_load_plugin_library_skips_the_load_when_cornerpool_is_registered(tmp_path):
     # e.g. a second copy of the library, or a statically registering build already loaded
     registry = FakeRegistry(registered=[("CornerPool", "1", "cornernet_deploy")])
-    assert plugin_build.load_plugin_library(fake_trt(registry), tmp_path / "not-even-there.so") is None
+    assert plugin_library.load_plugin_library(fake_trt(registry), tmp_path / "not-even-there.so") is None
     assert registry.loaded == []
 
 
 def test_load_plugin_library_warns_about_newer_headers(tmp_path):
     library = tagged_library(tmp_path / "lib.so", "10.16.0")
     notes = []
-    plugin_build.load_plugin_library(fake_trt(FakeRegistry(), "10.3.0.26"), library, echo=notes.append)
+    plugin_library.load_plugin_library(fake_trt(FakeRegistry(), "10.3.0.26"), library, echo=notes.append)
     assert len(notes) == 1 and "newer than this TensorRT 10.3.0.26" in notes[0]
 
 
@@ -368,14 +369,14 @@ def test_default_output_is_one_folder_per_tensorrt_major(tmp_path, clean_env, ca
 def test_cli_path_prints_the_library(tmp_path, clean_env, capsys):
     library = tmp_path / plugin_build.PLUGIN_LIBRARY_NAME
     library.write_bytes(b"")
-    clean_env.setenv(plugin_build.PLUGIN_ENV, str(library))
+    clean_env.setenv(plugin_library.PLUGIN_ENV, str(library))
     assert main(["plugin", "path"]) == 0
     assert capsys.readouterr().out.strip() == str(library.resolve())
 
 
 def test_cli_path_lists_every_major_without_a_tensorrt(tmp_path, clean_env, capsys):
-    clean_env.setattr(plugin_build, "default_output_dir", lambda: tmp_path / "lib")
-    clean_env.setattr(plugin_build, "importable_tensorrt_version", lambda: None)
+    clean_env.setattr(plugin_library, "default_library_dir", lambda: tmp_path / "lib")
+    clean_env.setattr(plugin_library, "importable_tensorrt_version", lambda: None)
     for major in (10, 11):
         (tmp_path / "lib" / f"tensorrt-{major}").mkdir(parents=True)
         (tmp_path / "lib" / f"tensorrt-{major}" / plugin_build.PLUGIN_LIBRARY_NAME).write_bytes(b"")

@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from cornernet_deploy.errors import UserError
+from cornernet_deploy.runtime import plugin_library
 from cornernet_deploy.tensorrt import plugin_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def test_library_records_the_version_of_its_headers(plugin_build_dir):
 
     library = plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME
     version = _headers_version(plugin_build_dir)  # from NvInferVersion.h of the headers it was built with
-    assert plugin_build.plugin_library_tensorrt_version(library) == version
+    assert plugin_library.plugin_library_tensorrt_version(library) == version
     major, minor, patch = (int(x) for x in version.split("."))
     exported = ctypes.CDLL(str(library)).cornernetDeployTensorRTVersion
     exported.restype = ctypes.c_int32
@@ -249,7 +250,7 @@ REGISTRY_SCRIPT = r"""
 import json, sys
 import numpy as np
 import tensorrt_lean_bindings as trt
-from cornernet_deploy.tensorrt.plugin_build import load_plugin_library
+from cornernet_deploy.runtime.plugin_library import load_plugin_library
 
 library, how = sys.argv[1], sys.argv[2]
 registry = trt.get_plugin_registry()
@@ -311,7 +312,7 @@ CROSS_MAJOR_SCRIPT = r"""
 import json, sys
 import tensorrt_lean_bindings as trt
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.tensorrt.plugin_build import load_plugin_library
+from cornernet_deploy.runtime.plugin_library import load_plugin_library
 
 library = sys.argv[1]
 registry = trt.get_plugin_registry()
@@ -356,7 +357,7 @@ def test_registry_of_another_major_is_refused_without_a_crash(plugin_build_dir):
 SECOND_COPY_SCRIPT = r"""
 import json, shutil, sys
 import tensorrt_lean_bindings as trt
-from cornernet_deploy.tensorrt.plugin_build import load_plugin_library
+from cornernet_deploy.runtime.plugin_library import load_plugin_library
 
 library, copy = sys.argv[1], sys.argv[2]
 shutil.copy(library, copy)
@@ -382,8 +383,8 @@ FAILED_RUNTIME_SCRIPT = r"""
 import json
 import tensorrt_lean_bindings as trt
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.tensorrt import common
-from cornernet_deploy.tensorrt.common import create_runtime, make_logger
+from cornernet_deploy.runtime import tensorrt_common as common
+from cornernet_deploy.runtime.tensorrt_common import create_runtime, make_logger
 
 lines = []
 logger = make_logger(trt, lines)
@@ -455,7 +456,7 @@ def test_cli_plugin_build_end_to_end(tmp_path, capsys):
     version = plugin_build.tensorrt_header_version(include_dirs[0])
     assert f"plugin library:   {library}  (TensorRT {version.split('.')[0]}.x)" in out
     assert f"TensorRT headers: {include_dirs[0].resolve()} (version {version}" in out
-    assert plugin_build.plugin_library_tensorrt_version(library) == version
+    assert plugin_library.plugin_library_tensorrt_version(library) == version
     assert "-DCMAKE_CUDA_ARCHITECTURES=75" in (build_dir / "cornernet_deploy_build.log").read_text()
 
 

@@ -8,7 +8,7 @@ import pytest
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.runtime.preprocess import (ImageConversionWarning, check_image, flip_tensor,
                                                  load_image, normalize, padded_size, preprocess)
-from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
+from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
 
 CORNERNET = get_arch("cornernet")
 SQUEEZE = get_arch("cornernet-squeeze")

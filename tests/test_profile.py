@@ -16,7 +16,7 @@ from cornernet_deploy.profiling.profile import STAGES, RowResult, build_report, 
 from cornernet_deploy.profiling.report import profile_table, render_plot, validate_report, write_json
 from cornernet_deploy.profiling.stats import percentile, ratio, ratios_to_baseline, summarize
 from cornernet_deploy.runtime.backends.tensorrt import tensorrt_available
-from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
+from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
 
 TINY = dict(num_classes=3, width=0.125)
 
@@ -90,6 +90,9 @@ class FakeBackend:
                "tl_tag": rng.normal(0, .1, (n, 1, oh, ow)), "br_tag": rng.normal(0, .1, (n, 1, oh, ow)),
                "tl_off": rng.random((n, 2, oh, ow)), "br_off": rng.random((n, 2, oh, ow))}
         return {k: v.astype(np.float32) for k, v in out.items()}, {"h2d": None, "inference": 1.0, "d2h": None}
+
+    def run(self, batch):
+        return self.run_timed(batch)[0]
 
     def describe(self):
         return {"label": self.label, "model": self.model, "backend": self.name, "device": self.device,
@@ -304,7 +307,10 @@ def test_engine_without_tensorrt_is_a_clear_error(tmp_path, capsys):
     # with a manifest, so that the file passes the checks made before TensorRT is imported
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not really an engine")
-    (tmp_path / "m.manifest.json").write_text(json.dumps({"metadata": {"arch": "cornernet-squeeze"}}))
+    (tmp_path / "m.manifest.json").write_text(json.dumps({
+        "metadata": {"arch": "cornernet-squeeze"},
+        "input": {"name": "image", "min": [1, 3, 511, 511], "max": [1, 3, 511, 511]},
+        "outputs": ["tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off"]}))
     assert main(["profile", str(engine), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "TensorRT" in err and "pip install tensorrt" in err and "\n" not in err

@@ -19,7 +19,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.data import generate_shapes_dataset
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.onnx_function import DOMAIN, OP_TYPE
-from cornernet_deploy.runtime.pipeline import METADATA_KEY
+from cornernet_deploy.contract.metadata import METADATA_KEY
 
 pytest.importorskip("onnxruntime.quantization")
 torch = pytest.importorskip("torch")
@@ -105,7 +105,7 @@ def test_int8_map_close_to_fp32_on_held_out_scenes(work):
     """COCO mAP@0.5 with pycocotools on 30 held-out scenes (the first 30 of the demo model's val
     split); measured with 8 calibration images: AP50 0.950 -> 0.941, AP 0.825 -> 0.812."""
     pytest.importorskip("pycocotools")
-    from cornernet_deploy.commands.eval import evaluate
+    from cornernet_deploy.evaluation import evaluate
     from cornernet_deploy.runtime import Detector
 
     val = generate_shapes_dataset(work["root"] / "val", 30, seed=HELD_OUT_SEED, image_size=((128, 256),),
@@ -236,16 +236,16 @@ def test_calibration_batches_use_the_runtime_preprocessing(work):
     import cv2
 
     from cornernet_deploy.quantize import _CalibrationReader
-    from cornernet_deploy.runtime.pipeline import spec_from_metadata
+    from cornernet_deploy.contract.metadata import parse_metadata
     from cornernet_deploy.runtime.preprocess import preprocess
 
     meta = dict(_metadata(onnx.load(str(work["none"]))), input_hw=[127, 127], batch=2)
     paths = sorted(work["calib"].iterdir())[:3]
-    reader = _CalibrationReader(paths, meta, "image")
+    reader = _CalibrationReader(paths, parse_metadata(meta))
     assert len(reader) == 2
     batches = [reader.get_next()["image"] for _ in range(2)]
     assert reader.get_next() is None
-    spec, _ = spec_from_metadata(meta)
+    spec = parse_metadata(meta).spec
     for k, path in enumerate(paths):
         expected, _ = preprocess(cv2.imread(str(path)), spec, 1.0, (127, 127), meta["mean"], meta["std"])
         np.testing.assert_array_equal(batches[k // 2][k % 2], expected)

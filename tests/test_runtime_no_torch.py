@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     from cornernet_deploy.runtime.decode import decode
     from cornernet_deploy.runtime.preprocess import preprocess
     from cornernet_deploy.runtime import saccade, postprocess, detections, pipeline
-    from cornernet_deploy.zoo import get_arch
+    from cornernet_deploy.contract.arch import get_arch
 
     rng = np.random.RandomState(0)
     h = lambda *s: rng.randn(*s).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 
 import reference_official as ro
 from cornernet_deploy.runtime.pipeline import CornerNetPipeline
-from cornernet_deploy.zoo import get_arch
+from cornernet_deploy.contract.arch import get_arch
 
 
 def spec_of(levels=3, **changes):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cornernet_deploy.runtime.postprocess import (max_per_image, per_class_nms, soft_nms,
                                                   soft_nms_merge)
-from cornernet_deploy.zoo import TestConfig as Cfg
+from cornernet_deploy.contract.arch import TestConfig as Cfg
 from reference_official import ref_soft_nms
 
 

@@ -196,7 +196,7 @@ def _tensorrt_or_skip():
                     "machine with an NVIDIA GPU)")
     if not hasattr(trt, "Builder"):
         pytest.skip("the installed tensorrt package has no builder (lean/dispatch runtime only)")
-    from cornernet_deploy.tensorrt.cuda import gpu_status
+    from cornernet_deploy.runtime.cuda import gpu_status
     ok, why = gpu_status()  # CUDA itself: the README's CPU torch knows nothing of the GPU
     if not ok:
         pytest.skip(f"no usable CUDA GPU for TensorRT: {why}")
@@ -230,7 +230,8 @@ def _match_by_iou(reference, candidate, top, iou=0.5):
 def trt_plugin(tmp_path_factory):
     """(tensorrt module, the plugin library for its major: built one, else a fresh build)."""
     trt = _tensorrt_or_skip()
-    from cornernet_deploy.tensorrt.plugin_build import build_plugin, find_plugin_library
+    from cornernet_deploy.runtime.plugin_library import find_plugin_library
+    from cornernet_deploy.tensorrt.plugin_build import build_plugin
     major = int(trt.__version__.split(".")[0])
     library = (find_plugin_library(required=False, tensorrt_major=major)
                or build_plugin(output_dir=tmp_path_factory.mktemp("plugin")))

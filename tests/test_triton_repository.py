@@ -11,9 +11,12 @@ import sys
 import pytest
 
 from cornernet_deploy.cli import main
+from cornernet_deploy.contract.manifest import EngineManifest
+from cornernet_deploy.contract.metadata import parse_metadata
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.serving import repository
+from support import fake_plugin_bytes
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2",
@@ -46,13 +49,16 @@ def onnx_metadata(path):
     return json.loads(next(p.value for p in onnx.load(str(path)).metadata_props if p.key == "cornernet_deploy"))
 
 
+FAKE_PLUGIN = fake_plugin_bytes(b"plugin library")
+
+
 def fake_engine(tmp_path, metadata, min_batch=1, max_batch=4, hw=(255, 255), name="demo_fp16"):
     """An engine file next to a manifest in the format `cornernet-deploy build` writes. The engine
     bytes are never deserialized (the generator only copies them), so they need not be a real plan."""
     engine = tmp_path / f"{name}.engine"
     engine.write_bytes(b"serialized TensorRT plan stands here")
     plugin = tmp_path / PLUGIN
-    plugin.write_bytes(b"\x7fELF plugin library")
+    plugin.write_bytes(FAKE_PLUGIN)
     manifest = {
         "format": 1, "toolkit_version": "0.1.0", "tensorrt_version": "10.3.0", "precision": "fp16",
         "gpu": {"name": "Orin", "compute_capability": "8.7"},
@@ -125,7 +131,7 @@ def test_engine_repository_matches_manifest_and_schema(demo_onnx, tmp_path):
                  "--python-instances", "5"]) == 0
     assert sorted(p.name for p in repo.iterdir()) == sorted(
         ["shapes", "shapes_net", PLUGIN, "README.md", "Dockerfile", "requirements.txt", "cornernet-deploy.json"])
-    assert (repo / PLUGIN).read_bytes() == b"\x7fELF plugin library"
+    assert (repo / PLUGIN).read_bytes() == FAKE_PLUGIN
     assert (repo / "shapes_net" / "1" / "model.plan").read_bytes() == engine.read_bytes()
     assert "onnxruntime" not in (repo / "requirements.txt").read_text()
 
@@ -154,7 +160,7 @@ def test_engine_with_in_graph_decode_and_a_fixed_batch(demo_onnx, tmp_path):
     metadata = dict(onnx_metadata(demo_onnx), decode="graph",
                     outputs=["tl_scores", "tl_inds", "tl_tags", "tl_offs", "br_scores", "br_inds", "br_tags", "br_offs"])
     engine, _ = fake_engine(tmp_path, metadata, min_batch=2, max_batch=2, hw=(127, 191))
-    text = repository.tensorrt_model_config("n", json.loads((tmp_path / "demo_fp16.manifest.json").read_text()), 1, 100)
+    text = repository.tensorrt_model_config("n", EngineManifest.load(engine), 1, 100)
     net = text_format.Parse(text, model_config_pb2.ModelConfig())
     # a fixed batch of 2: no batching dimension for Triton, the batch is part of every shape
     assert net.max_batch_size == 0 and not net.HasField("dynamic_batching")
@@ -169,7 +175,7 @@ def test_engine_with_in_graph_decode_and_a_fixed_batch(demo_onnx, tmp_path):
 def test_saccade_attention_outputs():
     meta = {"arch": "cornernet-saccade", "decode": "none", "input_name": "image",
             "outputs": ["tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off", "att0", "att1", "att2"]}
-    dims_by_name = {n: d for n, _, d in repository.network_outputs(meta, (255, 255))}
+    dims_by_name = {n: d for n, _, d in repository.network_outputs(parse_metadata(meta), (255, 255))}
     # official CornerNet-Saccade at 255x255: 64x64 heads, attention maps 16, 32, 64 (innermost first)
     assert dims_by_name["tl_heat"] == [80, 64, 64]
     assert [dims_by_name[f"att{j}"] for j in range(3)] == [[1, 16, 16], [1, 32, 32], [1, 64, 64]]
@@ -221,7 +227,7 @@ def test_user_errors_are_one_line_and_write_nothing(demo_onnx, tmp_path, capsys)
 def test_plugin_that_is_not_the_engines_is_refused(demo_onnx, tmp_path, capsys):
     engine, _ = fake_engine(tmp_path, onnx_metadata(demo_onnx))
     other = tmp_path / "other.so"
-    other.write_bytes(b"another build")
+    other.write_bytes(fake_plugin_bytes(b"another build"))
     code, err = run_cli([engine, "--repo", tmp_path / "r", "--plugin", other], capsys)
     assert code == 2 and "not the plugin library the engine was built with" in err
     assert not (tmp_path / "r").exists()

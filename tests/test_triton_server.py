@@ -22,6 +22,7 @@ from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.data.shapes import render_scene
 from cornernet_deploy.runtime.detections import Detections
 from cornernet_deploy.serving.local_server import LocalTritonServer, ServerError, probe_env
+from support import fake_plugin_bytes
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install -e '.[serve]'")
 from cornernet_deploy.serving.client import (batch_sizes_executed, detect, load_test,  # noqa: E402
@@ -238,7 +239,7 @@ def bls_server(triton_env, fixed_size_onnx, tmp_path_factory):
     metadata = json.loads(next(p.value for p in onnx.load(str(fixed_size_onnx)).metadata_props
                                if p.key == "cornernet_deploy"))
     plugin = work / "libcornernet_deploy_plugins.so"
-    plugin.write_bytes(b"plugin stand-in: never loaded (no TensorRT backend here)")
+    plugin.write_bytes(fake_plugin_bytes(b"plugin stand-in: never loaded (no TensorRT backend here)"))
     engine = work / "demo255_fp32.engine"
     engine.write_bytes(b"plan stand-in: never deserialized")
     manifest = {"format": 1, "tensorrt_version": "10.3.0", "precision": "fp32", "gpu": {"name": "none"},

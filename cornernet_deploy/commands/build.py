@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..contract.precision import ENGINE_PRECISIONS
 from .common import positive_int
 
 
@@ -19,7 +20,7 @@ def _trtexec_major(text: str) -> str:
 
 def add_arguments(parser):
     parser.add_argument("onnx", help="ONNX file from `cornernet-deploy export` (corner pool 'plugin' or 'onnx')")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+    parser.add_argument("--precision", choices=ENGINE_PRECISIONS, default="fp32",
                         help="fp16: give an FP16 export (`export --precision fp16`, required on TensorRT 11); "
                              "on TensorRT 10 an FP32 export also builds with the FP16 builder flag; "
                              "int8: give a model from `cornernet-deploy quantize`")

@@ -85,16 +85,18 @@ def option_list(values, allowed, what: str, aliases=None) -> list:
 
 
 def add_device_arguments(parser) -> None:
-    """``--device`` and ``--provider``: where a model runs (``runtime.backends.open_backend``)."""
-    from ..runtime.backends import DEVICES, PROVIDERS
+    """``--device`` and ``--provider``: where a model runs (``runtime.backends.open_backend``);
+    the choices are what the registered backends offer."""
+    from ..runtime.backends import registry
 
-    parser.add_argument("--device", choices=DEVICES,
-                        help="cpu or cuda (default: cuda for a TensorRT engine, cpu otherwise; for "
-                             "an .onnx model, cuda means ONNX Runtime's CUDA provider)")
-    parser.add_argument("--provider", choices=PROVIDERS,
-                        help="ONNX Runtime execution provider for an .onnx model: cpu, cuda "
-                             "(onnxruntime-gpu) or tensorrt (onnxruntime-gpu + TensorRT, with our "
-                             "corner-pool plugin; engines cached); default: from --device")
+    parser.add_argument("--device", choices=registry.devices(),
+                        help="where the model runs (default: its backend's own, e.g. cuda for a "
+                             "TensorRT engine, cpu for ONNX Runtime; for an .onnx model, cuda means "
+                             "ONNX Runtime's CUDA provider)")
+    parser.add_argument("--provider", choices=registry.providers(),
+                        help="execution provider of a backend that has several (ONNX Runtime: cpu, "
+                             "cuda with onnxruntime-gpu, tensorrt with onnxruntime-gpu + TensorRT and "
+                             "our corner-pool plugin, engines cached); default: from --device")
 
 
 def plural(count: int, noun: str, nouns: str = "") -> str:

@@ -89,14 +89,14 @@ def print_report(report: dict, console) -> None:
 
 def _providers(text, models):
     """--provider P (every .onnx model) or PA,PB (one per model) -> [provider or None per model]."""
-    from ..runtime.backends import PROVIDERS, backend_for
+    from ..runtime.backends import registry
     from .common import option_list
 
     if not text:
         return [None, None]
     items = [t.strip().lower() for t in str(text).split(",")]
-    option_list(items, PROVIDERS, "provider")
-    onnx = [backend_for(m) == "onnxruntime" for m in models]
+    option_list(items, registry.providers(), "provider")
+    onnx = [bool(registry.backend_for(m).providers) for m in models]
     if len(items) == 1:
         if not any(onnx):
             raise UserError("--provider applies to .onnx models, and neither model is one")
@@ -114,12 +114,12 @@ def run(args) -> int:
     from ..fileio import check_output_file, write_text_atomic
     from ..profiling.compare import choose_tolerance, compare_backends
     from ..profiling.profile import generated_images, load_images
-    from ..runtime.backends import DEVICES, open_backend
+    from ..runtime.backends import open_backend, registry
     from .common import console, option_list
 
     if args.num_images < 1:
         raise UserError("--num-images must be >= 1")
-    devices = option_list([args.device] if args.device else [], DEVICES, "device")
+    devices = option_list([args.device] if args.device else [], registry.devices(), "device")
     device = devices[0] if devices else None
     if args.json:
         check_output_file(args.json, "--json")

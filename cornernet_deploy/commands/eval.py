@@ -1,23 +1,11 @@
-"""``cornernet-deploy eval MODEL --data COCO.json --images DIR``: COCO mAP with pycocotools.
-
-The model's classes are matched to the dataset's categories by name; a dataset whose names are
-not the model's is refused (matching by id instead would score, say, every "ellipse" detection
-as a "rectangle" and report a plausible but wrong mAP), unless ``--match-classes id`` asks for
-the model's category ids explicitly. Results are rounded to 2 decimals before scoring, as the
-official evaluation does.
-"""
+"""``cornernet-deploy eval MODEL --data COCO.json --images DIR``: COCO mAP with pycocotools
+(``cornernet_deploy.evaluation``: class matching, scoring)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
-from pathlib import Path
 
-from ..errors import UserError
 from .common import add_device_arguments, plural, positive_int
-
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def add_arguments(parser):
@@ -34,119 +22,11 @@ def add_arguments(parser):
     add_device_arguments(parser)
 
 
-def _names(items, limit: int = 6) -> str:
-    items = list(items)
-    return ", ".join(map(repr, items[:limit])) + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def match_categories(detector, gt, data, match: str = "name", note=None) -> list:
-    """The dataset category id for each model class (None: the dataset has no such category, its
-    detections are not scored). UserError when the two cannot be paired as ``match`` says."""
-    note = note or (lambda message: None)
-    model_names = list(detector.class_names)
-    model_ids = [int(i) for i in detector.category_ids]
-    cats = gt.dataset.get("categories") or []
-    annotated = {int(a["category_id"]) for a in gt.dataset.get("annotations", [])}
-    if not cats:
-        if match == "name":
-            raise UserError(f"{data}: lists no 'categories', so the model's classes "
-                            f"({_names(model_names)}) cannot be matched by name; add the categories "
-                            f"(id and name each), or pass --match-classes id to score the model's "
-                            f"category ids {model_ids} as the annotations' category_id")
-        # the annotations' ids are all there is: make them the categories pycocotools scores
-        gt.dataset["categories"] = [{"id": c, "name": str(c)} for c in sorted(annotated)]
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt.createIndex()
-        cats = gt.dataset["categories"]
-    data_names = [str(c.get("name", c["id"])) for c in cats]
-    data_ids = [int(c["id"]) for c in cats]
-    if match == "id":
-        known = set(data_ids)
-        if not known & set(model_ids):
-            raise UserError(f"{data}: none of the model's category ids {model_ids} is a category "
-                            f"of the dataset ({data_ids[:10]})")
-        name_of = dict(zip(data_ids, data_names))
-        pairs = [f"{m!r} -> {name_of[i]!r}" for m, i in zip(model_names, model_ids) if i in known and m != name_of[i]]
-        if pairs:
-            note(f"matching by id: model class -> dataset category: {', '.join(pairs[:6])}"
-                 + (" ..." if len(pairs) > 6 else ""))
-        unmatched = [data_names[k] for k, i in enumerate(data_ids) if i not in model_ids and i in annotated]
-        if unmatched:
-            note(f"the model has no class for the dataset's {_names(unmatched)}: they score AP 0")
-        return [i if i in known else None for i in model_ids]
-    repeated = sorted({n for n in data_names if data_names.count(n) > 1})
-    if repeated:
-        raise UserError(f"{data}: category names {_names(repeated)} appear more than once; pass "
-                        f"--match-classes id to match by id")
-    by_name = dict(zip(data_names, data_ids))
-    only_model = [n for n in model_names if n not in by_name]
-    only_data = [n for n, i in by_name.items() if n not in model_names]
-    if len(only_model) == len(model_names) or (only_model and only_data):
-        raise UserError(f"class names differ: the model's {_names(only_model)} are not in {data}, "
-                        f"whose {_names(only_data)} the model does not know; rename the dataset's "
-                        f"categories, or pass --match-classes id to pair the model's category ids "
-                        f"{model_ids[:10]} with the dataset's")
-    if only_model:
-        note(f"the dataset has no category for the model's {_names(only_model)}: "
-             f"their detections are not scored")
-    unmatched = [n for n in only_data if by_name[n] in annotated]
-    if unmatched:
-        note(f"the model has no class for the dataset's {_names(unmatched)}: they score AP 0")
-    return [by_name.get(n) for n in model_names]
-
-
-def evaluate(detector, data, images, max_images=None, progress=True, match="name", note=None) -> dict:
-    """COCO bbox metrics of ``detector`` on a COCO-format dataset; the model's classes are paired
-    with the dataset's categories as ``match_categories`` says."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise UserError("eval needs pycocotools: pip install pycocotools") from None
-    from tqdm import tqdm
-
-    from ..runtime.images import read_image
-
-    data, images = Path(data), Path(images)
-    if not data.is_file():
-        raise UserError(f"{data}: no such annotation file")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt = COCO(str(data))
-        category_ids = match_categories(detector, gt, data, match, note)
-    except (ValueError, KeyError, TypeError, AssertionError) as exc:  # pycocotools asserts the format
-        raise UserError(f"{data}: not a COCO annotation file ({type(exc).__name__}: {exc})") from None
-    image_ids = sorted(gt.getImgIds())[:max_images]
-    if not image_ids:
-        raise UserError(f"{data}: no images")
-    scored = [c is not None for c in category_ids]
-    coco_ids = [-1 if c is None else c for c in category_ids]
-    results = []
-    for image_id in tqdm(image_ids, unit="img", desc="eval", disable=not progress):
-        info = gt.loadImgs(image_id)[0]
-        dets = detector(read_image(images / info["file_name"], note))
-        dets = dets[[scored[c] for c in dets.class_ids.tolist()]]
-        results += dets.to_coco(image_id, coco_ids)
-    if not results:
-        return {name: 0.0 for name in METRIC_NAMES} | {"images": len(image_ids), "detections": 0}
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.imgIds = image_ids
-        ev.evaluate()
-        ev.accumulate()
-    summary = io.StringIO()
-    with contextlib.redirect_stdout(summary):
-        ev.summarize()
-    metrics = {name: float(v) for name, v in zip(METRIC_NAMES, ev.stats)}
-    metrics.update(images=len(image_ids), detections=len(results), summary=summary.getvalue())
-    return metrics
-
-
 def run(args) -> int:
     from tqdm import tqdm
 
     from ..fileio import check_output_file, write_text_atomic
+    from ..evaluation import evaluate
     from ..runtime.detector import Detector
 
     if args.json:

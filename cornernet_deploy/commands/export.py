@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from ..zoo import ARCHS
+from ..contract.arch import ARCHS
+from ..contract.precision import EXPORT_PRECISIONS
 from .common import positive_int, require_torch
 
 SIZE_RULE = ("sides k*M-1 with M = output stride x 2^levels: 128 for cornernet and "
@@ -50,7 +51,7 @@ def add_arguments(parser):
                              "its function body); onnx: standard ops only")
     parser.add_argument("--decode", choices=["none", "graph"], default=None,
                         help="graph: sigmoid, peak suppression and top-K inside the model")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default=None,
+    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default=None,
                         help="fp16: half-precision network (for strongly typed TensorRT builds)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the ONNX Runtime vs PyTorch comparison")

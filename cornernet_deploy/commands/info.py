@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..contract.arch import ARCHS, get_arch
 from ..errors import UserError
-from ..zoo import ARCHS, get_arch
 from .common import require_torch
 
 
@@ -27,12 +27,10 @@ def _heads(spec):
 def _model_spec(path: Path):
     """(spec, input text) of a model file; ONNX files are read without torch."""
     if path.suffix.lower() == ".onnx":
-        from ..runtime.pipeline import spec_from_metadata
-        from ..zoo import load_export
+        from ..onnx_files import load_export
         metadata = load_export(path, load_external_data=False)[1]
-        spec, extras = spec_from_metadata(metadata)
-        size = "x".join(map(str, extras["input_hw"])) if extras["input_hw"] else "dynamic"
-        return spec, size
+        size = "x".join(map(str, metadata.input_hw)) if metadata.input_hw else "dynamic"
+        return metadata.spec, size
     require_torch("reading a checkpoint")
     from ..models.checkpoint import spec_from_checkpoint
     spec = spec_from_checkpoint(path)

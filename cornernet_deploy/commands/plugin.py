@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..tensorrt import plugin_build  # noqa: PLC0415 - imports neither TensorRT nor torch
+    from ..runtime import plugin_library  # noqa: PLC0415 - imports neither TensorRT nor torch
+    from ..tensorrt import plugin_build  # noqa: PLC0415 - neither
 
     if args.plugin_verb == "build":
         if args.jobs is not None and args.jobs < 1:
@@ -58,16 +59,16 @@ def run(args) -> int:
     if args.plugin_verb == "path":
         major = args.tensorrt_major
         if major is None:
-            installed = plugin_build.importable_tensorrt_version()
+            installed = plugin_library.importable_tensorrt_version()
             major = int(installed.split(".")[0]) if installed else None
-        if major is None and not os.environ.get(plugin_build.PLUGIN_ENV):
-            libraries = plugin_build.built_plugin_libraries()
+        if major is None and not os.environ.get(plugin_library.PLUGIN_ENV):
+            libraries = plugin_library.built_plugin_libraries()
             if not libraries:
-                plugin_build.find_plugin_library()  # raises the "not found, build it" error
+                plugin_library.find_plugin_library()  # raises the "not found, build it" error
             for library in libraries:
                 print(library)
             return 0
-        print(plugin_build.find_plugin_library(tensorrt_major=major))
+        print(plugin_library.find_plugin_library(tensorrt_major=major))
         return 0
     args._plugin_parser.print_help()
     return 2

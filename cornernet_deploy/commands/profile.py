@@ -14,8 +14,8 @@ def add_arguments(parser):
                         help=".onnx (ONNX Runtime), .engine (TensorRT), or for the torch backend a "
                              "checkpoint (.pt/.pth/.pkl) or an architecture name (random weights)")
     parser.add_argument("--backend", action="append", metavar="NAME",
-                        help="torch, onnxruntime or tensorrt (repeat or comma-separate; default: "
-                             "from each MODEL)")
+                        help="a registered backend: torch, onnxruntime, tensorrt, ... (repeat or "
+                             "comma-separate; default: from each MODEL)")
     parser.add_argument("--device", metavar="DEVICE",
                         help="cpu or cuda (default: cuda for TensorRT, cpu otherwise; for an .onnx "
                              "model cuda means ONNX Runtime's CUDA provider)")
@@ -73,15 +73,15 @@ def run(args) -> int:
     from ..profiling.profile import (build_report, common_canvas, generated_images, load_images,
                                      profile_backends)
     from ..profiling.report import layer_table, profile_table, write_json, write_plot
-    from ..runtime.backends import (BACKEND_ALIASES, BACKENDS, DEVICES, PRECISIONS, PROVIDERS,
-                                    backend_for, open_backend)
+    from ..runtime.backends import open_backend, registry
     from .common import console, option_list
 
-    backends = option_list(args.backend, BACKENDS, "backend", BACKEND_ALIASES)
-    precisions = option_list(args.precision, PRECISIONS, "precision") or [None]
-    devices = option_list([args.device] if args.device else [], DEVICES, "device")
+    names = [info.name for info in registry.all_backends()]
+    backends = option_list(args.backend, names, "backend", registry.aliases())
+    precisions = option_list(args.precision, registry.precisions(), "precision") or [None]
+    devices = option_list([args.device] if args.device else [], registry.devices(), "device")
     device = devices[0] if devices else None
-    providers = option_list(args.provider, PROVIDERS, "provider") or [None]
+    providers = option_list(args.provider, registry.providers(), "provider") or [None]
     threads = _threads(args.threads)
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot writes a PNG image: give a file name ending in .png, not {args.plot}")
@@ -94,16 +94,16 @@ def run(args) -> int:
     opened = []
     try:
         for model in args.models:
-            natural = backend_for(model)
+            natural = registry.backend_for(model).name
             for backend in backends or [natural]:
-                for provider in providers if backend == "onnxruntime" else [None]:
+                for provider in providers if registry.get(backend).providers else [None]:
                     for precision in precisions:
                         for n in threads:
                             say(f"loading {model} ({backend}" + (f", {provider}" if provider else "")
                                 + (f", {precision}" if precision else "") + ")")
                             opened.append(open_backend(model, backend, device, precision, threads=n,
                                                        provider=provider, arch=args.arch))
-        if args.layers and not any(b.name == "tensorrt" for b in opened):
+        if args.layers and not any(registry.get(b.name).can("layer_profile") for b in opened):
             raise UserError("--layers needs a TensorRT engine (it reads TensorRT's per-layer profiler)")
         canvas = common_canvas(opened)
         for b in opened:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from ..zoo import ARCHS
+from ..contract.arch import ARCHS
 from .common import nonnegative_int, positive_float, positive_int, require_torch
 
 NAME = "train"
@@ -63,7 +63,7 @@ def run(args) -> int:
     if not args.resume and not (args.data and args.images):
         raise UserError("give --data (COCO JSON) and --images (their folder), or --resume a run")
     require_torch("training")
-    from ..zoo import parse_hw
+    from ..contract.arch import parse_hw
     from ..train.trainer import TrainConfig, train
 
     input_size = parse_hw(args.input_size) if args.input_size is not None else None

@@ -1,7 +1,7 @@
 """PyTorch reference models (export and training side; the runtime never imports this)."""
 from __future__ import annotations
 
-from ..zoo import ARCHS, ArchSpec, get_arch
+from ..contract.arch import ARCHS, ArchSpec, get_arch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .corner_pool import (CornerPool, bottom_pool, corner_pool, left_pool, right_pool,
                           top_pool)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..zoo import ARCHS, ArchSpec, get_arch, spec_from_dict, spec_to_dict
+from ..contract.arch import ARCHS, ArchSpec, get_arch, spec_from_dict, spec_to_dict
 
 FORMAT = "cornernet_deploy"
 

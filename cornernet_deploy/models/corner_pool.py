@@ -29,10 +29,9 @@ import math
 import torch
 import torch.nn as nn
 
-MODES = ("top_left", "bottom_right")
-ONNX_DOMAIN = "cornernet_deploy"
-ONNX_OP_TYPE = "CornerPool"
-ONNX_OP_VERSION = "1"
+from ..contract.op import BOTTOM_RIGHT, CORNER_POOL, TOP_LEFT
+
+MODES = CORNER_POOL.modes
 
 
 def _reverse_cummax(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -61,9 +60,9 @@ def corner_pool(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
         raise ValueError(f"corner_pool inputs must have equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.dim() != 4:
         raise ValueError(f"corner_pool expects NCHW tensors, got {a.dim()} dimensions")
-    if mode == "top_left":
+    if mode == TOP_LEFT:
         return top_pool(a) + left_pool(b)
-    if mode == "bottom_right":
+    if mode == BOTTOM_RIGHT:
         return bottom_pool(a) + right_pool(b)
     raise ValueError(f"corner_pool mode must be one of {MODES}, got {mode!r}")
 
@@ -98,7 +97,7 @@ def _shifted_max(x: torch.Tensor, dim: int, reverse: bool, steps: int) -> torch.
 
 
 def corner_pool_standard_ops(a: torch.Tensor, b: torch.Tensor, mode: str, steps: int) -> torch.Tensor:
-    reverse = mode == "top_left"
+    reverse = mode == TOP_LEFT
     return _shifted_max(a, 2, reverse, steps) + _shifted_max(b, 3, reverse, steps)
 
 
@@ -111,8 +110,9 @@ class _CornerPoolCustomOp(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, a, b, mode: str):
-        out = g.op(f"{ONNX_DOMAIN}::{ONNX_OP_TYPE}", a, b, mode_s=mode,
-                   plugin_namespace_s=ONNX_DOMAIN, plugin_version_s=ONNX_OP_VERSION)
+        out = g.op(f"{CORNER_POOL.domain}::{CORNER_POOL.op_type}", a, b, mode_s=mode,
+                   plugin_namespace_s=CORNER_POOL.plugin_namespace,
+                   plugin_version_s=CORNER_POOL.plugin_version)
         out.setType(a.type())
         return out
 

@@ -1,7 +1,7 @@
 """CornerNet, CornerNet-Squeeze and CornerNet-Saccade as one readable module.
 
 The three official models (princeton-vl/CornerNet-Lite ``core/models/*.py``) differ only in
-hyper-parameters held by :class:`cornernet_deploy.zoo.ArchSpec`: block type, depth, widths, stem
+hyper-parameters held by :class:`cornernet_deploy.contract.arch.ArchSpec`: block type, depth, widths, stem
 stride, up-sampling, head kernel and Saccade's attention heads. Parameter names are the official
 ones, so the official checkpoints load with strict checking (after removing ``module.``).
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..zoo import ArchSpec
+from ..contract.arch import ArchSpec
+from ..contract.op import BOTTOM_RIGHT, TOP_LEFT
 from .blocks import CornerPoolModule, prediction_head
 from .hourglass import StackedHourglass
 
@@ -36,8 +37,8 @@ class CornerNet(nn.Module):
         self.spec = spec
         d, s = spec.cnv_dim, spec.stacks
         self.hg = StackedHourglass(spec)
-        self.tl_modules = nn.ModuleList([CornerPoolModule(d, spec.pool_dim, "top_left") for _ in range(s)])
-        self.br_modules = nn.ModuleList([CornerPoolModule(d, spec.pool_dim, "bottom_right") for _ in range(s)])
+        self.tl_modules = nn.ModuleList([CornerPoolModule(d, spec.pool_dim, TOP_LEFT) for _ in range(s)])
+        self.br_modules = nn.ModuleList([CornerPoolModule(d, spec.pool_dim, BOTTOM_RIGHT) for _ in range(s)])
 
         def heads(out_dim, bias=None):
             return nn.ModuleList([prediction_head(spec.head_kernel, d, spec.head_dim, out_dim, bias)

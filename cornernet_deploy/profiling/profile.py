@@ -17,8 +17,8 @@ split into stages (all in milliseconds):
 Throughput = images per second of the mean end-to-end time (``batch * 1000 / mean``).
 Warm-up iterations run first and are not recorded. With several backends the iterations are
 interleaved (backend 1, backend 2, ..., then again) so that slow drifts of a shared machine hit
-every backend alike. CornerNet-Saccade is timed as one pass at its input size (its attention/zoom loop
-runs a variable number of passes and is not a fixed pipeline).
+every backend alike. The stages are those of the real pipeline (``CornerNetPipeline``, timed by its
+``StageClock``): CornerNet-Saccade's attention/zoom loop is timed whole, its network passes added up.
 """
 from __future__ import annotations
 
@@ -36,13 +36,12 @@ import numpy as np
 from ..errors import UserError
 from .layers import summarize_layers
 from .stats import PERCENTILE_METHOD, ratio, ratios_to_baseline, summarize
-from .timers import HOST_CLOCK, ms_between, now_ns
+from ..runtime.backends.base import HOST_CLOCK, ms_between, now_ns
+from ..runtime.pipeline import DEVICE_STAGES, STAGES
 
 __all__ = ["STAGES", "DEVICE_STAGES", "RowResult", "profile_backends", "common_canvas", "load_images",
            "generated_images", "build_report", "environment", "REPORT_SCHEMA", "REPORT_FORMAT"]
 
-STAGES = ("preprocess", "h2d", "inference", "d2h", "postprocess", "end_to_end")
-DEVICE_STAGES = ("h2d", "inference", "d2h")
 REPORT_SCHEMA = "cornernet_deploy.profile"
 REPORT_FORMAT = 1
 
@@ -96,21 +95,14 @@ def generated_images(count: int, image_hw, seed: int = 0) -> List[np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 
 class _Staged:
-    """One backend's pipeline split into stages (the same runtime code ``Detector`` uses)."""
+    """One backend through the real pipeline (``CornerNetPipeline.for_backend``, the Detector's),
+    its stages read from the pipeline's ``StageClock``."""
 
     def __init__(self, backend, batch: int, flip: bool, canvas=None):
-        from ..runtime.decode import decode_outputs
-        from ..runtime.postprocess import flip_merge, postprocess, rescale_dets
-        from ..runtime.preprocess import flip_tensor, preprocess
+        from ..runtime.pipeline import CornerNetPipeline
 
-        self._decode_outputs, self._flip_merge = decode_outputs, flip_merge
-        self._postprocess, self._rescale, self._flip_tensor = postprocess, rescale_dets, flip_tensor
-        self._preprocess = preprocess
         self.backend, self.batch, self.flip = backend, int(batch), bool(flip)
-        spec = backend.spec
-        if flip and spec.saccade is not None:
-            raise UserError("CornerNet-Saccade has no flip test (the official code never flips it)")
-        self.canvas = tuple(backend.input_hw or canvas or spec.input_size)
+        self.canvas = tuple(backend.input_hw or canvas or backend.spec.input_size)
         self.network_batch = self.batch * (2 if flip else 1)
         if backend.max_batch is not None:
             if backend.static_batch and self.network_batch != backend.max_batch:
@@ -121,35 +113,25 @@ class _Staged:
             if self.network_batch > backend.max_batch:
                 raise UserError(f"{backend.model} takes at most {backend.max_batch} image(s) per batch; "
                                 f"asked for {self.network_batch}")
+        # the batch's images go through the network together, as one call of `batch` images
+        self.pipeline = CornerNetPipeline.for_backend(backend, input_hw=self.canvas,
+                                                      max_images_per_step=self.batch)
+        self.pipeline.family.check_flip(self.flip)
 
     def iteration(self, images: Sequence[np.ndarray]):
-        r, spec, test = self.backend, self.backend.spec, self.backend.spec.test
+        from ..runtime.pipeline import StageClock
+
+        clock = StageClock()
         t0 = now_ns()
-        tensors, metas = [], []
-        for im in images:
-            t, meta = self._preprocess(im, spec, 1.0, self.canvas, r.mean, r.std)
-            tensors.append(t)
-            metas.append(meta)
-            if self.flip:
-                tensors.append(self._flip_tensor(t))
-        x = np.stack(tensors)
-        t1 = now_ns()
-        outputs, dev = r.run_timed(x)
-        t2 = now_ns()
-        dets = self._decode_outputs(outputs, test, spec.output_size(x.shape[2:]))
-        results = []
-        for i, meta in enumerate(metas):
-            if self.flip:
-                d = self._flip_merge(dets[2 * i], dets[2 * i + 1], meta.output_hw[1])
-            else:
-                d = dets[i]
-            d = self._rescale(d, meta, clip=test.clip_boxes)
-            results.append(self._postprocess(d, spec.num_classes, test, r.class_names))
-        t3 = now_ns()
-        stages = {"preprocess": ms_between(t0, t1), "h2d": dev.get("h2d"),
-                  "inference": dev["inference"], "d2h": dev.get("d2h"),
-                  "postprocess": ms_between(t2, t3), "end_to_end": ms_between(t0, t3)}
-        return stages, results
+        results = self.pipeline.batch(images, flip=self.flip, clock=clock)
+        return clock.stages(ms_between(t0, now_ns())), results
+
+    def network_input(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """One network batch as the pipeline feeds it (for TensorRT's per-layer profile)."""
+        from ..runtime.preprocess import preprocess
+        b = self.backend
+        return np.stack([preprocess(images[j % len(images)], b.spec, 1.0, self.pipeline.network_hw or self.canvas,
+                                    b.mean, b.std)[0] for j in range(self.network_batch)])
 
 
 def common_canvas(backends: Sequence):
@@ -159,6 +141,11 @@ def common_canvas(backends: Sequence):
         if b.input_hw:
             return tuple(b.input_hw)
     return tuple(backends[0].spec.input_size) if backends else None
+
+
+def _backend_info(backend):
+    from ..runtime.backends import registry
+    return registry.get(backend.name)
 
 
 def profile_backends(backends: Sequence, images: Sequence[np.ndarray], *, batch: int = 1,
@@ -200,14 +187,12 @@ def profile_backends(backends: Sequence, images: Sequence[np.ndarray], *, batch:
         row.detections_per_image = det_counts[k] / float(iters * batch)
     if layers:
         for s, row in zip(staged, rows):
-            fn = getattr(s.backend, "layer_profile", None)        # TensorRT engines
-            if fn is None:
+            if not _backend_info(s.backend).can("layer_profile"):
                 continue
-            x = np.stack([s._preprocess(images[j % len(images)], s.backend.spec, 1.0, s.canvas,
-                                        s.backend.mean, s.backend.std)[0]
-                          for j in range(s.network_batch)])
-            names = (getattr(s.backend, "manifest", None) or {}).get("corner_pool_layers")  # ONNX node names
-            row.layers = summarize_layers(fn(x, iterations=layer_runs), runs=layer_runs, corner_pool_names=names)
+            manifest = getattr(s.backend, "manifest", None)
+            names = list(manifest.corner_pool_layers) if manifest is not None else None  # ONNX node names
+            timings = s.backend.layer_profile(s.network_input(images), iterations=layer_runs)
+            row.layers = summarize_layers(timings, runs=layer_runs, corner_pool_names=names)
     return rows
 
 
@@ -252,7 +237,7 @@ def _gpus() -> List[dict]:
             pass
     if "tensorrt" in sys.modules:
         try:
-            from ..tensorrt.cuda import device_info
+            from ..runtime.cuda import device_info
             out.append({"index": 0, **device_info(0)})
         except Exception:
             pass

@@ -8,7 +8,7 @@ imported on first use.
 """
 from .decode import decode_outputs, pair_corners, topk_corners
 from .detections import Detections
-from .pipeline import CornerNetPipeline, OFFICIAL_MULTI_SCALE, spec_from_metadata
+from .pipeline import CornerNetPipeline, OFFICIAL_MULTI_SCALE, StageClock
 from .postprocess import flip_merge, max_per_image, rescale_dets, soft_nms, soft_nms_merge
 from .preprocess import ImageConversionWarning, ImageMeta, load_image
 
@@ -16,7 +16,7 @@ __all__ = [
     "CornerNetPipeline", "Detections", "ImageMeta", "ImageConversionWarning", "OFFICIAL_MULTI_SCALE",
     "decode_outputs", "flip_merge", "load_image", "max_per_image", "pair_corners",
     "rescale_dets", "soft_nms", "soft_nms_merge",
-    "spec_from_metadata", "topk_corners", "Detector",
+    "StageClock", "topk_corners", "Detector",
 ]
 
 

@@ -33,7 +33,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..zoo import GRAPH_OUTPUTS, RAW_OUTPUTS
+from ..contract.metadata import GRAPH_OUTPUTS, RAW_OUTPUTS
 
 __all__ = ["Corners", "sigmoid", "max_pool", "peak_suppress", "topk_desc", "topk_corners",
            "pair_corners", "decode", "decode_outputs", "RAW_OUTPUTS", "GRAPH_OUTPUTS"]

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from cornernet_deploy.zoo import COCO_CATEGORY_IDS
+from cornernet_deploy.contract.arch import COCO_CATEGORY_IDS
 
 __all__ = ["Detections"]
 

@@ -25,9 +25,7 @@ class Detector:
     def __init__(self, backend, **pipeline_options):
         self.backend = backend
         self.metadata = backend.metadata
-        pipeline_options.setdefault("static_batch", getattr(backend, "static_batch", None))
-        self.pipeline = CornerNetPipeline(backend.metadata, backend.run, input_hw=backend.input_hw,
-                                          max_batch=backend.max_batch, **pipeline_options)
+        self.pipeline = CornerNetPipeline.for_backend(backend, **pipeline_options)
 
     @classmethod
     def load(cls, path, device: Optional[str] = None, provider: Optional[str] = None,

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from cornernet_deploy.errors import UserError
-from cornernet_deploy.zoo import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
+from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
 
 __all__ = ["ImageMeta", "ImageConversionWarning", "load_image", "decode_image", "check_image",
            "padded_size", "crop_image", "normalize", "preprocess", "flip_tensor"]

@@ -25,6 +25,7 @@ the installed numpy dispatches ``argsort`` to a SIMD sort with another tie order
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -36,7 +37,7 @@ from .postprocess import postprocess
 from .preprocess import check_image, normalize_float
 
 __all__ = ["bilinear_resize", "crop_into_canvas", "prepare_crops", "att_nms", "decode_atts",
-           "ref_locations", "location_nms", "numpy_argsort", "rescale_dets", "remap_dets",
+           "ref_locations", "location_nms", "numpy_argsort", "to_canvas_pixels", "remap_dets",
            "first_pass_locations", "saccade_detect"]
 
 # get_ref_locs: the zoom that brings a detection of longest side m to the training size range
@@ -309,7 +310,7 @@ def location_nms(locations: np.ndarray, thresh: float = 16) -> np.ndarray:
     return locations[picked]
 
 
-def rescale_dets(dets: np.ndarray, input_hw: Sequence[int], output_hw: Sequence[int]) -> None:
+def to_canvas_pixels(dets: np.ndarray, input_hw: Sequence[int], output_hw: Sequence[int]) -> None:
     """In place: output-map units -> canvas pixels, ``/ float32(out/in)`` per axis."""
     dets[..., 0:4:2] /= np.float32(output_hw[1] / input_hw[1])
     dets[..., 1:4:2] /= np.float32(output_hw[0] / input_hw[0])
@@ -337,21 +338,24 @@ Infer = Callable[[np.ndarray, bool], Tuple[np.ndarray, Optional[List[np.ndarray]
 
 
 def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, mean, std,
-                   class_names: Sequence[str], input_hw: Optional[Sequence[int]] = None
-                   ) -> List[Detections]:
+                   class_names: Sequence[str], input_hw: Optional[Sequence[int]] = None,
+                   clock=None) -> List[Detections]:
     """The official ``cornernet_saccade_inference`` for several images, batched across images.
 
     ``infer(tensors [M, 3, H, W] float32, need_atts) -> (dets [M, num_dets, 8] in output-map
     units, [att0, ...] one [M, 1, h, w] per attention map (sigmoid-ed, before peak suppression)
     or None)``. ``input_hw``: the square crop size (the official config's ``input_size``;
     default the architecture's); ``cfg.att_scales``/``att_nms_kernels`` need one entry per map.
+    ``clock`` (``pipeline.StageClock``): the crops are timed as its ``preprocess`` stage.
     """
+    preprocess_stage = (lambda: clock.stage("preprocess")) if clock is not None else contextlib.nullcontext
     input_hw = tuple(int(s) for s in (input_hw or spec.input_size))
     output_hw = spec.output_size(input_hw)
     images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
     if not images:
         return []
-    img64 = [im / 255.0 for im in images]                     # HxWx3 float64, BGR
+    with preprocess_stage():
+        img64 = [im / 255.0 for im in images]                 # HxWx3 float64, BGR
     thresholds = tuple(cfg.att_thresholds)
     num_iter = len(thresholds)
     scales_cfg = cfg.att_scales
@@ -362,8 +366,9 @@ def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, 
 
     # first pass, all images at once
     first_locs = [first_pass_locations(im.shape[:2], cfg.init_sizes) for im in images]
-    crops = [prepare_crops(img64[i], first_locs[i], input_hw, mean, std) for i in range(len(images))]
-    tensors = np.concatenate([c[0] for c in crops]) if crops else np.zeros((0, 3) + input_hw, np.float32)
+    with preprocess_stage():
+        crops = [prepare_crops(img64[i], first_locs[i], input_hw, mean, std) for i in range(len(images))]
+        tensors = np.concatenate([c[0] for c in crops]) if crops else np.zeros((0, 3) + input_hw, np.float32)
     dets_all, atts_all = infer(tensors, True)
     atts_all = att_nms(atts_all, cfg.att_nms_kernels)
 
@@ -377,7 +382,7 @@ def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, 
         scales = first_locs[i][:, 2]
         nxt = decode_atts(atts, scales_for(0), scales, offsets, im.shape[:2], thresholds[0],
                           input_hw)
-        rescale_dets(dets, input_hw, output_hw)
+        to_canvas_pixels(dets, input_hw, output_hw)
         remap_dets(dets, scales, offsets)
         dets = dets.reshape(-1, 8)
         dets = dets[dets[:, 4] > np.float32(cfg.first_pass_score)]
@@ -399,11 +404,13 @@ def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, 
             if num_crops[i] + locs.shape[0] > cfg.att_max_crops:
                 locs = locs[:min(cfg.att_max_crops - num_crops[i], locs.shape[0])]
             num_crops[i] += locs.shape[0]
-            todo.append((i, locs, prepare_crops(img64[i], locs, input_hw, mean, std)))
+            with preprocess_stage():
+                todo.append((i, locs, prepare_crops(img64[i], locs, input_hw, mean, std)))
         if not todo:
             break
         need_atts = it < num_iter
-        tensors = np.concatenate([t[2][0] for t in todo])
+        with preprocess_stage():
+            tensors = np.concatenate([t[2][0] for t in todo])
         dets_all, atts_all = infer(tensors, need_atts)
         if need_atts:
             atts_all = att_nms(atts_all, cfg.att_nms_kernels)
@@ -411,7 +418,7 @@ def saccade_detect(images: Sequence[np.ndarray], infer: Infer, spec, test, cfg, 
         for i, locs, (_, offsets) in todo:
             n = locs.shape[0]
             dets = dets_all[start:start + n].copy()
-            rescale_dets(dets, input_hw, output_hw)
+            to_canvas_pixels(dets, input_hw, output_hw)
             remap_dets(dets, locs[:, 2], offsets)
             dets = dets.reshape(-1, 8)
             dets = dets[dets[:, 4] > -1]

@@ -10,15 +10,17 @@ from .. import __version__
 TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
 
-def repository_readme(*, name: str, net_name: Optional[str], model: Path, spec, metadata: dict,
-                      manifest: Optional[dict], max_batch: int, delay_us: Optional[int],
+def repository_readme(*, name: str, net_name: Optional[str], model: Path, metadata,
+                      manifest, max_batch: int, delay_us: Optional[int],
                       plugin_file: Optional[str]) -> str:
+    """``metadata``: the model's ``ModelMetadata``; ``manifest``: its ``EngineManifest`` (engines)."""
     engine = manifest is not None
-    hw = manifest["input"]["max"][2:] if engine else metadata.get("input_hw")
+    spec = metadata.spec
+    hw = manifest.input_hw if engine else metadata.input_hw
     size = f"{hw[0]}x{hw[1]}" if hw else "any size (dynamic; images are padded as the official code does)"
     batching = (f"dynamic batching with a {delay_us} us queue delay" if delay_us is not None
                 else "no dynamic batching")
-    classes = ", ".join(metadata.get("class_names") or spec.class_names)
+    classes = ", ".join(metadata.class_names)
     if len(classes) > 300:
         classes = classes[:300] + ", ... (labels.txt)"
     lines = [
@@ -39,8 +41,8 @@ def repository_readme(*, name: str, net_name: Optional[str], model: Path, spec, 
         lines += [
             f"  The network runs in `{net_name}`, called through BLS (Triton's business-logic scripting).",
             f"- **`{net_name}`** (`tensorrt_plan`): the TensorRT engine (TensorRT "
-            f"{manifest.get('tensorrt_version')}, {manifest.get('precision')}, built for "
-            f"{(manifest.get('gpu') or {}).get('name')}); inputs and outputs as in the engine manifest "
+            f"{manifest.tensorrt_version}, {manifest.precision}, built for "
+            f"{manifest.gpu.get('name')}); inputs and outputs as in the engine manifest "
             f"(`{name}/1/network.json`). Clients do not call it directly.",
         ]
     else:
@@ -83,9 +85,9 @@ def repository_readme(*, name: str, net_name: Optional[str], model: Path, spec, 
             "the server starts, the Python-backend stubs included; the backend option keeps it to the",
             "TensorRT backend.",
             "",
-            f"A TensorRT engine only loads in the TensorRT version that built it ({manifest.get('tensorrt_version')})",
+            f"A TensorRT engine only loads in the TensorRT version that built it ({manifest.tensorrt_version})",
             f"on the same GPU model: take the Triton container whose release notes list TensorRT "
-            f"{manifest.get('tensorrt_version')} (the tag above, {TRITON_CONTAINER.rsplit(':', 1)[1]}, is the",
+            f"{manifest.tensorrt_version} (the tag above, {TRITON_CONTAINER.rsplit(':', 1)[1]}, is the",
             "release whose Python backend cornernet-deploy tests against), or rebuild the engine with",
             "`cornernet-deploy build` inside the matching `nvcr.io/nvidia/tensorrt` container.",
             "",

@@ -26,6 +26,7 @@ failure leaves nothing half-written.
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -34,17 +35,16 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
+from ..contract.manifest import EngineManifest
+from ..contract.metadata import ModelMetadata
 from ..errors import UserError
-from ..fileio import atomic_dir, check_output_dir
-from ..runtime.pipeline import spec_from_metadata
-from ..zoo import load_export
-from ..tensorrt.common import manifest_path, sha256_file
+from ..fileio import atomic_dir, check_output_dir, sha256_file
+from ..onnx_files import load_export
+from ..runtime.backends import registry
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
 REQUIREMENTS_FILE = Path(__file__).with_name("requirements-python-model.txt")
-# What the Python model imports from this package: the torch-free runtime and what it needs.
-RUNTIME_SOURCES = ("__init__.py", "errors.py", "zoo.py", "runtime")
 REPOSITORY_MANIFEST = "cornernet-deploy.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_MAX_BATCH = 8
@@ -63,9 +63,9 @@ class RepositoryResult:
 # ------------------------------------------------------------------------------------------------
 # the network's tensors and the config.pbtxt files
 
-def network_outputs(metadata: dict, input_hw) -> list:
+def network_outputs(metadata: ModelMetadata, input_hw) -> list:
     """[(name, numpy dtype, dims without the batch)] of the network, per docs/CONTRACTS.md."""
-    spec, extras = spec_from_metadata(metadata)
+    spec = metadata.spec
     oh, ow = spec.output_size(input_hw)
     k = spec.test.top_k
     dims = {"tl_heat": [spec.num_classes, oh, ow], "br_heat": [spec.num_classes, oh, ow],
@@ -76,7 +76,7 @@ def network_outputs(metadata: dict, input_hw) -> list:
         shift = spec.levels - 1 - j
         dims[f"att{j}"] = [1, oh >> shift, ow >> shift]
     outputs = []
-    for name in metadata["outputs"]:
+    for name in metadata.outputs:
         if name not in dims:
             raise UserError(f"the model has an output '{name}' this toolkit does not know")
         outputs.append((name, "int64" if name.endswith("_inds") else "float32", dims[name]))
@@ -118,19 +118,20 @@ def python_model_config(name: str, max_batch: int, instances: int, delay_us: Opt
         + _parameters(parameters))
 
 
-def tensorrt_model_config(name: str, manifest: dict, instances: int, delay_us: Optional[int]) -> str:
-    """config.pbtxt of the engine: shapes from the manifest's optimisation profile."""
-    lo, hi = manifest["input"]["min"], manifest["input"]["max"]
-    hw = hi[2:]
+def tensorrt_model_config(name: str, manifest: EngineManifest, instances: int, delay_us: Optional[int]) -> str:
+    """config.pbtxt of the engine: shapes from the manifest's optimisation profile (its names and
+    numbers were checked when it was read: ``EngineManifest.from_dict``)."""
+    lo, hi = manifest.input_min, manifest.input_max
+    hw = list(hi[2:])
     if lo[0] == hi[0] and hi[0] > 1:
         # a fixed batch of N > 1: Triton passes the whole [N, ...] tensor, no batching dimension
         max_batch, batch_dims = 0, [hi[0]]
     else:
         max_batch, batch_dims = hi[0], []
-    outputs = network_outputs(manifest["metadata"], hw)
+    outputs = network_outputs(manifest.metadata, hw)
     return (
         f'name: "{name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {max_batch}\n'
-        "input [\n" + _tensor(manifest["input"]["name"], "float32", batch_dims + [3, *hw]) + "\n]\n"
+        "input [\n" + _tensor(manifest.input_name, "float32", batch_dims + [3, *hw]) + "\n]\n"
         "output [\n" + ",\n".join(_tensor(n, t, batch_dims + d) for n, t, d in outputs) + "\n]\n"
         + (_dynamic_batching(delay_us) if max_batch > 1 else "")
         + f"instance_group [ {{ kind: KIND_GPU count: {int(instances)} }} ]\n")
@@ -139,52 +140,99 @@ def tensorrt_model_config(name: str, manifest: dict, instances: int, delay_us: O
 # ------------------------------------------------------------------------------------------------
 # reading the model
 
-def _onnx_metadata(path: Path) -> dict:
+def _onnx_metadata(path: Path) -> ModelMetadata:
     return load_export(path, load_external_data=False)[1]
 
 
-def _engine_manifest(path: Path) -> dict:
-    mpath = manifest_path(path)
-    if not mpath.is_file():
-        raise UserError(f"{path} has no manifest ({mpath.name}); engines must be built with `cornernet-deploy build`")
-    try:
-        manifest = json.loads(mpath.read_text())
-        manifest["metadata"], manifest["input"]["min"], manifest["input"]["max"], manifest["outputs"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{mpath} is not a cornernet-deploy engine manifest") from None
-    return manifest
-
-
-def _plugin_library(manifest: dict, plugin) -> Path:
-    from ..tensorrt.plugin_build import find_plugin_library
+def _plugin_library(manifest: EngineManifest, plugin) -> Path:
+    """The plugin library to ship: ``--plugin``, else the one the manifest records, else the one
+    ``plugin build`` made for the engine's TensorRT major; only ever our library
+    (``verify_plugin_library``), with the manifest's SHA-256 where it records one."""
+    from ..runtime.plugin_library import find_plugin_library, verify_plugin_library
     if plugin:
         path = Path(plugin)
         if not path.is_file():
             raise UserError(f"--plugin {plugin}: no such file")
     else:
-        recorded = Path(manifest.get("plugin_library") or "")
-        built_for = str(manifest.get("tensorrt_version") or "").split(".")[0]
-        path = recorded if recorded.is_file() else find_plugin_library(
-            tensorrt_major=int(built_for) if built_for.isdigit() else None)
-    want = manifest.get("plugin_sha256")
-    if want and sha256_file(path) != want:
-        raise UserError(f"{path} is not the plugin library the engine was built with (sha256 differs "
-                        "from the manifest's plugin_sha256); pass the right one with --plugin")
+        recorded = Path(manifest.plugin_library or "")
+        path = recorded if manifest.plugin_library and recorded.is_file() else find_plugin_library(
+            tensorrt_major=manifest.tensorrt_major)
+    verify_plugin_library(path, manifest.plugin_sha256, "the plugin library")
     return path
 
 
 # ------------------------------------------------------------------------------------------------
 # writing
 
+def _module_file(name: str):
+    """(file relative to the package, its package's dotted name) of module ``name``, or None."""
+    rel = Path(*name.split(".")[1:])
+    if (PACKAGE_DIR / rel / "__init__.py").is_file():
+        return rel / "__init__.py", name
+    if rel.parts and (PACKAGE_DIR / rel.with_suffix(".py")).is_file():
+        return rel.with_suffix(".py"), name.rpartition(".")[0]
+    return None
+
+
+def _imports(file: Path, package: str, top_level_only: bool) -> set:
+    """Dotted names this module imports (of this package, plus ``torch`` when it does); lazy
+    imports inside functions too unless ``top_level_only``."""
+    tree = ast.parse((PACKAGE_DIR / file).read_text())
+    found = set()
+    for node in (tree.body if top_level_only else ast.walk(tree)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{alias.name}" for alias in node.names)   # submodules named
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] in ("cornernet_deploy", "torch")}
+
+
+def _needs_torch(name: str, memo: dict) -> bool:
+    """Whether importing module ``name`` imports torch (through its top-level imports)."""
+    if name.split(".")[0] == "torch":
+        return True
+    if name not in memo:
+        memo[name] = False                     # cycles: assume not while we look
+        found = _module_file(name)
+        memo[name] = bool(found) and any(_needs_torch(m, memo)
+                                         for m in _imports(found[0], found[1], top_level_only=True))
+    return memo[name]
+
+
+def runtime_closure() -> List[Path]:
+    """The files of this package the Python model needs, relative to the package: ``runtime``
+    (every module: the backend registry imports them all) and what they import, lazily too, but
+    no module whose import pulls in torch (it could not run in the torch-free server anyway)."""
+    todo = ["cornernet_deploy.runtime." + ".".join(p.relative_to(PACKAGE_DIR / "runtime").with_suffix("").parts)
+            for p in (PACKAGE_DIR / "runtime").rglob("*.py")]
+    files, seen, memo = set(), set(), {}
+    while todo:
+        name = todo.pop().replace(".__init__", "")
+        if name in seen:
+            continue
+        seen.add(name)
+        found = _module_file(name)
+        if found is None or _needs_torch(name, memo):
+            continue                           # a name imported from a module, torch, or a torch user
+        file, package = found
+        files.add(file)
+        todo.extend(m for m in _imports(file, package, top_level_only=False) if not m.startswith("torch"))
+        todo.extend(".".join(["cornernet_deploy", *file.parts[:i]]) for i in range(len(file.parts)))
+    return sorted(files)
+
+
 def _copy_runtime(dest: Path) -> None:
     target = dest / "cornernet_deploy"
-    target.mkdir(parents=True)
-    for entry in RUNTIME_SOURCES:
-        src = PACKAGE_DIR / entry
-        if src.is_dir():
-            shutil.copytree(src, target / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(src, target / entry)
+    for rel in runtime_closure():
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PACKAGE_DIR / rel, target / rel)
 
 
 def _requirements(onnx: bool) -> str:
@@ -221,16 +269,16 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
     ``delay_us``: the dynamic batcher's queue delay (None: no dynamic batching); ``threads``: ONNX
     Runtime intra-op threads per instance (0: its default).
     """
-    from ..runtime.backends import MODEL_KINDS
-
     model, repo = Path(model), Path(repo)
     if not model.is_file():
         raise UserError(f"{model}: no such model file")
     suffix = model.suffix.lower()
-    kind = MODEL_KINDS.get(suffix)
-    if kind not in ("onnxruntime", "tensorrt"):
-        raise UserError(f"{model}: expected an .onnx from `cornernet-deploy export` or an .engine from "
-                        f"`cornernet-deploy build`, not '{suffix or model.name}'")
+    kind = registry.model_kinds().get(suffix)
+    serving = registry.get(kind).serving if kind else None
+    if serving is None:
+        servable = [info for info in registry.all_backends() if info.serving]
+        raise UserError(f"{model}: expected {' or '.join(i.runs for i in servable)} (made by "
+                        f"`cornernet-deploy export` / `build`), not '{suffix or model.name}'")
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip("._-") or "cornernet"
     if not NAME_PATTERN.match(name):
         raise UserError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
@@ -243,35 +291,36 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
     if threads < 0:
         raise UserError(f"--threads must be >= 0, got {threads}")
     _check_target(repo, overwrite)
-    is_onnx = kind == "onnxruntime"
+    # "python": the network runs inside the Python model; "tensorrt_plan": a Triton model of its own
+    is_onnx = serving == "python"
 
     if is_onnx:
         metadata, manifest, plugin_path = _onnx_metadata(model), None, None
         net_name = None
     else:
-        manifest = _engine_manifest(model)
-        metadata = manifest["metadata"]
+        manifest = EngineManifest.load(model)
+        metadata = manifest.metadata
         plugin_path = _plugin_library(manifest, plugin)
         net_name = f"{name}_net"
-        if manifest["input"]["min"][0] > 1 and manifest["input"]["min"][0] != manifest["input"]["max"][0]:
-            raise UserError(f"{model} needs batches of at least {manifest['input']['min'][0]}; build it "
+        if manifest.min_batch > 1 and not manifest.static_batch:
+            raise UserError(f"{model} needs batches of at least {manifest.min_batch}; build it "
                             "with --min-batch 1 (Triton sends any batch size up to the maximum)")
-    spec, extras = spec_from_metadata(metadata)   # refuses metadata of an unknown model
-    max_batch = int(max_batch or (manifest["input"]["max"][0] if manifest else DEFAULT_MAX_BATCH))
+    spec = metadata.spec
+    max_batch = int(max_batch or (manifest.max_batch if manifest else DEFAULT_MAX_BATCH))
 
     with atomic_dir(repo, _ours if overwrite else None, "--repo") as top:
         version = top / name / "1"
         version.mkdir(parents=True)
         shutil.copy2(MODEL_FILE, version / "model.py")
         _copy_runtime(version)
-        (top / name / "labels.txt").write_text("\n".join(extras["class_names"]) + "\n")
+        (top / name / "labels.txt").write_text("\n".join(metadata.class_names) + "\n")
         params = {"score_threshold": f"{float(score_threshold):g}"}
         if is_onnx:
             shutil.copy2(model, version / "model.onnx")
             params.update(network="onnxruntime", onnx_file="model.onnx", threads=str(int(threads)))
             py_count = instances
         else:
-            (version / "network.json").write_text(json.dumps(manifest, indent=1))
+            (version / "network.json").write_text(manifest.to_json())
             params.update(network="triton", network_model=net_name, network_manifest="network.json")
             py_count = python_instances or instances
             net_version = top / net_name / "1"
@@ -286,7 +335,7 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
         from .readme import repository_dockerfile, repository_readme
         (top / "Dockerfile").write_text(repository_dockerfile())
         (top / "README.md").write_text(repository_readme(
-            name=name, net_name=net_name, model=model, spec=spec, metadata=metadata, manifest=manifest,
+            name=name, net_name=net_name, model=model, metadata=metadata, manifest=manifest,
             max_batch=max_batch, delay_us=delay_us,
             plugin_file=plugin_path.name if plugin_path else None))
         record = {"toolkit_version": __version__, "source": str(model), "source_sha256": sha256_file(model),

@@ -31,6 +31,7 @@ import triton_python_backend_utils as pb_utils
 # first on sys.path so that another installed cornernet_deploy version cannot shadow it.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from cornernet_deploy.contract.manifest import EngineManifest  # noqa: E402
 from cornernet_deploy.errors import UserError  # noqa: E402
 from cornernet_deploy.runtime.backends import open_backend  # noqa: E402
 from cornernet_deploy.runtime.backends.base import Backend  # noqa: E402
@@ -48,17 +49,17 @@ class TritonNetworkBackend(Backend):
 
     name = "triton-bls"
 
-    def __init__(self, model_name: str, manifest: dict):
+    def __init__(self, model_name: str, manifest: EngineManifest):
         self.model_name = model_name
         self.manifest = manifest
-        self.metadata = manifest["metadata"]
-        self.input_name = manifest["input"]["name"]
-        self.output_names = list(manifest["outputs"])
-        lo, hi = manifest["input"]["min"], manifest["input"]["max"]
-        self.input_hw = tuple(hi[2:])
-        self.max_batch = hi[0]
-        self.static_batch = lo[0] == hi[0]
-        self.precision = manifest.get("precision", "fp32")
+        self.model_metadata = manifest.metadata
+        self.metadata = manifest.metadata.raw
+        self.input_name = manifest.input_name
+        self.output_names = list(manifest.outputs)
+        self.input_hw = manifest.input_hw
+        self.max_batch = manifest.max_batch
+        self.static_batch = manifest.static_batch
+        self.precision = manifest.precision
         self.device = "cuda"
         # outputs come back in CPU memory: the pipeline decodes them with numpy
         self._memory = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
@@ -131,8 +132,10 @@ class TritonPythonModel:
             backend = open_backend(os.path.join(here, params["onnx_file"]),
                                    threads=int(params.get("threads") or 0) or None)
         elif network == "triton":
-            with open(os.path.join(here, params["network_manifest"])) as f:
-                backend = TritonNetworkBackend(params["network_model"], json.load(f))
+            path = os.path.join(here, params["network_manifest"])
+            with open(path) as f:
+                manifest = EngineManifest.from_dict(json.load(f), path)
+            backend = TritonNetworkBackend(params["network_model"], manifest)
         else:
             raise pb_utils.TritonModelException(f"unknown network parameter {network!r}")
         self.detector = Detector(backend)

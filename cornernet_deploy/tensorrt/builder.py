@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..errors import UserError
-from ..fileio import check_output_file, write_bytes_atomic, write_text_atomic
-from ..zoo import load_export
-from .common import (create_builder, import_tensorrt, log_path, make_logger, manifest_path, sha256_file,
-                     tensorrt_major, warn)
-
-MANIFEST_FORMAT = 1
+from ..contract.arch import parse_hw
+from ..contract.manifest import EngineManifest, log_path, manifest_path
+from ..contract.metadata import ModelMetadata, parse_metadata
+from ..contract.op import CORNER_POOL
+from ..contract.precision import ENGINE_PRECISIONS
+from ..errors import UserError, warn
+from ..fileio import check_output_file, sha256_file, write_bytes_atomic, write_text_atomic
+from ..onnx_files import load_export
+from ..runtime.tensorrt_common import create_builder, import_tensorrt, make_logger, tensorrt_major
 
 __all__ = ["build_engine", "BuildResult", "BuildPlan", "plan_build", "trtexec_command", "prepare_trtexec",
            "check_plugin_layers",
@@ -67,13 +68,13 @@ def _progress_monitor(trt):
 @dataclass
 class BuildResult:
     engine: Path
-    manifest: dict
+    manifest: EngineManifest
     seconds: float
 
 
 def _corner_pool_nodes(model) -> list:
-    from ..onnx_function import DOMAIN, OP_TYPE
-    return [n for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN]
+    return [n for n in model.graph.node
+            if n.op_type == CORNER_POOL.op_type and n.domain == CORNER_POOL.domain]
 
 
 def plugin_layer_names(trt, network) -> list:
@@ -147,7 +148,7 @@ class BuildPlan:
     precision: str
     onnx_precision: str
     model: object            # the onnx ModelProto
-    metadata: dict
+    metadata: ModelMetadata
     nodes: list              # its CornerPool nodes
     min_batch: int
     opt_batch: int
@@ -160,12 +161,12 @@ class BuildPlan:
 
     @property
     def input_name(self) -> str:
-        return self.metadata["input_name"]
+        return self.metadata.input_name
 
     @property
     def dynamic_input(self) -> bool:
         """Whether the ONNX input has a dynamic dimension (batch or size), so a profile is needed."""
-        return self.metadata.get("batch") is None or not self.metadata.get("input_hw")
+        return self.metadata.batch is None or self.metadata.input_hw is None
 
     def shapes(self) -> tuple:
         """(min, opt, max) input shapes of the optimization profile."""
@@ -193,8 +194,9 @@ def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: in
                tf32: bool = True) -> BuildPlan:
     """Check every argument and the ONNX file (one-line UserErrors) and resolve the shapes."""
     onnx_path = Path(onnx_path)
-    if precision not in ("fp32", "fp16", "int8"):
-        raise UserError(f"--precision must be fp32, fp16 or int8, not {precision!r}")
+    if precision not in ENGINE_PRECISIONS:
+        raise UserError(f"--precision must be {', '.join(ENGINE_PRECISIONS[:-1])} or "
+                        f"{ENGINE_PRECISIONS[-1]}, not {precision!r}")
     _check_batches(min_batch, opt_batch, max_batch)
     if workspace_mb is None or int(workspace_mb) < 1:
         raise UserError(f"--workspace must be at least 1 (MB), got {workspace_mb}")
@@ -206,13 +208,9 @@ def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: in
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
 
-    if input_size:
-        from ..zoo import parse_hw
-        requested_hw = parse_hw(input_size)
-    else:
-        requested_hw = None
-    model, metadata = load_export(onnx_path)   # zoo's: no torch, so engines build on a Jetson
-    onnx_precision = metadata.get("precision", "fp32")
+    requested_hw = parse_hw(input_size) if input_size else None
+    model, metadata = load_export(onnx_path)   # no torch, so engines build on a Jetson
+    onnx_precision = metadata.precision
     if precision == "fp32" and onnx_precision == "fp16":
         raise UserError(f"{onnx_path} is an FP16 export; build it with --precision fp16")
     if (precision == "int8") != (onnx_precision == "int8"):  # INT8 = explicit Q/DQ (TensorRT 11 has no other)
@@ -222,7 +220,7 @@ def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: in
                         f"{onnx_path} --calib IMAGES`) and build the INT8 model it writes")
 
     # shapes: batch from the flags (dynamic exports) or the file; H, W from the file or --input-size
-    static_batch = metadata.get("batch")
+    static_batch = metadata.batch
     if static_batch is not None:
         if any(b not in (None, static_batch) for b in (min_batch, opt_batch, max_batch)):
             raise UserError(f"{onnx_path} has a static batch of {static_batch}; export with --dynamic-batch "
@@ -234,12 +232,12 @@ def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: in
         min_batch = min_batch if min_batch is not None else 1
         if not (1 <= min_batch <= opt_batch <= max_batch):
             raise UserError(f"batch sizes must satisfy 1 <= min ({min_batch}) <= opt ({opt_batch}) <= max ({max_batch})")
-    if metadata.get("input_hw"):
-        hw = tuple(metadata["input_hw"])
+    if metadata.input_hw:
+        hw = metadata.input_hw
         if requested_hw and requested_hw != hw:
             raise UserError(f"{onnx_path} takes {hw[0]}x{hw[1]} inputs; export with --dynamic-size for other sizes")
     else:
-        hw = requested_hw or tuple(metadata["spec"]["input_size"])
+        hw = requested_hw or tuple(metadata.spec.input_size)
     return BuildPlan(onnx_path=onnx_path, output=Path(output), precision=precision,
                      onnx_precision=onnx_precision, model=model, metadata=metadata,
                      nodes=_corner_pool_nodes(model), min_batch=min_batch, opt_batch=opt_batch,
@@ -264,8 +262,8 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
     precision, tf32, timing_cache = plan.precision, plan.tf32, plan.timing_cache
 
     from ..onnx_function import strip_corner_pool_function
-    from .cuda import device_info
-    from .plugin_build import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
+    from ..runtime.cuda import device_info
+    from ..runtime.plugin_library import find_plugin_library, load_plugin_library, plugin_library_tensorrt_version
 
     trt = import_tensorrt("Builder")
     major = tensorrt_major(trt)
@@ -319,22 +317,22 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
         raise UserError(f"TensorRT engine build failed: {tail or 'see ' + str(log_path(output))}")
     engine_bytes = bytes(serialized)
 
-    gpu = device_info()
-    manifest = {
-        "format": MANIFEST_FORMAT, "toolkit_version": __version__,
-        "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tensorrt_version": trt.__version__, "gpu": gpu, "precision": precision,
-        "strongly_typed": strongly_typed, "tf32": bool(tf32),
-        "input": {"name": input_name, "min": [min_batch, 3, *hw], "opt": [opt_batch, 3, *hw], "max": [max_batch, 3, *hw]},
-        "outputs": metadata["outputs"], "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-        "plugin_library": str(plugin_path), "plugin_sha256": sha256_file(plugin_path),
-        "plugin_tensorrt_version": plugin_library_tensorrt_version(plugin_path),
-        "corner_pool_layers": [n.name for n in nodes],
-        "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path),
-        "metadata": {**metadata, "input_hw": list(hw), "batch": None if min_batch != max_batch else max_batch},
-    }
+    # the export's metadata with what the engine fixed: its input size, and its batch if static
+    built = parse_metadata(dict(metadata.raw, input_hw=list(hw),
+                                batch=None if min_batch != max_batch else max_batch), onnx_path)
+    manifest = EngineManifest(
+        toolkit_version=__version__,
+        built=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        tensorrt_version=trt.__version__, gpu=device_info(), precision=precision,
+        strongly_typed=strongly_typed, tf32=bool(tf32), input_name=input_name,
+        input_min=(min_batch, 3, *hw), input_opt=(opt_batch, 3, *hw), input_max=(max_batch, 3, *hw),
+        outputs=metadata.outputs, engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+        plugin_library=str(plugin_path), plugin_sha256=sha256_file(plugin_path),
+        plugin_tensorrt_version=plugin_library_tensorrt_version(plugin_path),
+        corner_pool_layers=tuple(n.name for n in nodes), onnx=str(onnx_path),
+        onnx_sha256=sha256_file(onnx_path), metadata=built)
     write_text_atomic(log_path(output), "\n".join(log_lines) + "\n")
-    write_text_atomic(manifest_path(output), json.dumps(manifest, indent=1))
+    write_text_atomic(manifest_path(output), manifest.to_json())
     write_bytes_atomic(output, engine_bytes)  # after its manifest: an engine never exists without one
     if timing_cache:
         _save_timing_cache(config, timing_cache)
@@ -374,8 +372,8 @@ def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
     not needed. ``major``: 10 or 11; None: the importable TensorRT's, else the plugin library's. The
     ONNX is written next to the engine, without our function bodies (atomically, after every check)."""
     from ..onnx_function import strip_corner_pool_function
-    from .plugin_build import (check_library_matches, find_plugin_library, importable_tensorrt_version,
-                               plugin_library_tensorrt_version)
+    from ..runtime.plugin_library import (check_library_matches, find_plugin_library,
+                                          importable_tensorrt_version, plugin_library_tensorrt_version)
 
     if major is None:
         running = importable_tensorrt_version()

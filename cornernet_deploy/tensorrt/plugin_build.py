@@ -1,18 +1,10 @@
-"""Build and locate the TensorRT corner-pool plugin library (``libcornernet_deploy_plugins.so``).
+"""Build the TensorRT corner-pool plugin library (``libcornernet_deploy_plugins.so``): build tooling.
 
-One library per TensorRT major version: the plugin-facing interfaces (ILogger, ILoggerFinder,
-IPluginRegistry) have different vtables in 10.x and 11.x, so a library runs only in a TensorRT of
-the major version of its headers (minor no newer). Each library carries its headers' version
-(``cornernet_deploy_tensorrt_headers=X.Y.Z`` in the file, and ``cornernetDeployTensorRTVersion()``).
-
-* :func:`build_plugin` runs CMake on ``plugins/`` of a source checkout (``cornernet-deploy plugin build``);
-  by default into ``<checkout>/build/lib/tensorrt-<major>/`` (outside a checkout:
-  ``$XDG_CACHE_HOME/cornernet_deploy/lib/tensorrt-<major>/``).
-* :func:`find_plugin_library` tells the engine builder and the runtime which library to load for the
-  running TensorRT: ``$CORNERNET_DEPLOY_PLUGIN`` if set (a file, or a directory holding the library
-  or ``tensorrt-<major>/`` folders), else the default build output for that major.
-* :func:`load_plugin_library` refuses a library of another major (one line, before TensorRT touches
-  it), skips the load when the creator is already registered, and registers it otherwise.
+One library per TensorRT major version (see ``runtime/plugin_library.py``, which finds, checks and
+loads it at run time). :func:`build_plugin` runs CMake on ``plugins/`` of a source checkout
+(``cornernet-deploy plugin build``); by default into ``<checkout>/build/lib/tensorrt-<major>/``
+(outside a checkout: ``$XDG_CACHE_HOME/cornernet_deploy/lib/tensorrt-<major>/``), where
+``find_plugin_library`` looks.
 
 Only TensorRT *headers* are needed to build: the library registers through the exported
 ``getCreators``/``setLoggerFinder`` and links no TensorRT library. Header search order (first hit wins):
@@ -31,21 +23,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from ..errors import UserError
+from ..contract.op import PLUGIN_LIBRARY_NAME
+from ..errors import UserError, warn
 from ..fileio import atomic_path, check_output_dir
-from .common import tensorrt_major as running_tensorrt_major, warn
-
-PLUGIN_LIBRARY_NAME = "libcornernet_deploy_plugins.so"
-PLUGIN_ENV = "CORNERNET_DEPLOY_PLUGIN"
-# The creator the ONNX parser looks up for a CornerPool node (docs/CONTRACTS.md).
-PLUGIN_NAME = "CornerPool"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "cornernet_deploy"
+from ..runtime.plugin_library import (cache_dir, checkout_root, default_library_dir,
+                                      importable_tensorrt_version, major_dir_name,
+                                      plugin_library_tensorrt_version)
 
 # Where Debian/Ubuntu/JetPack packages (libnvinfer-dev) and tar installs put the headers.
 SYSTEM_INCLUDE_DIRS = (
@@ -62,8 +49,6 @@ _HEADER = "NvInferRuntime.h"
 _ARCH_PATTERN = re.compile(r"^(?:sm_|compute_)?(\d{2,3}[af]?)(-real|-virtual)?$")
 # The IPluginV3 plugin needs TensorRT 10.0 or newer.
 OLDEST_TENSORRT_MAJOR = 10
-# Written into the library by plugins/cornernetDeployPlugins.cpp (kHeadersTag).
-_LIBRARY_VERSION_TAG = re.compile(rb"cornernet_deploy_tensorrt_headers=(\d+)\.(\d+)\.(\d+)")
 # Named CUDA architectures and the CMake version that introduced them (JetPack 6's apt cmake is 3.22).
 _NAMED_ARCH_MIN_CMAKE = {"native": (3, 24), "all": (3, 23), "all-major": (3, 23)}
 
@@ -73,12 +58,6 @@ class TensorRTHeaders:
     include_dir: Path
     version: Optional[str]  # "10.3.0", from NvInferVersion.h
     found_via: str          # which rule found them, for messages
-
-
-def checkout_root() -> Optional[Path]:
-    """The source checkout this package runs from, or None when installed without sources."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "plugins" / "CMakeLists.txt").is_file() else None
 
 
 def plugin_source_dir() -> Path:
@@ -91,22 +70,7 @@ def plugin_source_dir() -> Path:
 
 def default_build_dir() -> Path:
     root = checkout_root()
-    return (root / "build" / "plugins") if root else _cache_dir() / "build"
-
-
-def default_output_dir() -> Path:
-    """Where ``plugin build`` puts its libraries, one ``tensorrt-<major>/`` folder per TensorRT major."""
-    root = checkout_root()
-    return (root / "build" / "lib") if root else _cache_dir() / "lib"
-
-
-def major_dir_name(major: int) -> str:
-    return f"tensorrt-{major}"
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cornernet_deploy"
+    return (root / "build" / "plugins") if root else cache_dir() / "build"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -266,20 +230,6 @@ def normalize_cuda_archs(spec: str) -> str:
     return ";".join(out)
 
 
-def importable_tensorrt_version() -> Optional[str]:
-    """``tensorrt.__version__`` of the Python TensorRT this interpreter would import, or None.
-    Asked in a child process: importing TensorRT here would load its libraries for nothing."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        proc = subprocess.run([sys.executable, "-c", "import tensorrt; print(tensorrt.__version__)"],
-                              capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    version = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
-    return version if re.match(r"^\d+\.\d+", version) else None
-
-
 def python_nvinfer_library() -> Optional[Path]:
     """libnvinfer(.so.N) of a pip-installed TensorRT (full, else lean), for static registration builds."""
     dirs = _python_package_dirs(PYTHON_TENSORRT_PACKAGES)
@@ -323,7 +273,7 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
                  jobs: Optional[int] = None, static_registration: bool = False,
                  echo: Callable[[str], None] = print) -> Path:
     """Configure and build the plugin library for the TensorRT major of the headers found; copy it
-    into ``output_dir`` (default: ``default_output_dir()/tensorrt-<major>``); return its path.
+    into ``output_dir`` (default: ``default_library_dir()/tensorrt-<major>``); return its path.
     Every check that can fail (paths, headers, tools, CMake features) runs before CMake does."""
     if build_dir is not None:
         check_output_dir(build_dir, "--build-dir")
@@ -337,7 +287,7 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
     cmake = find_cmake()
     check_cmake_supports_archs(cmake, archs)
     build_dir = Path(build_dir) if build_dir else default_build_dir() / major_dir_name(major)
-    output_dir = Path(output_dir) if output_dir else default_output_dir() / major_dir_name(major)
+    output_dir = Path(output_dir) if output_dir else default_library_dir() / major_dir_name(major)
     installed = importable_tensorrt_version()
     if installed is not None and int(installed.split(".")[0]) != major:
         warn(f"building for TensorRT {headers.version} headers, but the importable tensorrt is {installed}: "
@@ -413,120 +363,3 @@ def load_kernel_library(path):
     return lib
 
 
-# --------------------------------------------------------------------------------------------------------
-# Locate and load
-
-def plugin_library_tensorrt_version(path) -> Optional[str]:
-    """"X.Y.Z" of the TensorRT headers a plugin library was built with, read from the file (the
-    library is not loaded), or None for a file without the tag (not ours, or built before the tag)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    m = _LIBRARY_VERSION_TAG.search(data)
-    return ".".join(g.decode() for g in m.groups()) if m else None
-
-
-def check_library_matches(path, library_version: Optional[str], runtime_version: str) -> Optional[str]:
-    """UserError when the library cannot run in this TensorRT (another major, or no version tag);
-    a warning text when its headers are of a newer minor than the runtime; else None."""
-    runtime_major = int(str(runtime_version).split(".")[0])
-    if library_version is None:
-        raise UserError(f"{path} carries no TensorRT version (not a cornernet-deploy plugin library, or built "
-                        f"by an older cornernet-deploy): rebuild it with `cornernet-deploy plugin build` using "
-                        f"TensorRT {runtime_major} headers")
-    library = tuple(int(x) for x in library_version.split(".")[:2])
-    runtime = tuple(int(x) for x in str(runtime_version).split(".")[:2])
-    if library[0] != runtime[0]:
-        raise UserError(f"{path} was built with TensorRT {library_version} headers but this is TensorRT "
-                        f"{runtime_version}: a plugin library only runs in the TensorRT major it was built for; "
-                        f"build one with TensorRT {runtime[0]} headers (`cornernet-deploy plugin build "
-                        f"--tensorrt-root DIR`)")
-    if library > runtime:
-        return (f"{path} was built with TensorRT {library_version} headers, newer than this TensorRT "
-                f"{runtime_version}; TensorRT supports plugins built with headers of its own or an older "
-                f"minor version: rebuild it with TensorRT {runtime[0]}.{runtime[1]} headers if it misbehaves")
-    return None
-
-
-def _library_in(directory: Path, major: Optional[int]) -> Optional[Path]:
-    candidates = [directory / major_dir_name(major) / PLUGIN_LIBRARY_NAME] if major else []
-    candidates.append(directory / PLUGIN_LIBRARY_NAME)
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def find_plugin_library(required: bool = True, tensorrt_major: Optional[int] = None) -> Optional[Path]:
-    """The plugin library to load into a TensorRT of major version ``tensorrt_major``:
-    ``$CORNERNET_DEPLOY_PLUGIN`` (a file, or a directory holding the library or ``tensorrt-<major>/``),
-    else the default build output for that major. Raises UserError when ``required`` and nothing is
-    found, else returns None. Which version a found library was built for is checked when it is loaded."""
-    env = os.environ.get(PLUGIN_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.exists():
-            raise UserError(f"{PLUGIN_ENV}={env}: {path} does not exist")
-        found = _library_in(path, tensorrt_major) if path.is_dir() else path
-        if found is None:
-            raise UserError(f"{PLUGIN_ENV}={env}: no {PLUGIN_LIBRARY_NAME} in {path}"
-                            + (f" nor in {path / major_dir_name(tensorrt_major)}" if tensorrt_major else ""))
-        return found.resolve()
-    if tensorrt_major:
-        found = _library_in(default_output_dir(), tensorrt_major)
-    else:
-        found = next(iter(built_plugin_libraries()), None)
-    if found is not None:
-        return found
-    if required:
-        expected = default_output_dir() / (major_dir_name(tensorrt_major) if tensorrt_major else "") / PLUGIN_LIBRARY_NAME
-        raise UserError(f"TensorRT plugin library not found ({expected}); build it with `cornernet-deploy plugin "
-                        f"build`" + (f" (TensorRT {tensorrt_major} headers)" if tensorrt_major else "")
-                        + f" or point {PLUGIN_ENV} at it")
-    return None
-
-
-def built_plugin_libraries() -> list:
-    """Every library under the default build output, newest TensorRT major first."""
-    root = default_output_dir()
-    found = sorted(root.glob(f"tensorrt-*/{PLUGIN_LIBRARY_NAME}"),
-                   key=lambda p: -int(p.parent.name.split("-")[-1]) if p.parent.name.split("-")[-1].isdigit() else 0)
-    if (root / PLUGIN_LIBRARY_NAME).is_file():
-        found.append(root / PLUGIN_LIBRARY_NAME)
-    return found
-
-
-_loaded: dict = {}
-
-
-def load_plugin_library(trt, path=None, echo: Callable[[str], None] = warn):
-    """Make ``trt``'s plugin registry know CornerPool (``trt`` = the imported tensorrt module, or
-    tensorrt_lean/tensorrt_dispatch), once per process:
-
-    * when CornerPool is already registered (another copy of the library, or a statically registering
-      build) nothing is loaded: TensorRT would refuse a second registration;
-    * a library built for another TensorRT major is refused before TensorRT sees it (it would crash
-      the process or lose its messages); a newer minor is loaded with a warning (``echo``);
-    * otherwise the library is loaded and the creator checked.
-
-    Returns the registry's library handle, or None when nothing had to be loaded."""
-    major = running_tensorrt_major(trt)
-    path = Path(path) if path else find_plugin_library(tensorrt_major=major)
-    key = (id(trt), str(Path(path).resolve()))
-    if key in _loaded:
-        return _loaded[key]
-    registry = trt.get_plugin_registry()
-    if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
-        _loaded[key] = None
-        return None
-    if not Path(path).is_file():
-        raise UserError(f"plugin library {path} does not exist")
-    note = check_library_matches(path, plugin_library_tensorrt_version(path), trt.__version__)
-    if note:
-        echo(note)
-    handle = registry.load_library(str(path))
-    if handle is None:
-        raise UserError(f"TensorRT could not load the plugin library {path} (see the TensorRT log above)")
-    if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
-        raise UserError(f"{path} loaded but registers no {PLUGIN_NAMESPACE}::{PLUGIN_NAME} version "
-                        f"{PLUGIN_VERSION}; rebuild it with `cornernet-deploy plugin build`")
-    _loaded[key] = handle
-    return handle

@@ -20,7 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..zoo import COCO_MEAN_BGR, COCO_STD_BGR
+from ..contract.arch import COCO_MEAN_BGR, COCO_STD_BGR
 from ..runtime.preprocess import crop_image  # the official crop_image, shared with test time
 
 # PCA lighting of the official COCO loader (``core/dbs/coco.py``), applied in BGR channel order.

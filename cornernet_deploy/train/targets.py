@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..zoo import SACCADE_ATT_LAYOUT
+from ..contract.arch import SACCADE_ATT_LAYOUT
 
 MAX_OBJECTS = 128  # tag slots per image (official ``max_tag_len`` / ``max_objects``)
 

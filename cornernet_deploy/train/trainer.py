@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..contract.arch import spec_from_dict
 from ..errors import UserError
 from ..fileio import write_text_atomic
-from .augment import AugmentConfig, augment_cornernet, augment_saccade
+from ..runtime.families import family_of
+from .augment import AugmentConfig
 from .dataset import CocoDataset
-from .losses import CornerNetLoss, collate_targets, targets_to
-from .targets import cornernet_targets, saccade_targets
+from .losses import collate_targets, targets_to
 
 OFFICIAL_LR = 2.5e-4
 OFFICIAL_SEED = 317
@@ -177,6 +178,7 @@ class TrainSamples(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.augment = augment
         self.aug_cfg = AugmentConfig(input_size=self.input_hw, border=border)
+        self.recipe = family_of(spec).training()
 
     def __len__(self) -> int:
         return len(self.coco)
@@ -186,21 +188,8 @@ class TrainSamples(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, int(iteration), int(slot)))
         image = self.coco.load_image(index)
         rec = self.coco.records[index]
-        spec = self.spec
-        if spec.attention:
-            image, boxes, labels, kept = augment_saccade(image, rec.boxes, rec.labels, rng,
-                                                         self.aug_cfg, train=self.augment)
-            # one map per hourglass level; each trained on the object sizes of its cell size
-            # (zoo.SACCADE_ATT_LAYOUT), the sizes the runtime's zoom scales assume
-            targets = saccade_targets(boxes, labels, kept, spec.num_classes, self.input_hw,
-                                      self.output_hw, spec.gaussian_iou,
-                                      att_ratios=spec.attention_ratios(),
-                                      att_ranges=spec.attention_ranges())
-        else:
-            image, boxes, labels = augment_cornernet(image, rec.boxes, rec.labels, rng,
-                                                     self.aug_cfg, train=self.augment)
-            targets = cornernet_targets(boxes, labels, spec.num_classes, self.input_hw,
-                                        self.output_hw, spec.gaussian_iou)
+        image, targets = self.recipe.sample(image, rec.boxes, rec.labels, rng, self.aug_cfg, self.spec,
+                                            self.input_hw, self.output_hw, train=self.augment)
         return np.ascontiguousarray(image.transpose(2, 0, 1)), targets
 
 
@@ -350,16 +339,10 @@ def _lr_at(cfg: TrainConfig, iteration: int) -> float:
 
 
 # --------------------------------------------------------------------------- training
-def train(cfg: TrainConfig, log=print) -> dict:
-    """Train per ``cfg``; returns ``{"checkpoint", "iterations", "losses", "smoothed", "spec"}``
-    (``losses``: the last batch's; ``smoothed``: the running means the progress bar shows).
-
-    Ctrl-C or SIGTERM saves ``last.pt`` at the last completed iteration (resume exactly from it),
-    then raises ``KeyboardInterrupt`` as usual."""
-    from ..models import build_model
-    from ..models.checkpoint import load_state_dict_strict, read_checkpoint
-    from ..zoo import spec_from_dict
-    from ..models.checkpoint import unwrap_state_dict
+def _settle_request(cfg: TrainConfig):
+    """``(cfg, resume checkpoint or None)``: the run's settings resolved (a resumed run keeps its
+    own, ``resolve_config``) and checked before any work."""
+    from ..models.checkpoint import read_checkpoint
 
     if cfg.resume and cfg.init:
         raise UserError("--resume and --init exclude each other")
@@ -383,8 +366,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise UserError("give --data (COCO JSON) and --images (their folder)")
     if cfg.iterations is None and cfg.epochs is None:
         raise UserError("give --iterations or --epochs")
-    out_dir = prepare_output(cfg)
+    return cfg, resume_obj
 
+
+def _dataset_and_spec(cfg: TrainConfig, resume_obj):
+    """The dataset (every image checked) and the network's spec (a resumed run's own)."""
     coco = CocoDataset(cfg.data, cfg.images, category_ids=None)
     coco.check_images()
     if resume_obj is not None and resume_obj.get("spec"):
@@ -394,19 +380,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
                             f", but {cfg.data} has {list(coco.category_ids)}")
     else:
         spec = build_train_spec(cfg, coco)
-    input_hw = tuple(spec.input_size)
+    return coco, spec
 
-    n = len(coco)
-    total = int(cfg.iterations) if cfg.iterations is not None else \
-        max(1, math.ceil(float(cfg.epochs) * n / cfg.batch_size))
 
-    device = _pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(spec).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start = 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(log, out_dir / "train.log")
+def _restore(cfg: TrainConfig, model, optimizer, resume_obj, log) -> int:
+    """Weights (and optimizer and RNG state for --resume) of the start; the first iteration."""
+    from ..models.checkpoint import load_state_dict_strict, unwrap_state_dict
+
     if resume_obj is not None:
         state, _ = unwrap_state_dict(resume_obj)
         load_state_dict_strict(model, state, source=str(cfg.resume))
@@ -414,30 +394,22 @@ def train(cfg: TrainConfig, log=print) -> dict:
             optimizer.load_state_dict(resume_obj["optimizer"])
         except (ValueError, KeyError) as exc:
             raise UserError(f"--resume {cfg.resume}: optimizer state does not fit ({exc})") from None
-        start = int(resume_obj["iteration"])
         if "torch_rng" in resume_obj:
             torch.set_rng_state(resume_obj["torch_rng"])
-        log(f"resumed from {cfg.resume} at iteration {start}")
-    elif cfg.init:
+        log(f"resumed from {cfg.resume} at iteration {int(resume_obj['iteration'])}")
+        return int(resume_obj["iteration"])
+    if cfg.init:
         loaded, skipped = load_matching_weights(model, cfg.init)
         log(f"initialised {loaded} tensors from {cfg.init}"
             + (f"; {len(skipped)} kept fresh (e.g. {skipped[0]})" if skipped else ""))
-    else:
-        log(f"training {spec.summary} at {input_hw[0]}x{input_hw[1]} on {n} images of {cfg.data}")
+    return 0
 
-    if start >= total:
-        log(f"nothing to do: the checkpoint is at iteration {start} >= {total}")
-        losses = dict(resume_obj.get("losses") or {})
-        return {"checkpoint": str(cfg.resume), "iterations": start, "losses": losses,
-                "smoothed": losses, "spec": spec}
-    write_text_atomic(out_dir / "config.json", json.dumps(_config_dict(cfg), indent=1))
-    border = cfg.border if cfg.border is not None else min(128, max(input_hw) // 4 + 1)
-    samples = TrainSamples(coco, spec, input_hw, cfg.seed, augment=cfg.augment, border=border)
-    sampler = IterationSampler(n, cfg.batch_size, cfg.seed, start, total)
-    loader = torch.utils.data.DataLoader(samples, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=cfg.workers,
-                                         persistent_workers=False)
-    criterion = CornerNetLoss(attention=spec.attention)
+
+def _run_iterations(cfg: TrainConfig, model, optimizer, criterion, loader, device, out_dir: Path,
+                    start: int, total: int, log) -> tuple:
+    """The loop from ``start`` to ``total``: step, log, snapshot; Ctrl-C/SIGTERM saves
+    ``last.pt`` at the last completed iteration and re-raises. Returns (iteration, losses,
+    smoothed)."""
     model.train()
     last_path = out_dir / "last.pt"
     smoothed: dict = {}
@@ -502,6 +474,51 @@ def train(cfg: TrainConfig, log=print) -> dict:
     finally:
         if bar is not None:
             bar.close()
+    return iteration, losses, smoothed
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train per ``cfg``; returns ``{"checkpoint", "iterations", "losses", "smoothed", "spec"}``
+    (``losses``: the last batch's; ``smoothed``: the running means the progress bar shows).
+
+    Ctrl-C or SIGTERM saves ``last.pt`` at the last completed iteration (resume exactly from it),
+    then raises ``KeyboardInterrupt`` as usual. The steps: ``_settle_request``, the run folder,
+    ``_dataset_and_spec``, the model and ``_restore``, the data stream and the family's recipe
+    (``runtime.families``: augmentation, targets, loss), ``_run_iterations``, the last checkpoint."""
+    from ..models import build_model
+
+    cfg, resume_obj = _settle_request(cfg)
+    out_dir = prepare_output(cfg)
+    coco, spec = _dataset_and_spec(cfg, resume_obj)
+    input_hw = tuple(spec.input_size)
+    n = len(coco)
+    total = int(cfg.iterations) if cfg.iterations is not None else \
+        max(1, math.ceil(float(cfg.epochs) * n / cfg.batch_size))
+
+    device = _pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(log, out_dir / "train.log")
+    start = _restore(cfg, model, optimizer, resume_obj, log)
+    if resume_obj is None and not cfg.init:
+        log(f"training {spec.summary} at {input_hw[0]}x{input_hw[1]} on {n} images of {cfg.data}")
+    if start >= total:
+        log(f"nothing to do: the checkpoint is at iteration {start} >= {total}")
+        losses = dict(resume_obj.get("losses") or {})
+        return {"checkpoint": str(cfg.resume), "iterations": start, "losses": losses,
+                "smoothed": losses, "spec": spec}
+    write_text_atomic(out_dir / "config.json", json.dumps(_config_dict(cfg), indent=1))
+    border = cfg.border if cfg.border is not None else min(128, max(input_hw) // 4 + 1)
+    samples = TrainSamples(coco, spec, input_hw, cfg.seed, augment=cfg.augment, border=border)
+    sampler = IterationSampler(n, cfg.batch_size, cfg.seed, start, total)
+    loader = torch.utils.data.DataLoader(samples, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.workers, persistent_workers=False)
+    criterion = family_of(spec).training().loss(spec)
+    iteration, losses, smoothed = _run_iterations(cfg, model, optimizer, criterion, loader, device,
+                                                  out_dir, start, total, log)
+    last_path = out_dir / "last.pt"
     save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
     log(f"saved {last_path} (iteration {iteration})")
     return {"checkpoint": str(last_path), "iterations": iteration, "losses": losses,

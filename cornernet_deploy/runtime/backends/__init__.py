@@ -1,10 +1,11 @@
-"""Backends: each loads one kind of model and runs a pre-processed NCHW float32 batch.
+"""Backends: each loads one kind of model and runs a pre-processed NCHW batch.
 
 ``open_backend(model, backend=None, device=None, precision=None, threads=None, ...)`` is the one
-way in (the Detector, ``infer``, ``eval``, ``profile``, ``compare`` and the demo use it). The
-backend follows from the model (``MODEL_KINDS``): ``.onnx`` -> ONNX Runtime, ``.engine`` /
-``.plan`` / ``.trt`` -> TensorRT, a checkpoint ``.pt``/``.pth``/``.pkl`` or an architecture name
-(seeded random weights) -> PyTorch (imports torch: comparisons and profiling only).
+way in (the Detector, ``infer``, ``eval``, ``profile``, ``compare``, the demo and the streams use
+it). Which backend opens a model is the registry's answer (``registry.backend_for``: by file
+suffix, or an architecture name for a backend that opens those); every backend module registers
+itself there with what it opens, its devices, providers and precisions (``registry.BackendInfo``).
+Adding a backend is one module in this package (docs/EXTENDING.md).
 
 Every backend (``base.Backend``) has:
 
@@ -12,9 +13,10 @@ Every backend (``base.Backend``) has:
 * ``run_timed(batch) -> (outputs, {"h2d", "inference", "d2h"})`` in ms, ``None`` for a stage the
   backend does not have (host-memory backends have no copies); ``timing`` names the clock
   (``perf_counter_ns`` or ``cuda-events``);
-* ``metadata`` (the export's ``cornernet_deploy`` dict) and what follows from it: ``spec``,
-  ``mean``, ``std``, ``class_names``, ``decode``; ``input_hw`` (fixed (H, W) or None),
-  ``max_batch``, ``static_batch``; ``name``, ``device``, ``provider``, ``precision``, ``threads``;
+* ``metadata`` (the export's ``cornernet_deploy`` dict) and what follows from it
+  (``model_metadata``: ``spec``, ``mean``, ``std``, ``class_names``, ``decode``); ``input_hw``
+  (fixed (H, W) or None), ``max_batch``, ``static_batch``; ``name``, ``device``, ``provider``,
+  ``precision``, ``threads``;
 * ``describe()`` (the JSON the reports use), ``label``, ``close()`` (also a context manager).
 
 Importing this package imports no framework: each backend imports its own when opened.
@@ -24,48 +26,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ...contract.arch import ARCHS
 from ...errors import UserError
+from . import registry
 
-__all__ = ["open_backend", "backend_for", "MODEL_KINDS", "BACKENDS", "DEVICES", "PRECISIONS",
-           "PROVIDERS", "BACKEND_ALIASES"]
-
-# The one table of model-file kinds: suffix -> backend.
-MODEL_KINDS = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt",
-    ".pt": "torch", ".pth": "torch", ".pkl": "torch",
-}
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16")
-PROVIDERS = ("cpu", "cuda", "tensorrt")        # ONNX Runtime execution providers
-BACKEND_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "pytorch": "torch", "trt": "tensorrt"}
-
-_WHAT_RUNS = {"torch": "a checkpoint (.pt/.pth/.pkl) or an architecture name",
-              "onnxruntime": "an .onnx file", "tensorrt": "a TensorRT .engine"}
-
-
-def _suffixes(backend: str) -> str:
-    return "/".join(s for s, b in MODEL_KINDS.items() if b == backend)
+__all__ = ["open_backend", "backend_for", "registry", "MODEL_KINDS"]
 
 
 def backend_for(model) -> str:
-    """The backend that runs ``model`` (a model file or an architecture name)."""
-    from ...zoo import ARCHS
+    """The name of the backend that runs ``model`` (a model file or an architecture name)."""
+    return registry.backend_for(model).name
 
-    text = str(model)
-    path = Path(text)
-    kind = MODEL_KINDS.get(path.suffix.lower())
-    if kind:
-        return kind
-    if text.lower() in ARCHS and not path.suffix:
-        return "torch"
-    if not path.suffix and not path.exists():
-        raise UserError(f"{text}: no such file, and not an architecture name ({', '.join(ARCHS)})")
-    raise UserError(f"{text}: unknown model type '{path.suffix or path.name}' (expected "
-                    f"{_suffixes('onnxruntime')} for ONNX Runtime, a TensorRT {_suffixes('tensorrt')} "
-                    f"built by `cornernet-deploy build`, a checkpoint {_suffixes('torch')}, or an "
-                    f"architecture name)")
+
+def __getattr__(name):
+    # the file-kind table, as the registry has it now (backends register on first use)
+    if name == "MODEL_KINDS":
+        return registry.model_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_choice(value, allowed, what):
@@ -79,54 +56,47 @@ def open_backend(model, backend: Optional[str] = None, device: Optional[str] = N
                  seed: int = 0, plugin_library=None, cache_dir=None):
     """Open ``model`` with the backend its kind calls for.
 
-    ``device``: ``cpu`` or ``cuda`` (default: cuda for a TensorRT engine, else cpu);
-    ``provider`` (ONNX Runtime only): ``cpu``, ``cuda`` or ``tensorrt`` (default: from ``device``;
-    ``tensorrt`` implies cuda); ``precision``: torch runs the network in it, a TensorRT execution
-    provider builds its engine in it, files otherwise carry their own (a mismatch is refused);
-    ``threads``: CPU threads of torch / ONNX Runtime. ``arch`` names the architecture of a
-    checkpoint that records none; ``input_hw``/``seed`` apply to the torch backend;
-    ``plugin_library`` (TensorRT, ONNX Runtime's TensorRT provider) and ``cache_dir`` (where the
-    TensorRT provider keeps its engines and timing cache) have sensible defaults.
+    ``device``: one of the backend's devices (default: its own, e.g. cuda for a TensorRT engine,
+    cpu for ONNX Runtime); ``provider``: the execution provider of a backend that has several
+    (ONNX Runtime: ``cpu``, ``cuda`` or ``tensorrt``; default from ``device``); ``precision``:
+    what the network runs in where the backend can choose (torch; ONNX Runtime's TensorRT provider
+    builds an FP16 engine of an FP32 file), files otherwise carry their own (a mismatch is
+    refused); ``threads``: CPU threads. ``arch`` names the architecture of a checkpoint that
+    records none; ``input_hw``/``seed`` apply to an architecture name (random weights);
+    ``plugin_library`` (TensorRT, ONNX Runtime's TensorRT provider) and ``cache_dir`` (where a
+    backend keeps compiled engines) have sensible defaults.
     """
     text = str(model)
-    backend = BACKEND_ALIASES.get(backend, backend) if backend else None
-    _check_choice(backend, BACKENDS, "backend")
-    _check_choice(device, DEVICES, "device")
-    _check_choice(precision, PRECISIONS, "precision")
-    _check_choice(provider, PROVIDERS, "provider")
-    natural = backend_for(text)
-    backend = backend or natural
-    if backend != natural:
-        raise UserError(f"{text}: the {backend} backend runs {_WHAT_RUNS[backend]}; this is "
-                        f"{_WHAT_RUNS[natural]} (backend {natural})")
-    if provider is not None and backend != "onnxruntime":
-        raise UserError(f"{text}: --provider chooses ONNX Runtime's execution provider and applies to "
-                        f".onnx models only")
+    if backend:
+        info = registry.get(backend)
+    _check_choice(device, registry.devices(), "device")
+    _check_choice(precision, registry.precisions(), "precision")
+    _check_choice(provider, registry.providers(), "provider")
+    natural = registry.backend_for(text)
+    info = info if backend else natural
+    if info.name != natural.name:
+        raise UserError(f"{text}: the {info.name} backend runs {info.runs}; this is {natural.runs} "
+                        f"(backend {natural.name})")
+    if provider is not None and provider not in info.providers:
+        takers = [i for i in registry.all_backends() if provider in i.providers]
+        suffixes = "/".join(s for i in takers for s in i.suffixes)
+        raise UserError(f"{text}: --provider chooses the execution provider of {takers[0].runs} and "
+                        f"applies to {suffixes} models only")
+    if device is not None and device not in info.devices:
+        raise UserError(f"{text}: {info.runs} runs on {' or '.join(info.devices)}: use --device "
+                        f"{info.default_device} (or leave it out)")
+    if precision is not None and precision not in info.precisions:
+        raise UserError(f"{text}: the {info.name} backend runs {', '.join(info.precisions) or 'the precision a file carries'}, "
+                        f"not {precision}")
     if threads is not None and int(threads) < 1:
         raise UserError(f"threads must be at least 1, got {threads}")
-    from ...zoo import ARCHS
-    is_arch = backend == "torch" and not Path(text).suffix and text.lower() in ARCHS
+    is_arch = info.can("arch_names") and not Path(text).suffix and text.lower() in ARCHS
     if not is_arch:
         path = Path(text)
-        what = "engine" if backend == "tensorrt" else "model"
         if not path.exists():
-            raise UserError(f"{text}: no such file ({what} not found)")
+            raise UserError(f"{text}: no such file ({info.file_noun} not found)")
         if not path.is_file():
             raise UserError(f"{text}: is not a file")
-    if backend == "onnxruntime":
-        from .onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(text, provider=provider, device=device, precision=precision,
-                                  threads=threads, plugin_library=plugin_library, cache_dir=cache_dir)
-    if backend == "tensorrt":
-        if device not in (None, "cuda"):
-            raise UserError("TensorRT engines run on a CUDA GPU: use --device cuda (or leave it out)")
-        from .tensorrt import TensorRTBackend
-        engine = TensorRTBackend(text, plugin_library=plugin_library)
-        if precision and precision != engine.precision:
-            engine.close()
-            raise UserError(f"{text} is an {engine.precision} engine; rebuild it for {precision}")
-        return engine
-    from .pytorch import PyTorchBackend
-    return PyTorchBackend(None if is_arch else text, arch=text if is_arch else arch,
-                          device=device or "cpu", precision=precision or "fp32",
-                          input_hw=input_hw, seed=seed, threads=threads)
+    return info.opener(text, device=device, precision=precision, threads=threads, provider=provider,
+                       arch=arch, input_hw=input_hw, seed=seed, plugin_library=plugin_library,
+                       cache_dir=cache_dir)

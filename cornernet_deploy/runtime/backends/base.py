@@ -3,7 +3,8 @@ host clock, the JSON description the reports use, ``close``.
 
 A subclass sets ``name``, ``path`` (or None), ``metadata``, ``input_hw``, ``max_batch``,
 ``static_batch``, ``precision`` (and, where they differ from the defaults here, ``device``,
-``provider``, ``threads``, ``timing``) and implements ``run``. Torch-free.
+``provider``, ``threads``, ``timing``) and implements ``run``; its module registers it
+(``registry.register``). Torch-free.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+
+from ...contract.metadata import ModelMetadata, parse_metadata
 
 __all__ = ["Backend", "HOST_CLOCK", "CUDA_EVENTS", "now_ns", "ms_between", "Timings"]
 
@@ -46,15 +49,16 @@ class Backend:
     static_batch = False
     metadata: dict
 
-    # -- what the model is (from the export metadata; the same reader as the pipeline's) --------
+    # -- what the model is (the export metadata, through its one reader) ------------------------
     @cached_property
-    def _described(self):
-        from ..pipeline import spec_from_metadata
-        return spec_from_metadata(self.metadata)
+    def model_metadata(self) -> ModelMetadata:
+        """``metadata`` parsed and checked (``contract.metadata.parse_metadata``); a backend that
+        has parsed it already assigns this attribute itself."""
+        return parse_metadata(self.metadata, str(self.path) if self.path is not None else f"the {self.name} model")
 
     @property
     def spec(self):
-        return self._described[0]
+        return self.model_metadata.spec
 
     @property
     def arch(self) -> str:
@@ -62,19 +66,19 @@ class Backend:
 
     @property
     def mean(self):
-        return self._described[1]["mean"]
+        return self.model_metadata.mean
 
     @property
     def std(self):
-        return self._described[1]["std"]
+        return self.model_metadata.std
 
     @property
     def class_names(self):
-        return self._described[1]["class_names"]
+        return self.model_metadata.class_names
 
     @property
     def decode(self) -> str:
-        return self._described[1]["decode"] or "none"
+        return self.model_metadata.decode
 
     @property
     def model(self) -> str:

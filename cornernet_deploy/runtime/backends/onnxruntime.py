@@ -7,9 +7,12 @@
   when its work is done).
 * ``tensorrt`` (``onnxruntime-gpu`` built with TensorRT, plus TensorRT's libraries): ORT's
   TensorRT provider builds an engine from the model and runs it, with the CUDA provider behind
-  it for anything it does not take. Our corner pools reach TensorRT as the plugin: the provider
-  loads the plugin library (``trt_extra_plugin_lib_paths``) and declares every registered creator
-  as an op of the ``trt.plugins`` domain, so the session gets a copy of the model whose CornerPool
+  it for anything it does not take. Our corner pools reach TensorRT as the plugin: the backend
+  registers our library in TensorRT's plugin registry before the session starts
+  (``register_plugin_for_provider``: ONNX Runtime itself only ``dlopen``s
+  ``trt_extra_plugin_lib_paths`` and never asks the library for its creators), the provider
+  declares every registered creator as an op of the ``trt.plugins`` domain, and the session gets
+  a copy of the model whose CornerPool
   nodes are in that domain and whose standard-op function body is removed
   (``onnx_function.retarget_corner_pool_to_tensorrt_ep``). Engines and the timing cache are kept
   in ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/onnxruntime-tensorrt``; a folder per
@@ -29,8 +32,11 @@ from typing import List, Optional
 
 import numpy as np
 
+from ...contract.op import CORNER_POOL
+from ...contract.metadata import METADATA_KEY, parse_metadata, read_metadata
+from ...contract.precision import EXPORT_PRECISIONS
 from ...errors import UserError
-from ...zoo import METADATA_KEY, parse_metadata, read_metadata
+from . import registry
 from .base import Backend, ms_between, now_ns
 
 __all__ = ["OnnxRuntimeBackend", "EXECUTION_PROVIDERS", "provider_chain", "default_cache_dir"]
@@ -129,7 +135,8 @@ class OnnxRuntimeBackend(Backend):
                             f"{', '.join(self.session.get_providers())}): {_INSTALL[provider]}")
         if provider != "tensorrt":
             raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-            self.metadata = parse_metadata(raw, path, required=True)
+            self.model_metadata = parse_metadata(raw, path)
+            self.metadata = self.model_metadata.raw
             self.precision = self._check_precision(precision, path)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
@@ -140,7 +147,7 @@ class OnnxRuntimeBackend(Backend):
 
     # -- precision -------------------------------------------------------------------------------
     def _check_precision(self, precision, path) -> str:
-        file_precision = self.metadata.get("precision", "fp32")
+        file_precision = self.model_metadata.precision
         if not precision or precision == file_precision:
             return file_precision
         if self.provider == "tensorrt" and file_precision == "fp32" and precision == "fp16":
@@ -154,18 +161,22 @@ class OnnxRuntimeBackend(Backend):
         import onnx
 
         from ...onnx_function import retarget_corner_pool_to_tensorrt_ep
-        from ...tensorrt.plugin_build import find_plugin_library
+        from ..plugin_library import find_plugin_library
+        from ..tensorrt_common import tensorrt_major
 
         data = path.read_bytes()
         try:
             model = onnx.load_from_string(data)
         except Exception as exc:
             raise UserError(f"{path} is not a loadable ONNX model: {_first_line(exc)}") from None
-        self.metadata = read_metadata(model, path, required=True)
+        self.model_metadata = read_metadata(model, path)
+        self.metadata = self.model_metadata.raw
         self.precision = self._check_precision(precision, path)
         retarget_corner_pool_to_tensorrt_ep(model)
+        trt = _import_tensorrt_for_provider()
         library = Path(plugin_library) if plugin_library else find_plugin_library(
-            tensorrt_major=_importable_tensorrt_major())
+            tensorrt_major=tensorrt_major(trt))
+        register_plugin_for_provider(trt, library)
         root = Path(cache_dir) if cache_dir else default_cache_dir()
         engines = root / f"{path.stem}-{hashlib.sha256(data).hexdigest()[:16]}"
         engines.mkdir(parents=True, exist_ok=True)
@@ -208,12 +219,42 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _importable_tensorrt_major():
-    """The TensorRT major of the ``tensorrt`` Python package, which on a GPU machine is the
-    TensorRT that ONNX Runtime's TensorRT provider loads too; None without it (then the newest
-    plugin library built is taken, and a wrong major is refused when TensorRT loads it)."""
+def _import_tensorrt_for_provider():
+    """The ``tensorrt`` module: on a GPU machine the TensorRT whose library ONNX Runtime's TensorRT
+    provider loads too (one process, one plugin registry)."""
     try:
         import tensorrt
-        return int(str(tensorrt.__version__).split(".")[0])
-    except Exception:        # not installed, or a broken install
-        return None
+    except Exception as exc:        # not installed, or a broken install
+        raise UserError(f"ONNX Runtime's TensorRT provider needs the tensorrt Python package to "
+                        f"register our corner-pool plugin ({type(exc).__name__}: {exc}): "
+                        f"{_INSTALL['tensorrt']}") from None
+    return tensorrt
+
+
+def register_plugin_for_provider(trt, library):
+    """Put our CornerPool creator into TensorRT's plugin registry before the session starts.
+
+    ONNX Runtime only ``dlopen``s the paths of ``trt_extra_plugin_lib_paths`` (its
+    ``tensorrt_execution_provider_custom_ops.cc``) and never calls the library's ``getCreators``,
+    which is how our library registers (no registration at load time): without this the provider
+    finds no creator and the session fails to start. It then lists the registry's creators as
+    the ``trt.plugins`` ops it takes. ``trt``: the tensorrt module (or a lean/dispatch one)."""
+    from ..plugin_library import load_plugin_library
+    load_plugin_library(trt, library)
+    registry = trt.get_plugin_registry()
+    if not any((c.name, c.plugin_namespace) == (CORNER_POOL.plugin_name, CORNER_POOL.plugin_namespace)
+               for c in registry.all_creators):
+        raise UserError(f"{library} loaded, but TensorRT's registry lists no cornernet_deploy "
+                        "CornerPool creator for ONNX Runtime's TensorRT provider to find")
+
+
+def _open(model, *, device=None, precision=None, threads=None, provider=None, plugin_library=None,
+          cache_dir=None, **_ignored):
+    return OnnxRuntimeBackend(model, provider=provider, device=device, precision=precision,
+                              threads=threads, plugin_library=plugin_library, cache_dir=cache_dir)
+
+
+registry.register(registry.BackendInfo(
+    name="onnxruntime", opener=_open, suffixes=(".onnx",), runs="an .onnx file", aliases=("ort", "onnx"),
+    devices=("cpu", "cuda"), default_device="cpu", providers=tuple(EXECUTION_PROVIDERS),
+    precisions=EXPORT_PRECISIONS, capabilities=frozenset({"timed_copies"}), serving="python"))

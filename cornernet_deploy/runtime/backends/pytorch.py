@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ...contract.arch import ARCHS
+from ...contract.precision import EXPORT_PRECISIONS
 from ...errors import UserError
+from . import registry
 from .base import CUDA_EVENTS, Backend
 
 
@@ -32,7 +35,8 @@ class PyTorchBackend(Backend):
 
         from ...models import CornerNet, load_checkpoint
         from ...models.checkpoint import spec_from_checkpoint
-        from ...zoo import build_metadata, get_arch, output_names
+        from ...contract.metadata import build_metadata, output_names
+        from ...contract.arch import get_arch
 
         if checkpoint is None and arch is None:
             raise UserError("the torch backend needs a checkpoint or an architecture name")
@@ -118,3 +122,18 @@ class PyTorchBackend(Backend):
         times = {"h2d": e0.elapsed_time(e1), "inference": e1.elapsed_time(e2),
                  "d2h": e2.elapsed_time(e3)}
         return {k: v.numpy().copy() for k, v in outs.items()}, times
+
+
+def _open(model, *, device=None, precision=None, threads=None, arch=None, input_hw=None, seed=0,
+          **_ignored):
+    is_arch = not Path(model).suffix and str(model).lower() in ARCHS
+    return PyTorchBackend(None if is_arch else model, arch=model if is_arch else arch,
+                          device=device or "cpu", precision=precision or "fp32",
+                          input_hw=input_hw, seed=seed, threads=threads)
+
+
+registry.register(registry.BackendInfo(
+    name="torch", opener=_open, suffixes=(".pt", ".pth", ".pkl"),
+    runs="a checkpoint (.pt/.pth/.pkl) or an architecture name", aliases=("pytorch",),
+    devices=("cpu", "cuda"), default_device="cpu", precisions=EXPORT_PRECISIONS,
+    capabilities=frozenset({"arch_names", "timed_copies"})))

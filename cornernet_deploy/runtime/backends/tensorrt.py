@@ -9,12 +9,15 @@ deserialisation crash. No torch.
 from __future__ import annotations
 
 import ctypes
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
+from ...contract.manifest import EngineManifest
+from ...contract.precision import EXPORT_PRECISIONS
+from ...errors import UserError, warn
+from ...fileio import sha256_file
+from . import registry
 from .base import CUDA_EVENTS, Backend
 
 
@@ -24,33 +27,27 @@ class TensorRTBackend(Backend):
     timing = CUDA_EVENTS
 
     def __init__(self, path, plugin_library=None, device: int = 0, check_compatibility: bool = True):
-        # tensorrt.common, not tensorrt.builder: the runtime never imports onnx (nor torch).
-        from ...tensorrt.common import create_runtime, import_tensorrt, make_logger, manifest_path
-        from ...tensorrt.cuda import check, cudart, device_info
-        from ...tensorrt.plugin_build import load_plugin_library
+        # the runtime's TensorRT pieces, not the engine builder: the runtime never imports onnx
+        from ..cuda import check, cudart, device_info
+        from ..plugin_library import load_plugin_library
+        from ..tensorrt_common import create_runtime, import_tensorrt, make_logger
 
         path = Path(path)
         if not path.is_file():
             raise UserError(f"engine not found: {path}")
-        mpath = manifest_path(path)
-        if not mpath.is_file():
-            raise UserError(f"{path} has no manifest ({mpath.name}); engines must be built with "
-                            "`cornernet-deploy build`")
-        try:
-            self.manifest = json.loads(mpath.read_text())
-            self.metadata = self.manifest["metadata"]
-        except (ValueError, KeyError):
-            raise UserError(f"{mpath} is not a cornernet-deploy engine manifest") from None
+        self.manifest = EngineManifest.load(path)
+        self.model_metadata = self.manifest.metadata
+        self.metadata = self.model_metadata.raw
 
         trt = import_tensorrt("Runtime")
         self.trt, self.rt, self._check = trt, cudart(), check
         if check_compatibility:
-            built_trt, here = self.manifest.get("tensorrt_version"), trt.__version__
+            built_trt, here = self.manifest.tensorrt_version, trt.__version__
             if built_trt != here:
                 raise UserError(f"{path} was built with TensorRT {built_trt}, this machine has {here}: "
                                 "rebuild it here with `cornernet-deploy build`")
             gpu = device_info(device)
-            built_gpu = self.manifest.get("gpu", {})
+            built_gpu = self.manifest.gpu
             if (built_gpu.get("name"), built_gpu.get("compute_capability")) != (gpu["name"], gpu["compute_capability"]):
                 raise UserError(f"{path} was built for {built_gpu.get('name')} (sm {built_gpu.get('compute_capability')}), "
                                 f"this GPU is {gpu['name']} (sm {gpu['compute_capability']}): rebuild it here")
@@ -73,42 +70,42 @@ class TensorRTBackend(Backend):
             raise UserError(f"TensorRT could not create an execution context for {path}: "
                             + (" ".join(self._log[-3:]) or "no reason given (out of GPU memory?)"))
         self.path = path
-        self.precision = self.manifest.get("precision", "fp32")
-        self.input_name = self.manifest["input"]["name"]
-        min_shape, max_shape = self.manifest["input"]["min"], self.manifest["input"]["max"]
-        self.input_hw = tuple(max_shape[2:])
-        self.max_batch = max_shape[0]
-        self._min_batch = min_shape[0]
-        self.static_batch = min_shape[0] == max_shape[0]
+        self.precision = self.manifest.precision
+        self.input_name = self.manifest.input_name
+        max_shape = self.manifest.input_max
+        self.input_hw = self.manifest.input_hw
+        self.max_batch = self.manifest.max_batch
+        self._min_batch = self.manifest.min_batch
+        self.static_batch = self.manifest.static_batch
         self.output_names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
                              if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
-        self.stream = check(self.rt.cudaStreamCreate())
+        # non-blocking: our copies and kernels never wait on (nor hold up) the legacy default stream
+        self.stream = check(self.rt.cudaStreamCreateWithFlags(getattr(self.rt, "cudaStreamNonBlocking", 0x01)))
         self._allocate(tuple(max_shape))
         self._events = [check(self.rt.cudaEventCreate()) for _ in range(4)]
 
     def _plugin_path(self):
         """The library recorded at build time if it is still there and made for this TensorRT major,
         else the one ``plugin build`` made for this major."""
-        from ...tensorrt.common import tensorrt_major
-        from ...tensorrt.plugin_build import find_plugin_library, plugin_library_tensorrt_version
+        from ..plugin_library import find_plugin_library, plugin_library_tensorrt_version
+        from ..tensorrt_common import tensorrt_major
         major = tensorrt_major(self.trt)
-        recorded = Path(self.manifest.get("plugin_library", ""))
+        recorded = Path(self.manifest.plugin_library or "")
         version = plugin_library_tensorrt_version(recorded) if recorded.is_file() else None
         if version is not None and int(version.split(".")[0]) == major:
             return recorded
         return find_plugin_library(tensorrt_major=major)
 
     def _warn_if_plugin_changed(self, library: Path) -> None:
-        from ...tensorrt.common import sha256_file, warn
-        built_with = self.manifest.get("plugin_sha256")
+        built_with = self.manifest.plugin_sha256
         if built_with and library.is_file() and sha256_file(library) != built_with:
-            warn(f"{library} is not the plugin library {self.manifest.get('plugin_library')} the engine was built "
+            warn(f"{library} is not the plugin library {self.manifest.plugin_library} the engine was built "
                  "with (different SHA-256); it must implement the same CornerPool, or rebuild the engine")
 
     def _set_input_shape(self, shape) -> None:
         if not self.context.set_input_shape(self.input_name, tuple(int(d) for d in shape)):
             raise UserError(f"TensorRT refused input shape {tuple(shape)} for {self.input_name} (the engine's "
-                            f"profile: {self.manifest['input']['min']} .. {self.manifest['input']['max']})")
+                            f"profile: {list(self.manifest.input_min)} .. {list(self.manifest.input_max)})")
 
     def _allocate(self, max_input_shape):
         """Device and pinned host buffers for the largest batch, bound to the context once."""
@@ -231,3 +228,18 @@ def tensorrt_available():
     except Exception as exc:  # ImportError, or a broken install raising OSError on its libraries
         return False, f"tensorrt is not importable ({type(exc).__name__}: {exc})"
     return True, getattr(trt, "__version__", "?")
+
+
+def _open(model, *, device=None, precision=None, plugin_library=None, **_ignored):
+    engine = TensorRTBackend(model, plugin_library=plugin_library)
+    if precision and precision != engine.precision:
+        engine.close()
+        raise UserError(f"{model} is an {engine.precision} engine; rebuild it for {precision}")
+    return engine
+
+
+registry.register(registry.BackendInfo(
+    name="tensorrt", opener=_open, suffixes=(".engine", ".plan", ".trt"), runs="a TensorRT .engine",
+    aliases=("trt",), devices=("cuda",), default_device="cuda", precisions=EXPORT_PRECISIONS,
+    capabilities=frozenset({"timed_copies", "layer_profile"}), serving="tensorrt_plan",
+    file_noun="engine"))

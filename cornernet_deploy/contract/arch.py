@@ -1,9 +1,8 @@
-"""The model zoo: architecture hyper-parameters and official test-time settings.
+"""Architectures: hyper-parameters, official test-time settings, and the spec's (de)serialisation.
 
-Torch-free on purpose: the runtime (preprocess, decode, soft-NMS) reads its settings from here
-(or from an exported model's metadata, which is written from here), and a Jetson user runs that
-path with numpy and OpenCV only. The numbers are those of princeton-vl/CornerNet-Lite
-(``core/models/*.py``, ``configs/*.json``, ``core/dbs/detection.py``).
+The numbers are those of princeton-vl/CornerNet-Lite (``core/models/*.py``, ``configs/*.json``,
+``core/dbs/detection.py``). Part of the contract package: plain dataclasses, no framework, so the
+torch-free runtime, the exporter, the trainer and the engine builder all read the same table.
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import UserError
+from ..errors import UserError
 
 # Normalisation of the official COCO loader (``core/dbs/coco.py``), in **BGR** order: images are
 # read with cv2 and never converted to RGB.
@@ -291,27 +290,6 @@ def parse_hw(text: str) -> tuple:
     return tuple(parts)
 
 
-# --- the export metadata (docs/CONTRACTS.md) ----------------------------------------------------
-# Written by the exporter (``build_metadata``), read by every backend, ``build``, ``quantize`` and
-# ``triton`` (``parse_metadata``): the one description of a model outside its weights.
-
-# The metadata_props key under which an export carries its description.
-METADATA_KEY = "cornernet_deploy"
-METADATA_FORMAT = 1
-# Output names of an export: raw heads (``decode="none"``), or the in-graph decode's top-K corners
-# (``decode="graph"``); Saccade adds ``att0 .. att{levels-1}``.
-RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
-GRAPH_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs",
-                 "br_scores", "br_inds", "br_tags", "br_offs")
-
-
-def output_names(spec: ArchSpec, decode: str) -> list:
-    names = list(RAW_OUTPUTS if decode == "none" else GRAPH_OUTPUTS)
-    if spec.attention:
-        names += [f"att{i}" for i in range(spec.levels)]
-    return names
-
-
 def spec_to_dict(spec: ArchSpec) -> dict:
     return dataclasses.asdict(spec)
 
@@ -337,55 +315,3 @@ def spec_from_dict(data: dict) -> ArchSpec:
     if spec.name in ARCHS:  # older files copied the official model's "(2 stacks)" into variants
         spec = dataclasses.replace(spec, description=ARCHS[spec.name].description)
     return spec
-
-
-def build_metadata(spec: ArchSpec, input_hw, batch, decode, corner_pool, precision, dynamic_size) -> dict:
-    from . import __version__
-    return {
-        "format": METADATA_FORMAT, "toolkit_version": __version__, "arch": spec.name,
-        "spec": spec_to_dict(spec), "input_name": "image",
-        "input_hw": None if dynamic_size else list(input_hw), "batch": batch,
-        "channel_order": "BGR", "mean": list(COCO_MEAN_BGR), "std": list(COCO_STD_BGR),
-        "stride": spec.stride, "class_names": list(spec.class_names),
-        "category_ids": list(spec.category_ids), "decode": decode,
-        "test": dataclasses.asdict(spec.test),
-        "saccade": dataclasses.asdict(spec.saccade) if spec.saccade else None,
-        "outputs": output_names(spec, decode), "corner_pool": corner_pool, "precision": precision,
-    }
-
-
-def parse_metadata(raw: "str | None", source="the model", required: bool = False) -> "dict | None":
-    """The export description from the ``METADATA_KEY`` entry's text (``raw``; None when the file
-    has none, as one not made by cornernet-deploy): a dict, or None, or with ``required`` a one-line
-    UserError naming ``source``. Every reader of that entry (onnx's ``metadata_props``, ONNX
-    Runtime's ``custom_metadata_map``) goes through here."""
-    import json
-    if raw is None:
-        if required:
-            raise UserError(f"{source} was not exported by cornernet-deploy (no '{METADATA_KEY}' "
-                            f"metadata); export it with `cornernet-deploy export`")
-        return None
-    try:
-        metadata = json.loads(raw)
-    except ValueError:
-        metadata = None
-    if not isinstance(metadata, dict):
-        raise UserError(f"{source}: its '{METADATA_KEY}' metadata is not a JSON object")
-    return metadata
-
-
-def read_metadata(model, source="the model", required: bool = False) -> "dict | None":
-    """``parse_metadata`` of an ONNX ``ModelProto``. Needs neither onnx nor torch here."""
-    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
-    return parse_metadata(raw, source, required)
-
-
-def load_export(path, load_external_data: bool = True):
-    """(ModelProto, metadata) of an ONNX file made by ``export``; a one-line UserError for a file
-    that is not ONNX or was not exported by cornernet-deploy. Needs onnx, not torch."""
-    import onnx
-    try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
-    except Exception:  # protobuf raises its own types for every kind of bad file
-        raise UserError(f"{path} is not an ONNX model") from None
-    return model, read_metadata(model, path, required=True)

@@ -1,14 +1,12 @@
-"""What the engine builder and the TensorRT runtime backend share: importing TensorRT, its logger,
-checks that a TensorRT object really came up, and the files that sit next to an engine.
+"""What the TensorRT runtime backend and the engine builder share: importing TensorRT, its logger,
+and checks that a TensorRT object really came up.
 
 Light on purpose: it imports neither onnx nor torch (the runtime backend on a Jetson has numpy,
 OpenCV and TensorRT only), and TensorRT only inside functions.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
-from pathlib import Path
 
 from ..errors import UserError
 
@@ -18,29 +16,6 @@ ERROR_PREFIXES = ("[ERROR]", "[INTERNAL_ERROR]")
 # initialisation failed crashes the process (seen with the 10.16 and 11.4 lean runtimes), so they
 # are kept for the life of the process instead: a few bytes, and a UserError instead of a SIGSEGV.
 _UNUSABLE: list = []
-
-
-def manifest_path(engine_path) -> Path:
-    p = Path(engine_path)
-    return p.with_name(p.stem + ".manifest.json")
-
-
-def log_path(engine_path) -> Path:
-    p = Path(engine_path)
-    return p.with_name(p.stem + ".build.log")
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def warn(message: str) -> None:
-    """One line on stderr: something the user should know that does not stop the work."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def import_tensorrt(need: str = "Builder"):
