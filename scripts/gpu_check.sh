@@ -7,7 +7,7 @@
 # Staging (the GPU machine gets only the working tree, at most 64 MiB, and no network):
 #   here, once:   bash scripts/gpu_check.sh --stage
 #                 copies the TensorRT headers (default ../shared/tensorrt-headers/11.1/include, or
-#                 $TENSORRT_INCLUDE_DIR) and pytest (pure-Python wheels) into .gpu-stage/ (about 4 MB),
+#                 $TENSORRT_INCLUDE_DIR) and pytest (pure-Python wheels) into .gpu-stage/ (about 7 MB),
 #                 which git ignores: it is a transport copy, never part of the project.
 #   there:        carry the path ".gpu-stage" with the working tree (the device tool's carry=[".gpu-stage"]),
 #                 then run exactly:   bash scripts/gpu_check.sh
