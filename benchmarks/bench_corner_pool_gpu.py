@@ -1,6 +1,7 @@
 """Corner-pool kernel vs PyTorch (flip + cummax + add) on the GPU, side by side.
 
     python benchmarks/bench_corner_pool_gpu.py [--library PATH] [--iters 200] [--flush-l2] [--json out.json]
+                                               [--require-gpu]
 
 For batch 1 and 8, channels 128 and 256, 128x128 maps, FP32 and FP16, both fused modes: mean time per
 call on the GPU, effective bandwidth with bytes = 3 * numel * sizeof(dtype) (a and b read once, out written
@@ -16,7 +17,8 @@ time per call. If capture fails, a plain launch loop is timed instead and the ro
 Caution: an H100/H200 L2 (50 MB) holds a whole batch-1 FP32 problem (25 MB at C=128), so back-to-back
 timings at batch 1 can exceed DRAM bandwidth; --flush-l2 writes a 256 MB buffer before every call (inside
 the graph; the time of the flushes alone is measured and subtracted). Prints a skip message and exits 0
-without a CUDA GPU.
+without a CUDA GPU, unless --require-gpu (scripts/gpu_check.sh): then it fails with exit status 3. With
+--json the file is rewritten after every configuration, so a run cut short still leaves its rows.
 """
 from __future__ import annotations
 
@@ -141,16 +143,23 @@ def main(argv=None) -> int:
     parser.add_argument("--flush-l2", action="store_true", help="evict L2 before every timed call")
     parser.add_argument("--graph-calls", type=int, default=20, help="launches captured per CUDA graph")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="no usable CUDA GPU is a failure (exit 3) instead of a skip (exit 0)")
     args = parser.parse_args(argv)
+
+    def no_gpu(reason):
+        if args.require_gpu:
+            print(f"FAILED: {reason} (--require-gpu)", file=sys.stderr)
+            return 3
+        print(f"skipped: {reason}")
+        return 0
 
     try:
         import torch
     except ImportError:
-        print("skipped: torch is not installed")
-        return 0
+        return no_gpu("torch is not installed")
     if not torch.cuda.is_available():
-        print("skipped: no CUDA GPU (torch.cuda.is_available() is False)")
-        return 0
+        return no_gpu(f"no CUDA GPU (torch {torch.__version__}: torch.cuda.is_available() is False)")
     from cornernet_deploy.tensorrt import plugin_build
 
     if args.library:
@@ -210,11 +219,12 @@ def main(argv=None) -> int:
                            "l2_flushed": args.flush_l2, "timing": timing, "torch_timing": torch_timing}
                     results.append(row)
                     spec_share = f"{100 * ours_gbps / peak:6.0f}%" if peak else "     ?"
+                    row["copy_share"] = ours_gbps / copy_gbps
                     print(f"{mode:<13}{row['dtype']:<9}{n:>3}{c:>5}  {ours_us:>9.1f}{ours_gbps:>8.0f}{spec_share}"
                           f"{100 * ours_gbps / copy_gbps:>6.0f}%  {torch_us:>9.1f}{torch_gbps:>8.0f}  "
-                          f"{row['speedup']:>7.1f}x{'' if exact else '  MISMATCH vs torch'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+                          f"{row['speedup']:>7.1f}x{'' if exact else '  MISMATCH vs torch'}", flush=True)
+                    if args.json:  # after every row: a run stopped by a time limit keeps what it measured
+                        Path(args.json).write_text(json.dumps(results, indent=2))
     if failures:
         print(f"{failures} configuration(s) differ from PyTorch", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 KERNEL = PLUGINS / "cornerPoolPlugin" / "cornerPoolKernel.cu"
 TARGET_ARCHS = ["75", "80", "86", "87", "89", "90"]  # Turing, A100, Ampere, Orin, Ada, Hopper
-KERNEL_INSTANTIATIONS = 12  # {float, half} x {top_left, bottom_right, top, bottom, left, right}
+KERNEL_INSTANTIATIONS = 24  # {float, half} x {top_left, bottom_right, top, bottom, left, right} x {vector, scalar}
 CACHE = Path(tempfile.gettempdir()) / "cornernet_deploy_tests"
 REQUIRED = os.environ.get("CORNERNET_DEPLOY_REQUIRE_TRT_TESTS") == "1"
 HARNESS_NO_GPU = 77  # cornerPoolPluginGpuHarness: no usable CUDA device

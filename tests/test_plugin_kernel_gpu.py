@@ -20,8 +20,10 @@ torch = pytest.importorskip("torch", reason="the GPU kernel tests compare agains
 MODES = {"top_left": 0, "bottom_right": 1}
 DIRECTIONS = {"top": 0, "bottom": 1, "left": 2, "right": 3}
 DTYPES = {torch.float32: 0, torch.float16: 1}
+# W % 4 == 0: vector path (4 elements per lane and instruction), else element-wise; W <= 64 and <= 32 put
+# 2 and 4 rows side by side in a warp; (8, 256, 128, 128) has more planes than resident blocks on any GPU.
 SHAPES = [(1, 1, 1, 1), (1, 1, 3, 517), (1, 1, 517, 3), (2, 3, 37, 70), (1, 300, 16, 20), (3, 64, 128, 128),
-          (1, 2, 200, 400)]
+          (1, 2, 200, 400), (2, 8, 64, 64), (1, 3, 70, 32), (1, 2, 37, 62), (8, 256, 128, 128)]
 INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
 
 
@@ -167,3 +169,33 @@ def test_runs_on_the_given_stream(kernels):
         assert status == 0
     side.synchronize()
     assert_same(out, reference_fused("top_left", a, b))
+
+
+def test_misaligned_tensors_are_correct(kernels):
+    # W % 4 == 0 but the tensors start one element past an aligned address: vector loads would fault there.
+    for dtype in DTYPES:
+        a, b = make_inputs((1, 3, 37, 73), dtype, seed=5)
+        a, b = a[..., 1:].contiguous(), b[..., 1:].contiguous()  # (1, 3, 37, 72), freshly aligned
+        sa, sb = torch.empty(a.numel() + 1, dtype=dtype, device="cuda"), torch.empty(b.numel() + 1, dtype=dtype,
+                                                                                   device="cuda")
+        ma, mb = sa[1:].view(a.shape), sb[1:].view(b.shape)
+        ma.copy_(a)
+        mb.copy_(b)
+        out_storage = torch.full((a.numel() + 1,), float("nan"), dtype=dtype, device="cuda")
+        out = out_storage[1:].view(a.shape)
+        for mode in MODES:
+            status = kernels.cornerPoolForward(MODES[mode], DTYPES[dtype], ma.data_ptr(), mb.data_ptr(), out.data_ptr(),
+                                               *a.shape, _stream())
+            assert status == 0, kernels.cornerPoolStatusString(status).decode()
+            torch.cuda.synchronize()
+            assert_same(out, reference_fused(mode, a, b))
+
+
+def test_huge_width_is_refused_before_any_launch(kernels):
+    # 4 KiB + 4 * 2^30 bytes of shared memory once wrapped in an int and launched out of bounds.
+    tiny = torch.zeros(4, device="cuda")
+    for width in (2 ** 30, 2 ** 31 - 129):
+        status = kernels.cornerPoolForward(0, 0, tiny.data_ptr(), tiny.data_ptr(), tiny.data_ptr(), 1, 1, 1, width,
+                                           _stream())
+        assert status == -5  # CORNER_POOL_WIDTH_TOO_LARGE
+    torch.cuda.synchronize()  # nothing was launched that could have faulted

@@ -4,6 +4,7 @@
 #include "common/pluginLogging.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -91,6 +92,21 @@ bool isSupportedType(DataType type)
 char const* ioName(int32_t index)
 {
     return index == 0 ? "input 0 (a)" : index == 1 ? "input 1 (b)" : "output 0";
+}
+
+//! createPlugin's last resort: reporting allocates too, so it may fail again; then only stderr, without
+//! allocating.
+void reportCreateFailure(char const* name, char const* what) noexcept
+{
+    try
+    {
+        reportError(nullptr, ErrorCode::kINTERNAL_ERROR,
+            std::string(kCornerPoolName) + "[" + (name != nullptr ? name : "") + "]: createPlugin failed: " + what);
+    }
+    catch (...)
+    {
+        std::fputs("[cornernet_deploy plugin] ERROR: CornerPool createPlugin failed (out of memory)\n", stderr);
+    }
 }
 
 //! Widths up to this need no shared-memory opt-in on any GPU (see cornerPoolMaxWidth for the rest).
@@ -569,10 +585,12 @@ PluginFieldCollection const* CornerPoolPluginCreator::getFieldNames() noexcept
 nvinfer1::IPluginV3* CornerPoolPluginCreator::createPlugin(
     char const* name, PluginFieldCollection const* fc, nvinfer1::TensorRTPhase /*phase*/) noexcept
 {
-    std::string const layerName = name != nullptr ? name : "";
-    std::string const prefix = std::string(kCornerPoolName) + "[" + layerName + "]: ";
+    // Every string is built inside the try: an allocation failure must come back as nullptr, not escape
+    // this noexcept function (std::terminate would end the host process).
     try
     {
+        std::string const layerName = name != nullptr ? name : "";
+        std::string const prefix = std::string(kCornerPoolName) + "[" + layerName + "]: ";
         bool haveMode = false;
         CornerPoolMode mode = CornerPoolMode::kTopLeft;
         int32_t const nbFields = fc != nullptr && fc->fields != nullptr ? fc->nbFields : 0;
@@ -605,7 +623,11 @@ nvinfer1::IPluginV3* CornerPoolPluginCreator::createPlugin(
     }
     catch (std::exception const& e)
     {
-        reportError(nullptr, ErrorCode::kINTERNAL_ERROR, prefix + e.what());
+        reportCreateFailure(name, e.what());
+    }
+    catch (...)
+    {
+        reportCreateFailure(name, "unknown exception");
     }
     return nullptr;
 }

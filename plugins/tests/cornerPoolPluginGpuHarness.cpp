@@ -9,8 +9,9 @@
  *
  * and compares every output bit for bit with the naive reference of pluginTestSupport.h (straight from
  * the op contract). Covers both modes, FP32 and FP16, odd and CornerNet-like shapes, a row wide enough
- * to need the shared-memory opt-in, the GPU's width limit at configure time, and a shape error reported
- * to the error recorder at enqueue time.
+ * to need the shared-memory opt-in, 64- and 32-wide maps, more planes than resident blocks, misaligned
+ * tensors, W = 2^30 refused without a launch, the GPU's width limit at configure time, and a shape error
+ * reported to the error recorder at enqueue time.
  *
  * Exit status: 0 all checks passed, 1 some failed, 77 no usable CUDA device (nothing was run).
  * Built by CMake with -DCORNERNET_DEPLOY_BUILD_TESTS=ON (target cornerPoolPluginGpuHarness) or by
@@ -20,6 +21,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <random>
 
 extern "C" int cornerPoolMaxWidth(void); // cornerPoolKernel.h (its C enums clash with the C++ ones)
@@ -78,8 +80,10 @@ std::unique_ptr<IPluginV3> runtimePlugin(char const* mode, DataType type, Dims c
     return attached;
 }
 
+//! offsetElements > 0 moves every tensor that many elements past cudaMalloc's alignment (the kernel must
+//! then take its element-wise path instead of vector loads, which would fault).
 template <typename T>
-void runCase(DataType type, char const* mode, int N, int C, int H, int W, cudaStream_t stream)
+void runCase(DataType type, char const* mode, int N, int C, int H, int W, cudaStream_t stream, int offsetElements = 0)
 {
     int const failuresBefore = gFailures;
     size_t const count = static_cast<size_t>(N) * C * H * W;
@@ -111,21 +115,25 @@ void runCase(DataType type, char const* mode, int N, int C, int H, int W, cudaSt
     CHECK(rt.onShapeChange(inDesc, 2, outDesc, 1) == 0);
 
     size_t const bytes = count * sizeof(T);
-    DeviceBuffer dA(bytes), dB(bytes), dOut(bytes);
-    CHECK(cudaMemcpy(dA.ptr, a.data(), bytes, cudaMemcpyHostToDevice) == cudaSuccess);
-    CHECK(cudaMemcpy(dB.ptr, b.data(), bytes, cudaMemcpyHostToDevice) == cudaSuccess);
-    CHECK(cudaMemset(dOut.ptr, 0xFF, bytes) == cudaSuccess); // NaN everywhere: every element must be written
-    void const* inputs[2] = {dA.ptr, dB.ptr};
-    void* outputs[1] = {dOut.ptr};
+    size_t const offset = static_cast<size_t>(offsetElements) * sizeof(T);
+    DeviceBuffer bufA(bytes + offset), bufB(bytes + offset), bufOut(bytes + offset);
+    void* const dA = static_cast<char*>(bufA.ptr) + offset;
+    void* const dB = static_cast<char*>(bufB.ptr) + offset;
+    void* const dOut = static_cast<char*>(bufOut.ptr) + offset;
+    CHECK(cudaMemcpy(dA, a.data(), bytes, cudaMemcpyHostToDevice) == cudaSuccess);
+    CHECK(cudaMemcpy(dB, b.data(), bytes, cudaMemcpyHostToDevice) == cudaSuccess);
+    CHECK(cudaMemset(dOut, 0xFF, bytes) == cudaSuccess); // NaN everywhere: every element must be written
+    void const* inputs[2] = {dA, dB};
+    void* outputs[1] = {dOut};
     CHECK(rt.enqueue(inDesc, outDesc, inputs, outputs, nullptr, stream) == 0);
     CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
-    CHECK(cudaMemcpy(out.data(), dOut.ptr, bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK(cudaMemcpy(out.data(), dOut, bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
     std::vector<T> const expected = naiveCornerPool(
         std::string(mode) == "top_left" ? CornerPoolMode::kTopLeft : CornerPoolMode::kBottomRight, a, b, N, C, H, W);
     CHECK(std::memcmp(out.data(), expected.data(), bytes) == 0);
     CHECK(recorder.errors.empty());
-    std::printf("%s %s %s [%d, %d, %d, %d]\n", gFailures == failuresBefore ? "PASS" : "FAIL", mode,
-        type == DataType::kHALF ? "float16" : "float32", N, C, H, W);
+    std::printf("%s %s %s [%d, %d, %d, %d]%s\n", gFailures == failuresBefore ? "PASS" : "FAIL", mode,
+        type == DataType::kHALF ? "float16" : "float32", N, C, H, W, offsetElements != 0 ? " misaligned" : "");
 }
 
 void checkWidthLimitAtConfigure()
@@ -146,6 +154,31 @@ void checkWidthLimitAtConfigure()
     CHECK(gLogger.sawError("supports at most " + std::to_string(limit)));
     std::printf("%s width limit %d checked at configurePlugin\n", gLogger.sawError("supports at most") ? "PASS" : "FAIL",
         limit);
+}
+
+//! W = 2^30 needs 4 GiB + 4 KiB of shared memory; the size once wrapped in an int and the kernel ran out of
+//! bounds. It must be refused (status -5 through enqueue, reported), nothing launched: the 16-byte buffers
+//! below are far too small for such a tensor and are never touched.
+void checkHugeWidthIsRefused(cudaStream_t stream)
+{
+    RecordingErrorRecorder recorder;
+    FakeResourceContext context(&recorder);
+    Dims const dims = dims4(1, 1, 1, 1 << 30);
+    auto plugin = runtimePlugin("top_left", DataType::kFLOAT, dims4(1, 1, 1, 4), context);
+    if (plugin == nullptr)
+    {
+        return;
+    }
+    PluginTensorDesc inDesc[2] = {tensorDesc(DataType::kFLOAT, dims), tensorDesc(DataType::kFLOAT, dims)};
+    PluginTensorDesc outDesc[1] = {tensorDesc(DataType::kFLOAT, dims)};
+    DeviceBuffer buffer(16);
+    void const* inputs[2] = {buffer.ptr, buffer.ptr};
+    void* outputs[1] = {buffer.ptr};
+    int32_t const status = runtime(*plugin).enqueue(inDesc, outDesc, inputs, outputs, nullptr, stream);
+    CHECK(status == -5); // CORNER_POOL_WIDTH_TOO_LARGE
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(recorder.errors.size() == 1 && recorder.errors[0].second.find("width too large") != std::string::npos);
+    std::printf("%s W = 2^30 refused with status %d\n", status == -5 ? "PASS" : "FAIL", status);
 }
 
 void checkShapeErrorGoesToTheRecorder(cudaStream_t stream)
@@ -188,18 +221,48 @@ int main()
     cudaStream_t stream = nullptr;
     CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
 
+    // CORNERPOOL_HARNESS_QUICK=1: one case per kernel path, for slow runs (compute-sanitizer).
+    bool const quick = std::getenv("CORNERPOOL_HARNESS_QUICK") != nullptr;
+    if (quick)
+    {
+        runCase<float>(DataType::kFLOAT, "top_left", 1, 2, 40, 131, stream);        // element-wise path
+        runCase<__half>(DataType::kHALF, "bottom_right", 1, 32, 128, 128, stream);  // vector path, 16 warps
+        runCase<float>(DataType::kFLOAT, "bottom_right", 2, 8, 64, 64, stream);     // 2 rows per warp
+        runCase<__half>(DataType::kHALF, "top_left", 1, 3, 70, 32, stream);         // 4 rows per warp
+        runCase<__half>(DataType::kHALF, "top_left", 2, 600, 40, 64, stream);       // blocks walk several planes
+        runCase<float>(DataType::kFLOAT, "top_left", 1, 2, 3, 12000, stream);       // shared-memory opt-in
+        runCase<float>(DataType::kFLOAT, "bottom_right", 1, 3, 37, 72, stream, 1);  // misaligned
+    }
     int const shapes[][4] = {{1, 1, 1, 1}, {2, 3, 37, 45}, {1, 2, 40, 131}, {1, 1, 517, 3}, {1, 1, 3, 517},
         {3, 5, 33, 129}, {1, 32, 128, 128}};
     for (char const* mode : {"top_left", "bottom_right"})
     {
         for (auto const& s : shapes)
         {
+            if (quick)
+            {
+                break;
+            }
             runCase<float>(DataType::kFLOAT, mode, s[0], s[1], s[2], s[3], stream);
             runCase<__half>(DataType::kHALF, mode, s[0], s[1], s[2], s[3], stream);
         }
     }
-    runCase<float>(DataType::kFLOAT, "top_left", 1, 2, 3, 12000, stream); // 52 KiB shared memory: opt-in
-    runCase<__half>(DataType::kHALF, "bottom_right", 1, 2, 3, 12000, stream);
+    if (!quick)
+    {
+        runCase<float>(DataType::kFLOAT, "top_left", 1, 2, 3, 12000, stream); // 52 KiB shared memory: opt-in
+        runCase<__half>(DataType::kHALF, "bottom_right", 1, 2, 3, 12000, stream);
+        // Saccade-like 64x64 and 32-wide maps (rows side by side in a warp), more planes than resident blocks
+        // (each block walks several), and W % 4 == 0 with misaligned tensors (element-wise path).
+        for (char const* mode : {"top_left", "bottom_right"})
+        {
+            runCase<float>(DataType::kFLOAT, mode, 2, 8, 64, 64, stream);
+            runCase<__half>(DataType::kHALF, mode, 1, 3, 70, 32, stream);
+            runCase<__half>(DataType::kHALF, mode, 2, 600, 40, 64, stream);
+            runCase<float>(DataType::kFLOAT, mode, 1, 3, 37, 72, stream, 1);
+            runCase<__half>(DataType::kHALF, mode, 1, 3, 37, 72, stream, 3);
+        }
+    }
+    checkHugeWidthIsRefused(stream);
     checkWidthLimitAtConfigure();
     checkShapeErrorGoesToTheRecorder(stream);
     cudaStreamDestroy(stream);

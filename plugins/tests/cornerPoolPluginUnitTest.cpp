@@ -14,7 +14,52 @@
  */
 #include "pluginTestSupport.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <new>
 #include <random>
+
+// GCC pairs the malloc/free inside the replacement operators below with new/delete at inlined call sites
+// and warns; they are the program's only allocation functions, so the pairs do match.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+// Allocation-failure injection for the whole program: when armed with n >= 0, the allocation after the next
+// n succeeds throws std::bad_alloc (once). Replacing the global operator new is standard C++, not a mock.
+namespace
+{
+std::atomic<long> gAllocationsBeforeFailure{-1};
+std::atomic<int> gInjectedFailures{0};
+} // namespace
+
+void* operator new(std::size_t size)
+{
+    long remaining = gAllocationsBeforeFailure.load();
+    while (remaining >= 0 && !gAllocationsBeforeFailure.compare_exchange_weak(remaining, remaining - 1))
+    {
+    }
+    if (remaining == 0)
+    {
+        ++gInjectedFailures;
+        throw std::bad_alloc();
+    }
+    if (void* p = std::malloc(size != 0 ? size : 1))
+    {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+
+void operator delete(void* p) noexcept
+{
+    std::free(p);
+}
+
+void operator delete(void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
 
 namespace
 {
@@ -319,6 +364,44 @@ void testEnqueue(DataType type, CornerPoolMode mode, int N, int C, int H, int W)
     CHECK(recorder.errors.empty());
 }
 
+//! createPlugin is noexcept: an allocation failure anywhere inside it (layer name, message prefix, field
+//! names, the plugin itself) must give nullptr, not std::terminate. Fails the 1st, 2nd, ... allocation of
+//! the call until a call completes without reaching the armed one.
+void testCreatePluginSurvivesAllocationFailures()
+{
+    // Longer than any small-string buffer, so building the layer name and the prefix allocates.
+    std::string const longName(200, 'n');
+    PluginField fields[2] = {PluginField("an_unknown_field_with_a_long_name_to_warn_about", "x", PluginFieldType::kCHAR, 2),
+        PluginField("mode", "top_left", PluginFieldType::kCHAR, 9)};
+    PluginFieldCollection fc{};
+    fc.nbFields = 2;
+    fc.fields = fields;
+    IPluginCreatorV3One* c = creator();
+    int failedCalls = 0;
+    bool completed = false;
+    for (long n = 0; n < 1000 && !completed; ++n)
+    {
+        int const injectedBefore = gInjectedFailures.load();
+        gAllocationsBeforeFailure = n;
+        IPluginV3* plugin = c->createPlugin(longName.c_str(), &fc, TensorRTPhase::kBUILD);
+        gAllocationsBeforeFailure = -1;
+        bool const injected = gInjectedFailures.load() != injectedBefore;
+        if (injected)
+        {
+            failedCalls += plugin == nullptr ? 1 : 0;
+        }
+        else
+        {
+            completed = true;
+            CHECK(plugin != nullptr && impl(*plugin).mode() == CornerPoolMode::kTopLeft);
+        }
+        delete plugin;
+    }
+    CHECK(completed);
+    CHECK(failedCalls >= 3); // at least the layer name, the prefix and the plugin itself allocate
+    std::printf("createPlugin: %d allocation failures survived\n", failedCalls);
+}
+
 void testEnqueueErrorsGoToTheErrorRecorder()
 {
     auto plugin = createWithMode("top_left");
@@ -369,6 +452,7 @@ int main()
         testEnqueue<float>(DataType::kFLOAT, mode, 1, 1, 1, 1);
     }
     testEnqueueErrorsGoToTheErrorRecorder();
+    testCreatePluginSurvivesAllocationFailures();
 
     std::printf("%d checks, %d failed\n", gChecks, gFailures);
     return gFailures == 0 ? 0 : 1;

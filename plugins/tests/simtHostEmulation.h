@@ -3,7 +3,9 @@
  *
  * Included by cornerPoolKernel.cu only when CORNERPOOL_HOST_EMULATION is defined (never in the real
  * build). It stands in for exactly the CUDA built-ins that kernel uses: threadIdx/blockIdx/blockDim/
- * gridDim, __syncthreads, __shfl_up_sync, __shfl_sync, dynamic shared memory and the launch.
+ * gridDim, __syncthreads, __shfl_up_sync and __shfl_sync (full mask, any power-of-two width), dynamic
+ * shared memory, naturally aligned vector loads/stores, PTX max.NaN.f32, the two device attributes the
+ * launch reads, cudaFuncSetAttribute(MaxDynamicSharedMemorySize) and the launch.
  *
  * Every CUDA thread of a block is a user-space fiber (ucontext) on one OS thread. A fiber runs until it
  * blocks at a barrier (__syncthreads, or the two warp barriers inside each shuffle); the scheduler then
@@ -15,7 +17,14 @@
  *    env CORNERPOOL_EMULATION_SCHEDULE=forward|reverse|random:<seed>), so a missing barrier shows up as
  *    an order-dependent result when a test runs several schedules;
  *  - shared memory starts filled with 0xFF bytes (a NaN for float), so reading it before writing it
- *    poisons the output.
+ *    poisons the output;
+ *  - a vector access at an address that is not a multiple of its size aborts (the GPU faults there);
+ *  - a launch asking for more dynamic shared memory than the kernel's limit (48 KiB, or what
+ *    setMaxDynamicSharedBytes raised it to, at most the device's opt-in maximum) fails like CUDA's, so a
+ *    host-side cache that forgets to raise the limit shows up; device-attribute queries and attribute
+ *    sets are counted (stats()) so tests can check they are not repeated at every launch.
+ * Device attributes: CORNERPOOL_EMULATION_SM_COUNT (default 132, an H100) and
+ * CORNERPOOL_EMULATION_SHARED_OPTIN (bytes, default 49152: no opt-in beyond the default).
  * What it does not model: memory-model subtleties beyond barrier ordering, warp-synchronous code
  * without *_sync intrinsics, performance. Blocks run one after another (they are independent in CUDA).
  */
@@ -28,7 +37,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -89,7 +100,24 @@ struct Emulator
     int current{-1};
     std::string schedule{"forward"};
     std::mt19937 rng{0};
+    std::map<void const*, int> maxDynamicShared; // per kernel, as cudaFuncSetAttribute left it
 };
+
+struct Stats
+{
+    int deviceQueries{0};
+    int attributeSets{0};
+    int launches{0};
+};
+
+inline Stats& stats()
+{
+    static Stats instance;
+    return instance;
+}
+
+constexpr int kDefaultDynamicSharedBytes = 48 * 1024;
+constexpr int kErrorInvalidValue = 1; // cudaErrorInvalidValue
 
 inline Emulator& emulator()
 {
@@ -231,9 +259,10 @@ inline void runBlock()
     }
 }
 
-//! Emulated kernel launch: runs every block of the grid, one after another.
+//! Emulated kernel launch: runs every block of the grid, one after another. Returns 0, or
+//! cudaErrorInvalidValue (nothing run) when the dynamic shared memory exceeds the kernel's limit.
 template <typename... KernelArgs, typename... Args>
-void launch(Dim3 grid, Dim3 block, size_t sharedBytes, void (*kernel)(KernelArgs...), Args... args)
+int launch(Dim3 grid, Dim3 block, size_t sharedBytes, void (*kernel)(KernelArgs...), Args... args)
 {
     Emulator& e = emulator();
     unsigned const nbThreads = block.x * block.y * block.z;
@@ -241,6 +270,13 @@ void launch(Dim3 grid, Dim3 block, size_t sharedBytes, void (*kernel)(KernelArgs
     {
         fail("block size must be a non-zero multiple of 32 and at most 1024 in this emulation");
     }
+    auto const limit = e.maxDynamicShared.find(reinterpret_cast<void const*>(kernel));
+    int const allowed = limit == e.maxDynamicShared.end() ? kDefaultDynamicSharedBytes : limit->second;
+    if (sharedBytes > static_cast<size_t>(allowed))
+    {
+        return kErrorInvalidValue;
+    }
+    ++stats().launches;
     setScheduleFromEnvironment();
     e.gridDim = grid;
     e.blockDim = block;
@@ -266,6 +302,7 @@ void launch(Dim3 grid, Dim3 block, size_t sharedBytes, void (*kernel)(KernelArgs
         }
     }
     e.body = nullptr;
+    return 0;
 }
 
 inline unsigned linearThreadIndex()
@@ -323,31 +360,121 @@ T warpExchange(unsigned mask, T value, int opcode, SourceLane sourceLane)
     return result;
 }
 
+inline void checkWidth(int width)
+{
+    if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    {
+        fail("shuffle width must be a power of two from 1 to 32");
+    }
+}
+
+//! CUDA: the warp is split into segments of `width` lanes; a lane reads lane - delta of its segment, or
+//! keeps its own value when that is before the segment's first lane. delta and width are part of the
+//! opcode: lanes calling with different ones at once are a divergent shuffle.
 template <typename T>
 T shuffleUp(unsigned mask, T value, unsigned delta, int width)
 {
-    if (width != 32)
-    {
-        fail("only width 32 shuffles are emulated");
-    }
-    return warpExchange(mask, value, kShuffleUp + 16 * static_cast<int>(delta),
-        [delta](int lane) { return lane - static_cast<int>(delta); });
+    checkWidth(width);
+    return warpExchange(mask, value, kShuffleUp + 16 * static_cast<int>(delta) + 4096 * width,
+        [delta, width](int lane) {
+            int const source = lane - static_cast<int>(delta);
+            return source >= (lane & ~(width - 1)) ? source : lane;
+        });
 }
 
+//! CUDA: a lane reads lane (sourceLane mod width) of its own segment of `width` lanes.
 template <typename T>
 T shuffleIndexed(unsigned mask, T value, int sourceLane, int width)
 {
-    if (width != 32)
-    {
-        fail("only width 32 shuffles are emulated");
-    }
-    return warpExchange(mask, value, kShuffleIndexed, [sourceLane](int) { return sourceLane & 31; });
+    checkWidth(width);
+    return warpExchange(mask, value, kShuffleIndexed + 4096 * width,
+        [sourceLane, width](int lane) { return (lane & ~(width - 1)) + (sourceLane & (width - 1)); });
 }
 
 template <typename T>
 T* dynamicShared()
 {
     return reinterpret_cast<T*>(emulator().sharedMemory.data());
+}
+
+//! A naturally aligned vector access (float4, uint2, ...): on the GPU a misaligned one faults.
+inline void checkAligned(void const* p, size_t bytes)
+{
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0)
+    {
+        fail("misaligned vector access (the address is not a multiple of the access size)");
+    }
+}
+
+template <typename V>
+V loadAligned(void const* p)
+{
+    checkAligned(p, sizeof(V));
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+}
+
+template <typename V>
+void storeAligned(void* p, V const& v)
+{
+    checkAligned(p, sizeof(V));
+    std::memcpy(p, &v, sizeof(V));
+}
+
+//! PTX max.NaN.f32 (FMNMX.NAN, sm_80+): the canonical NaN 0x7fffffff when either input is NaN, else the
+//! larger value, -0 ordered below +0.
+inline float maxNaN(float a, float b)
+{
+    if (std::isnan(a) || std::isnan(b))
+    {
+        uint32_t const canonical = 0x7fffffffu;
+        float nan;
+        std::memcpy(&nan, &canonical, sizeof(nan));
+        return nan;
+    }
+    if (a == b)
+    {
+        return std::signbit(a) ? b : a;
+    }
+    return a > b ? a : b;
+}
+
+enum DeviceAttribute
+{
+    kMultiProcessorCount,
+    kMaxSharedMemoryPerBlockOptin,
+};
+
+inline int environmentInt(char const* name, int fallback)
+{
+    char const* value = std::getenv(name);
+    return value != nullptr ? std::atoi(value) : fallback;
+}
+
+inline int deviceAttributeValue(DeviceAttribute attribute)
+{
+    return attribute == kMultiProcessorCount ? environmentInt("CORNERPOOL_EMULATION_SM_COUNT", 132)
+                                             : environmentInt("CORNERPOOL_EMULATION_SHARED_OPTIN", kDefaultDynamicSharedBytes);
+}
+
+//! cudaDeviceGetAttribute of the emulated device (counted in stats()).
+inline int deviceAttribute(DeviceAttribute attribute)
+{
+    ++stats().deviceQueries;
+    return deviceAttributeValue(attribute);
+}
+
+//! cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) (counted in stats()).
+inline int setMaxDynamicSharedBytes(void const* kernel, int bytes)
+{
+    ++stats().attributeSets;
+    if (bytes < 0 || bytes > deviceAttributeValue(kMaxSharedMemoryPerBlockOptin))
+    {
+        return kErrorInvalidValue;
+    }
+    emulator().maxDynamicShared[kernel] = bytes;
+    return 0;
 }
 
 } // namespace simt
