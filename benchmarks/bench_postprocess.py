@@ -6,11 +6,11 @@
 Sides, all on identical inputs, interleaved call by call (ours, official, oracle, ours, ...), so
 a busy machine slows them alike:
 - ours: ``runtime.decode.decode`` and ``runtime.postprocess.per_class_nms`` + ``max_per_image``;
-- oracle: ``tests/reference_official.py`` (``ref_decode``, ``ref_finish``), OUR loop-based
+- oracle: ``tests/helpers/reference_official.py`` (``ref_decode``, ``ref_finish``), OUR loop-based
   re-statement of the official algorithm (torch for sigmoid and max-pool, the Cython as scalar
   Python loops), not the official code;
 - official (``--official PATH`` = a CornerNet-Lite checkout with ``core/external/nms`` built,
-  see tests/test_official_compiled.py): its torch ``_decode`` and its compiled Cython
+  see tests/runtime/test_official_compiled.py): its torch ``_decode`` and its compiled Cython
   ``soft_nms``; the glue around ``soft_nms`` (drop -1 rows, one ``classes == j`` selection per
   class, the ``max_per_image`` partition) is ``cornernet_inference``'s, restated here.
 Without ``--official`` the official code is not run and no ratio against it is printed.
@@ -217,7 +217,7 @@ def main(argv=None):
         try:
             official = load_official(args.official)
         except (FileNotFoundError, ImportError) as e:
-            sys.exit(f"--official: {e} (build it: see tests/test_official_compiled.py)")
+            sys.exit(f"--official: {e} (build it: see tests/runtime/test_official_compiled.py)")
     print(f"# bench_postprocess  {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"# {profile.cpu_model()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
           f"numpy {np.__version__}, torch {torch.__version__} "

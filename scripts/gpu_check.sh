@@ -19,7 +19,7 @@
 #   harness_build    nvcc builds plugins/tests/cornerPoolPluginGpuHarness.cpp with the plugin's sources
 #                    against the staged TensorRT headers (header-only interfaces: no TensorRT library)    60 s
 #   ---- needs a GPU from here; without one the script stops, says why on stderr and exits 3 ----
-#   kernel_tests     tests/test_plugin_kernel_gpu.py: every mode/direction, FP32/FP16, vector and element-
+#   kernel_tests     tests/plugins/test_plugin_kernel_gpu.py: every mode/direction, FP32/FP16, vector and element-
 #                    wise paths, narrow maps, NaN/+-inf, wide rows, W = 2^30 refused, streams, bit-exact
 #                    against torch.cummax on the GPU (all-skipped counts as failed)                     100 s
 #   harness_run      the plugin through its IPluginV3 call sequence (creator -> createPlugin -> configure ->
@@ -276,7 +276,7 @@ step environment 15 environment
 step harness_build 60 harness_build
 
 if [ "$HAVE_GPU" = 1 ]; then
-    step kernel_tests 100 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_plugin_kernel_gpu.py \
+    step kernel_tests 100 "$PY" -m pytest -q -rs -p no:cacheprovider tests/plugins/test_plugin_kernel_gpu.py \
         --junitxml="$OUT_DIR/kernel_tests.xml"
     step harness_run 40 "$BIN/cornerPoolPluginGpuHarness"
     step sanitizer_memcheck 25 sanitize memcheck

@@ -4,11 +4,13 @@
 #
 # Prepared once, kept afterwards (all git-ignored), each skipped when it cannot be made (the tests
 # that need it then skip and say why; with CI=1 they fail instead):
-# - .venv-triton: the Python environment of the real tritonserver that tests/test_triton_server.py
+# - .venv-triton: the Python environment of the real tritonserver that tests/serving/test_triton_server.py
 #   starts (nvidia-pytriton bundles Triton 2.51 with its Python backend, which needs numpy < 2);
 # - .venv/lean-tensorrt/{10,11}: the real plugin registries of TensorRT 10.16 and 11.4 (PyPI lean
-#   wheels, no GPU needed) that tests/test_plugin_compile.py loads each plugin build into; both
+#   wheels, no GPU needed) that tests/plugins/test_plugin_compile.py loads each plugin build into; both
 #   wheel pairs are named tensorrt_lean_bindings, so each has its own folder;
+# - .venv/cuda-tools: cuobjdump and nvdisasm (PyPI wheels of the CUDA toolkit's tools) for
+#   tests/plugins/test_plugin_sass.py, where the installed CUDA toolkit lacks them;
 # - the TensorRT headers of 10.3, 10.16 and 11.1 are read where they lie
 #   ($CORNERNET_DEPLOY_TRT_HEADERS, default ../shared/tensorrt-headers; never copied here).
 set -euo pipefail
@@ -43,6 +45,13 @@ for pair in "10 cu12 10.16.1.11" "11 cu13 11.4.0.106"; do
     fi
 done
 export CORNERNET_DEPLOY_LEAN_TENSORRT_DIRS="$lean/10:$lean/11"
+
+tools=$(python -c "import sys; print(sys.prefix)")/cuda-tools
+if ! command -v cuobjdump >/dev/null 2>&1 && ! ls "$tools"/nvidia/cu*/bin/cuobjdump >/dev/null 2>&1; then
+    python -m pip install -q --no-deps --upgrade --target "$tools" \
+        nvidia-cuda-cuobjdump==13.2.51 nvidia-cuda-nvdisasm==13.2.51 ||
+        note "could not install cuobjdump/nvdisasm: the SASS tests will skip"
+fi
 
 if headers=$(cd "${CORNERNET_DEPLOY_TRT_HEADERS:-../shared/tensorrt-headers}" 2>/dev/null && pwd); then
     export CORNERNET_DEPLOY_TRT_INCLUDE_DIRS="$headers/10.3/include:$headers/10.16/include:$headers/11.1/include"

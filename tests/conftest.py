@@ -1,11 +1,18 @@
+"""Shared by every test folder (tests/ mirrors the package: contract, models, export, runtime,
+tensorrt, plugins, profiling, serving, train, cli, data)."""
 import gzip
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+# the helpers every folder shares (support.py, reference_official.py, official_code.py) import by
+# name from any test folder; only tests/helpers goes on sys.path (pyproject.toml: importlib mode)
+sys.path.insert(0, str(TESTS / "helpers"))
 
 # The machine running CI has few cores; keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

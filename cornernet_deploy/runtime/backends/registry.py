@@ -94,8 +94,10 @@ def _discover() -> None:
 
 
 def all_backends() -> Tuple[BackendInfo, ...]:
+    """Every registered backend, by name (the order of messages and choices does not depend on
+    which module happened to be imported first)."""
     _discover()
-    return tuple(_REGISTRY.values())
+    return tuple(sorted(_REGISTRY.values(), key=lambda info: info.name))
 
 
 def aliases() -> Dict[str, str]:

@@ -24,7 +24,7 @@ from cornernet_deploy.contract.metadata import METADATA_KEY
 pytest.importorskip("onnxruntime.quantization")
 torch = pytest.importorskip("torch")
 
-DEMO = Path(__file__).resolve().parents[1] / "cornernet_deploy" / "assets" / "demo_squeeze_shapes.pt"
+DEMO = Path(__file__).resolve().parents[2] / "cornernet_deploy" / "assets" / "demo_squeeze_shapes.pt"
 CALIB_IMAGES = 8          # a few suffice to test; the measured model uses 100 (README)
 CALIB_SEED = 2024         # the demo model's training split (scripts/train_demo_model.py)
 HELD_OUT_SEED = 2025      # its held-out split: never used for calibration

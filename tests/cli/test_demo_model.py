@@ -121,7 +121,7 @@ def test_the_held_out_split_is_generated_alone_where_the_readme_measures_it(tmp_
     """README's re-measure command needs only the val split: `--data-only val` makes it (the same
     scenes as a full run of the training script: same seed) without training."""
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     assert "python scripts/train_demo_model.py --data-only val" in readme
     assert "--data runs/demo_model/data/val/annotations.json --images runs/demo_model/data/val/images" in readme

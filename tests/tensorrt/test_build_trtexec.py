@@ -17,7 +17,7 @@ from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.exporter import export_onnx
 from cornernet_deploy.onnx_function import DOMAIN, OP_TYPE
 from cornernet_deploy.runtime import plugin_library
-from test_plugin_build_command import tagged_library
+from support import tagged_library
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ from cornernet_deploy.runtime.saccade import (bilinear_resize, crop_into_canvas,
 from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, get_arch
 
 torch.set_num_threads(1)
-TESTS = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))                              # tests/runtime
+HELPERS = os.path.join(os.path.dirname(HERE), "helpers")                       # tests/helpers
 HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 
 
@@ -554,7 +555,7 @@ def test_saccade_refuses_flip_and_input_sizes_it_cannot_crop():
 
 GENERIC_SORT_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{here!r}, {helpers!r}]
     # gate: numpy 1.x's generic introsort is an insertion sort (stable) below 17 elements
     rng = np.random.RandomState(0)
     for _ in range(50):
@@ -584,9 +585,9 @@ def test_tie_order_against_numpys_own_generic_introsort(tmp_path):
     code) must then agree on tie-heavy inputs with more than 16 locations."""
     import numpy._core._multiarray_umath as mu
     env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=" ".join(getattr(mu, "__cpu_dispatch__", [])),
-               PYTHONPATH=os.pathsep.join([os.path.dirname(TESTS), TESTS]), OMP_NUM_THREADS="1")
+               PYTHONPATH=os.path.dirname(os.path.dirname(HERE)), OMP_NUM_THREADS="1")
     script = tmp_path / "generic_sort.py"
-    script.write_text(GENERIC_SORT_SCRIPT.format(tests=TESTS))
+    script.write_text(GENERIC_SORT_SCRIPT.format(here=HERE, helpers=HELPERS))
     res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]

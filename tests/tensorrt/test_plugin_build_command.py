@@ -13,8 +13,9 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.runtime import plugin_library
 from cornernet_deploy.tensorrt import plugin_build
+from support import tagged_library
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HEADER_10_3 = "#define NV_TENSORRT_MAJOR 10 //!< major\n#define NV_TENSORRT_MINOR 3\n#define NV_TENSORRT_PATCH 0\n"
 HEADER_11_1 = ("#define TRT_MAJOR_ENTERPRISE 11\n#define TRT_MINOR_ENTERPRISE 1\n#define TRT_PATCH_ENTERPRISE 0\n"
@@ -178,13 +179,6 @@ def test_find_plugin_library_picks_the_running_tensorrt_major(tmp_path, clean_en
                                                                    plugin_build.PLUGIN_LIBRARY_NAME).resolve()
     with pytest.raises(UserError, match="no libcornernet_deploy_plugins.so in .*lib nor in .*tensorrt-12"):
         plugin_library.find_plugin_library(tensorrt_major=12)
-
-
-def tagged_library(path: Path, version: str) -> Path:
-    """A file carrying the version tag that plugins/cornernetDeployPlugins.cpp compiles into the library
-    (the real libraries are checked in test_plugin_compile.py)."""
-    path.write_bytes(b"\x7fELF\0padding\0cornernet_deploy_tensorrt_headers=" + version.encode() + b"\0more")
-    return path
 
 
 def test_library_version_is_read_from_the_file_without_loading_it(tmp_path):

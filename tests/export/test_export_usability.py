@@ -23,7 +23,7 @@ from cornernet_deploy.runtime.detector import Detector
 from cornernet_deploy.runtime.pipeline import CornerNetPipeline
 
 torch.set_num_threads(2)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def demo_model():

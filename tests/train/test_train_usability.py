@@ -15,7 +15,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.data.shapes import generate_shapes_dataset
 
 torch.set_num_threads(2)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ extension built for this Python::
     # numpy >= 2 dropped np.int_t, used only by the unused nms(); soft_nms is untouched:
     sed -i 's/np\\.int_t/np.intp_t/; s/dtype=np\\.int)/dtype=np.intp)/' nms.pyx
     pip install "cython<3" setuptools && python setup.py build_ext --inplace
-    CORNERNET_LITE=$PWD/../.. python -m pytest -q tests/test_official_compiled.py
+    CORNERNET_LITE=$PWD/../.. python -m pytest -q tests/runtime/test_official_compiled.py
 
 torch runs on one thread (every sigmoid element then takes torch's SIMD path; see
 ``reference_official.torch_sigmoid``). torch.topk leaves equal scores in an unspecified order,
@@ -28,8 +28,7 @@ from cornernet_deploy.runtime.decode import decode
 from cornernet_deploy.runtime.postprocess import per_class_nms, soft_nms, soft_nms_merge
 from cornernet_deploy.contract.arch import get_arch
 from official_code import load_official
-from test_decode import HEADS, random_heads
-from test_soft_nms import random_boxes
+from support import HEADS, random_boxes, random_heads
 
 ROOT = os.environ.get("CORNERNET_LITE")
 

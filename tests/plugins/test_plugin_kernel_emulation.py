@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
 SOURCES = [PLUGINS / "cornerPoolPlugin" / "cornerPoolKernel.cu", PLUGINS / "cornerPoolPlugin" / "cornerPoolKernel.h",
            PLUGINS / "tests" / "simtHostEmulation.h", PLUGINS / "tests" / "kernelEmulationMain.cpp"]

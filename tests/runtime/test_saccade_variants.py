@@ -1,6 +1,6 @@
 """CornerNet-Saccade variants that train and export also run: other input sizes, other depths.
 
-The truth is the official ``cornernet_saccade_inference`` (``tests/reference_official.py``) run
+The truth is the official ``cornernet_saccade_inference`` (``tests/helpers/reference_official.py``) run
 with the settings the official config would name for such a model: ``input_size`` [287, 287],
 or ``att_ratios``/``att_scales`` of the maps a two-level hourglass has.
 """

@@ -1,7 +1,7 @@
 """Loading the REAL official code from a CornerNet-Lite checkout (for the opt-in comparisons in
-tests/test_official_compiled.py and benchmarks/bench_postprocess.py --official).
+tests/runtime/test_official_compiled.py and benchmarks/bench_postprocess.py --official).
 
-Build the checkout's extension first (see tests/test_official_compiled.py)."""
+Build the checkout's extension first (see tests/runtime/test_official_compiled.py)."""
 import glob
 import importlib.util
 import sys

@@ -1,7 +1,7 @@
 """Opt-in (about 19 minutes on one loaded core): ``runtime.decode.sigmoid`` equals torch's float32 CPU
 sigmoid on every one of the 2^32 float32 bit patterns, and torch's sigmoid is monotone
 non-decreasing (which the decode's peak suppression and top-K on the logits rely on).
-Run with ``CORNERNET_EXHAUSTIVE=1 python -m pytest -q tests/test_sigmoid_exhaustive.py``."""
+Run with ``CORNERNET_EXHAUSTIVE=1 python -m pytest -q tests/runtime/test_sigmoid_exhaustive.py``."""
 import os
 
 import numpy as np

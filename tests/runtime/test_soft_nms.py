@@ -1,5 +1,5 @@
 """Soft-NMS: hand-computed cases (IoU with +1 pixels, Gaussian decay, the stale-row quirk) and
-the literal per-row loops of nms.pyx (tests/reference_official.py) on random boxes."""
+the literal per-row loops of nms.pyx (tests/helpers/reference_official.py) on random boxes."""
 import math
 
 import numpy as np
@@ -11,6 +11,7 @@ from cornernet_deploy.runtime.postprocess import (max_per_image, per_class_nms, 
                                                   soft_nms_merge)
 from cornernet_deploy.contract.arch import TestConfig as Cfg
 from reference_official import ref_soft_nms
+from support import random_boxes
 
 
 def use_path(path):
@@ -141,18 +142,6 @@ def test_max_per_image_ties_can_keep_more():
 
 
 # --- against the literal Cython loops ---------------------------------------------------------
-
-def random_boxes(seed, n, quantized):
-    rng = np.random.RandomState(seed)
-    xy = rng.rand(n, 2) * 40
-    wh = rng.rand(n, 2) * 25
-    sc = rng.rand(n, 3)
-    if quantized:                           # exact duplicates, touching boxes, tied scores
-        xy, wh = np.round(xy / 5) * 5, np.round(wh / 5) * 5
-        sc[:, 0] = np.round(sc[:, 0] * 4) / 4
-        sc[: n // 3, 0] *= 0.004            # some rows start near the threshold
-    return np.concatenate([xy, xy + wh, sc], axis=1).astype(np.float32)
-
 
 params = dict(seed=st.integers(0, 2 ** 31 - 1), n=st.integers(0, 40), quantized=st.booleans(),
               method=st.sampled_from([0, 1, 2]), sigma=st.sampled_from([0.5, 0.7]),

@@ -24,7 +24,7 @@ from cornernet_deploy.profiling.layers import summarize_layers
 from cornernet_deploy.tensorrt.builder import build_engine, check_plugin_layers, manifest_path
 
 torch.set_num_threads(2)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Documented tolerances of engine heads against ONNX Runtime FP32 (README "TensorRT"): FP32 engines
 # are built with --no-tf32 here (TensorRT would otherwise use TF32 on Ampere+) -> 1e-3; FP16

@@ -25,9 +25,9 @@ from cornernet_deploy.runtime.detections import Detections
 from cornernet_deploy.runtime.detector import Detector
 from cornernet_deploy.runtime.visualize import _colour, draw_detections
 
-from test_detector import loose, random_tiny, scene
+from support import loose, random_tiny, scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 torch.set_num_threads(2)
 
 

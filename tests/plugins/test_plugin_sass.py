@@ -28,7 +28,7 @@ import pytest
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.tensorrt import plugin_build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KERNEL = ROOT / "plugins" / "cornerPoolPlugin" / "cornerPoolKernel.cu"
 REQUIRED = os.environ.get("CORNERNET_DEPLOY_REQUIRE_TRT_TESTS") == "1"
 NAN_MAX_ARCHS = ["80", "87", "90"]

@@ -10,10 +10,10 @@ from cornernet_deploy.runtime.decode import (Corners, decode, decode_outputs, ma
                                              pair_corners, peak_suppress, topk_corners, topk_desc)
 from cornernet_deploy.contract.arch import TestConfig as Cfg
 from reference_official import ref_decode
+from support import HEADS, plant, random_heads
 
 torch.set_num_threads(1)
 
-HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 
 
 def sig(x):
@@ -27,32 +27,6 @@ def empty_heads(n=1, c=3, h=16, w=16, low=-20.0):
                 br_heat=np.full((n, c, h, w), low, np.float32),
                 tl_tag=np.zeros((n, 1, h, w), np.float32), br_tag=np.zeros((n, 1, h, w), np.float32),
                 tl_off=np.zeros((n, 2, h, w), np.float32), br_off=np.zeros((n, 2, h, w), np.float32))
-
-
-def plant(h, b, kind, c, y, x, logit, tag=0.0, off=(0.0, 0.0)):
-    h[f"{kind}_heat"][b, c, y, x] = logit
-    h[f"{kind}_tag"][b, 0, y, x] = tag
-    h[f"{kind}_off"][b, :, y, x] = off
-
-
-def random_heads(rng, n, c, h, w, peaks=12):
-    """Random low background plus planted corners with matching tags (many valid pairs)."""
-    d = dict(tl_heat=(rng.randn(n, c, h, w) - 4).astype(np.float32),
-             br_heat=(rng.randn(n, c, h, w) - 4).astype(np.float32),
-             tl_tag=(rng.randn(n, 1, h, w) * 2).astype(np.float32),
-             br_tag=(rng.randn(n, 1, h, w) * 2).astype(np.float32),
-             tl_off=rng.rand(n, 2, h, w).astype(np.float32),
-             br_off=rng.rand(n, 2, h, w).astype(np.float32))
-    for b in range(n):
-        for _ in range(peaks):
-            cls = rng.randint(c)
-            y1, x1 = rng.randint(0, h - 2), rng.randint(0, w - 2)
-            y2, x2 = rng.randint(y1, h), rng.randint(x1, w)
-            t = rng.randn()
-            plant(d, b, "tl", cls, y1, x1, rng.uniform(-1, 3), t, rng.rand(2))
-            plant(d, b, "br", cls, y2, x2, rng.uniform(-1, 3), t + rng.uniform(-0.6, 0.6),
-                  rng.rand(2))
-    return d
 
 
 def run_decode(h, **kw):

@@ -1,6 +1,5 @@
 """End to end on the CPU: export -> ONNX Runtime Detector vs the PyTorch model through the same
 official pipeline; the infer command; clear errors for bad models and images."""
-import dataclasses
 import json
 import subprocess
 import sys
@@ -14,43 +13,11 @@ import torch
 from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.exporter import export_onnx
-from cornernet_deploy.models import build_model
 from cornernet_deploy.runtime.detector import Detector
 from cornernet_deploy.runtime.pipeline import CornerNetPipeline
+from support import loose, random_tiny, scene
 
 torch.set_num_threads(2)
-
-
-def random_tiny(arch, seed=0, num_classes=1):
-    # One class and a loose embedding threshold (below): random weights put the top corners of
-    # different classes in different maps, and the official class rule would reject every pair.
-    # Heat biases of +2 (scores ~0.88) get Saccade's first-pass detections over its 0.3 cut.
-    # Heat weights x100: at initialisation the heat logits vary by ~1e-6 across the map (2.00541
-    # +- 5e-7 for the tiny Saccade), so every score ties with its neighbours to float rounding, and
-    # which corners or zoom locations come first is decided by the backend's summation order (torch
-    # on 1 thread vs 2 differs there) instead of by the model: Saccade's zoom order flipped with the
-    # thread count an earlier test had left. x100 spreads the scores (gaps >= 1e-5, 10x the
-    # ONNX Runtime vs PyTorch difference) so that the order is the model's.
-    torch.manual_seed(seed)
-    model = build_model(arch, num_classes=num_classes, width=0.125).eval()
-    with torch.no_grad():
-        for heads in (model.tl_heats, model.br_heats):
-            heads[-1][1].bias.fill_(2.0)
-            heads[-1][1].weight.mul_(100.0)
-    return model
-
-
-def loose(spec):
-    # random weights give random embeddings and put many corners on the map border (which
-    # Saccade's no_border rule rejects): accept every pair so that detections exist
-    return dataclasses.replace(spec.test, ae_threshold=100.0, no_border=False)
-
-
-def scene(seed=0, h=200, w=260):
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    cv2.rectangle(img, (40, 50), (150, 160), (20, 200, 30), -1)
-    return img
 
 
 def torch_run(model):

@@ -28,7 +28,7 @@ pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: 
 from cornernet_deploy.serving.client import (batch_sizes_executed, detect, load_test,  # noqa: E402
                                              same_detections, triton_module)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRITON_ENV = Path(os.environ.get("CORNERNET_TRITON_ENV", ROOT / ".venv-triton"))
 MODEL = "shapes"
 CLASSES = ["rectangle", "ellipse", "triangle"]

@@ -38,7 +38,7 @@ from cornernet_deploy.errors import UserError
 from cornernet_deploy.runtime import plugin_library
 from cornernet_deploy.tensorrt import plugin_build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
 KERNEL = PLUGINS / "cornerPoolPlugin" / "cornerPoolKernel.cu"
 TARGET_ARCHS = ["75", "80", "86", "87", "89", "90"]  # Turing, A100, Ampere, Orin, Ada, Hopper

@@ -16,7 +16,7 @@ from cornernet_deploy.contract.metadata import (GRAPH_OUTPUTS, RAW_OUTPUTS, buil
 from cornernet_deploy.contract.op import CORNER_POOL, PLUGIN_LIBRARY_NAME, PLUGIN_VERSION_TAG
 from cornernet_deploy.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "cornernet_deploy"
 PLUGIN = ROOT / "plugins"
 

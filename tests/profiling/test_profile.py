@@ -290,7 +290,7 @@ def test_onnx_profile_never_imports_torch(tiny_files, tmp_path):
             "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'; print('ok')")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=str(Path(__file__).parent.parent))
+                         cwd=str(Path(__file__).resolve().parents[2]))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
 

@@ -16,7 +16,7 @@ from cornernet_deploy.commands import common
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.fileio import check_output_dir, check_output_file
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "cornernet_deploy" / "assets" / "demo_squeeze_shapes.pt"
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "cornernet_deploy" / "assets" / "demo_squeeze_shapes.pt"
 
 
 def test_output_file_checks(tmp_path):
@@ -65,7 +65,7 @@ def test_read_only_filesystem_is_refused(tmp_path):
     """)
     script = f"mount -t tmpfs -o ro,size=1m tmpfs {ro} && exec {sys.executable} -c \"$0\""
     out = subprocess.run(["unshare", "-rm", "sh", "-c", script, code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
     if out.returncode != 0 and not out.stdout:
         pytest.skip(f"cannot mount a private read-only filesystem here: {out.stderr.strip()[-200:]}")
     lines = out.stdout.strip().splitlines()

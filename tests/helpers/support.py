@@ -1,0 +1,101 @@
+"""Helpers shared by several test modules (importable by name from every test folder: conftest.py
+puts tests/helpers on sys.path)."""
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_plugin_bytes(text: bytes) -> bytes:
+    """What the Triton generator accepts as our plugin library without loading it: an ELF shared
+    object header (e_type ET_DYN) and the TensorRT version tag of plugins/cornernetDeployPlugins.cpp.
+    For tests where the library is copied, never loaded (the real libraries: test_plugin_compile.py)."""
+    header = b"\x7fELF\x02\x01\x01" + bytes(9) + (3).to_bytes(2, "little")
+    return header + b"\0cornernet_deploy_tensorrt_headers=10.3.0\0" + text
+
+
+def random_tiny(arch, seed=0, num_classes=1):
+    # One class and a loose embedding threshold (below): random weights put the top corners of
+    # different classes in different maps, and the official class rule would reject every pair.
+    # Heat biases of +2 (scores ~0.88) get Saccade's first-pass detections over its 0.3 cut.
+    # Heat weights x100: at initialisation the heat logits vary by ~1e-6 across the map (2.00541
+    # +- 5e-7 for the tiny Saccade), so every score ties with its neighbours to float rounding, and
+    # which corners or zoom locations come first is decided by the backend's summation order (torch
+    # on 1 thread vs 2 differs there) instead of by the model: Saccade's zoom order flipped with the
+    # thread count an earlier test had left. x100 spreads the scores (gaps >= 1e-5, 10x the
+    # ONNX Runtime vs PyTorch difference) so that the order is the model's.
+    import torch
+
+    from cornernet_deploy.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes=num_classes, width=0.125).eval()
+    with torch.no_grad():
+        for heads in (model.tl_heats, model.br_heats):
+            heads[-1][1].bias.fill_(2.0)
+            heads[-1][1].weight.mul_(100.0)
+    return model
+
+
+def loose(spec):
+    # random weights give random embeddings and put many corners on the map border (which
+    # Saccade's no_border rule rejects): accept every pair so that detections exist
+    return dataclasses.replace(spec.test, ae_threshold=100.0, no_border=False)
+
+
+def scene(seed=0, h=200, w=260):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    cv2.rectangle(img, (40, 50), (150, 160), (20, 200, 30), -1)
+    return img
+
+
+def tagged_library(path: Path, version: str) -> Path:
+    """A file carrying the version tag that plugins/cornernetDeployPlugins.cpp compiles into the library
+    (the real libraries are checked in test_plugin_compile.py)."""
+    path.write_bytes(b"\x7fELF\0padding\0cornernet_deploy_tensorrt_headers=" + version.encode() + b"\0more")
+    return path
+
+
+HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
+
+
+def plant(h, b, kind, c, y, x, logit, tag=0.0, off=(0.0, 0.0)):
+    h[f"{kind}_heat"][b, c, y, x] = logit
+    h[f"{kind}_tag"][b, 0, y, x] = tag
+    h[f"{kind}_off"][b, :, y, x] = off
+
+
+def random_heads(rng, n, c, h, w, peaks=12):
+    """Random low background plus planted corners with matching tags (many valid pairs)."""
+    d = dict(tl_heat=(rng.randn(n, c, h, w) - 4).astype(np.float32),
+             br_heat=(rng.randn(n, c, h, w) - 4).astype(np.float32),
+             tl_tag=(rng.randn(n, 1, h, w) * 2).astype(np.float32),
+             br_tag=(rng.randn(n, 1, h, w) * 2).astype(np.float32),
+             tl_off=rng.rand(n, 2, h, w).astype(np.float32),
+             br_off=rng.rand(n, 2, h, w).astype(np.float32))
+    for b in range(n):
+        for _ in range(peaks):
+            cls = rng.randint(c)
+            y1, x1 = rng.randint(0, h - 2), rng.randint(0, w - 2)
+            y2, x2 = rng.randint(y1, h), rng.randint(x1, w)
+            t = rng.randn()
+            plant(d, b, "tl", cls, y1, x1, rng.uniform(-1, 3), t, rng.rand(2))
+            plant(d, b, "br", cls, y2, x2, rng.uniform(-1, 3), t + rng.uniform(-0.6, 0.6),
+                  rng.rand(2))
+    return d
+
+
+def random_boxes(seed, n, quantized):
+    rng = np.random.RandomState(seed)
+    xy = rng.rand(n, 2) * 40
+    wh = rng.rand(n, 2) * 25
+    sc = rng.rand(n, 3)
+    if quantized:                           # exact duplicates, touching boxes, tied scores
+        xy, wh = np.round(xy / 5) * 5, np.round(wh / 5) * 5
+        sc[:, 0] = np.round(sc[:, 0] * 4) / 4
+        sc[: n // 3, 0] *= 0.004            # some rows start near the threshold
+    return np.concatenate([xy, xy + wh, sc], axis=1).astype(np.float32)
