@@ -1,7 +1,8 @@
 """``cornernet-deploy`` command line: one module per subcommand in ``cornernet_deploy.commands``.
 
-Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
-modules are imported lazily so that ``infer`` never pays for (or needs) torch.
+``COMMANDS`` below names every command and holds its help text; each command module defines
+``add_arguments(parser)`` and ``run(args) -> int``. Only the chosen command's module is imported,
+so that ``infer`` never pays for (or needs) torch. Adding a verb: docs/EXTENDING.md.
 """
 from __future__ import annotations
 

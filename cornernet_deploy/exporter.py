@@ -35,8 +35,8 @@ from .runtime.families import family_of
 DYNAMIC_MAX_MAP_SIDE = 2048
 MIN_OPSET = 17  # the opset the export and its CornerPool function body are written for
 
-# What a fixed input size cost, measured (README "Export to ONNX"): the bundled demo model on its
-# 200 held-out shapes scenes (128-256 px a side), pycocotools AP@[.5:.95], 2026-12-02.
+# What a fixed input size cost, measured (docs/export.md, "Fixed or dynamic size"): the bundled
+# demo model on its 200 held-out shapes scenes (128-256 px a side), pycocotools AP@[.5:.95], 2026-12-02.
 FIXED_SIZE_COST = "demo model, 200 held-out 128-256 px scenes: AP 0.675 at a fixed 127x127 vs 0.787 official"
 
 
@@ -390,7 +390,7 @@ def verification_batch(batch: int, input_hw) -> torch.Tensor:
 
 def verify_against_torch(onnx_model, wrapper, dummy, names, spec: ArchSpec, precision: str) -> dict:
     """ONNX Runtime (CPU) vs PyTorch on ``dummy``, judged as ``compare`` judges two models, with the
-    tolerance profile of ``precision`` (``profiling.compare.TOLERANCES``):
+    tolerance profile of ``precision`` (``contract.agreement.TOLERANCES``):
 
     - raw heads and attention maps: every element within ``atol + rtol * |torch|``;
     - in-graph decode: the top-K corner scores as sorted values (the k-th best score, whichever

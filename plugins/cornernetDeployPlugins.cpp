@@ -42,7 +42,8 @@
 namespace
 {
 
-// Read from the file by plugin_build.plugin_library_tensorrt_version() (docs/CONTRACTS.md); keep the form.
+// Read from the file by plugin_library_tensorrt_version() in cornernet_deploy/runtime/plugin_library.py
+// (docs/CONTRACTS.md); keep the form.
 __attribute__((used)) char const kHeadersTag[] = "cornernet_deploy_tensorrt_headers="
     CORNERNET_DEPLOY_STRINGIFY(NV_TENSORRT_MAJOR) "." CORNERNET_DEPLOY_STRINGIFY(NV_TENSORRT_MINOR) "."
         CORNERNET_DEPLOY_STRINGIFY(NV_TENSORRT_PATCH);

@@ -12,10 +12,6 @@ import os
 
 from ..errors import UserError
 
-NAME = "plugin"
-HELP = "Build the TensorRT corner-pool plugin library"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="plugin_verb", metavar="VERB")
     build = verbs.add_parser(

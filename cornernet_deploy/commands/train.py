@@ -5,9 +5,6 @@ from ..errors import UserError
 from ..contract.arch import ARCHS
 from .common import nonnegative_int, positive_float, positive_int, require_torch
 
-NAME = "train"
-HELP = "Fine-tune a model on a COCO-format dataset"
-
 RESUME_NOTE = "with --resume: the interrupted run's value when not given"
 
 

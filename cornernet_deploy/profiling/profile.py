@@ -277,7 +277,7 @@ def environment() -> dict:
 
 
 def build_report(rows: Sequence[RowResult], settings: dict) -> dict:
-    """The JSON report (schema in README "Profiling and comparing"; ``report.validate_report``)."""
+    """The JSON report (schema in docs/profiling.md; ``report.validate_report``)."""
     base = rows[0].summaries() if rows else {}
     base_tp = None
     results = []

@@ -27,7 +27,7 @@ def import_tensorrt(need: str = "Builder"):
     except ImportError:
         raise UserError("TensorRT is not installed: on a machine with an NVIDIA GPU, pip install tensorrt-cu12 "
                         "(CUDA 12 driver) or tensorrt-cu13, or the extras 'cornernet-deploy[gpu-cu12]' / "
-                        "'[gpu-cu13]'; Jetson: apt install python3-libnvinfer (README, \"Jetson\")") from None
+                        "'[gpu-cu13]'; Jetson: apt install python3-libnvinfer (docs/jetson.md)") from None
     except OSError as exc:  # the bindings import but their shared libraries do not load
         raise UserError(f"TensorRT is installed but does not load: {exc}") from None
     if not hasattr(trt, need):

@@ -25,7 +25,7 @@ pytest.importorskip("onnxruntime.quantization")
 torch = pytest.importorskip("torch")
 
 DEMO = Path(__file__).resolve().parents[2] / "cornernet_deploy" / "assets" / "demo_squeeze_shapes.pt"
-CALIB_IMAGES = 8          # a few suffice to test; the measured model uses 100 (README)
+CALIB_IMAGES = 8          # a few suffice to test; the measured model uses 100 (docs/int8.md)
 CALIB_SEED = 2024         # the demo model's training split (scripts/train_demo_model.py)
 HELD_OUT_SEED = 2025      # its held-out split: never used for calibration
 HEAD_CONVS = sorted(f"/model/{h}s.0/{h}s.0.1/Conv" for h in

@@ -26,7 +26,7 @@ from cornernet_deploy.tensorrt.builder import build_engine, check_plugin_layers,
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]
 
-# Documented tolerances of engine heads against ONNX Runtime FP32 (README "TensorRT"): FP32 engines
+# Tolerances of engine heads against ONNX Runtime FP32: FP32 engines
 # are built with --no-tf32 here (TensorRT would otherwise use TF32 on Ampere+) -> 1e-3; FP16
 # networks -> 5e-2 on logits of a tiny model.
 HEAD_ATOL = {"fp32": 1e-3, "fp16": 5e-2}
@@ -174,7 +174,7 @@ def test_build_checks_paths_and_sizes_before_tensorrt(exports, tmp_path, capsys)
 
 
 def test_tensorrt_backend_imports_no_onnx(tmp_path):
-    """The runtime backend takes what it needs from tensorrt.common, never through the engine builder
+    """The runtime backend takes what it needs from runtime.tensorrt_common, never through the engine builder
     (which imports onnx): a Jetson runtime has numpy, OpenCV and TensorRT only."""
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 16)
