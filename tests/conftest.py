@@ -1,5 +1,5 @@
 """Shared by every test folder (tests/ mirrors the package: contract, models, export, runtime,
-tensorrt, plugins, profiling, serving, train, cli, data)."""
+tensorrt, plugins, profiling, serving, train, cli, data; docs checks README.md and docs/)."""
 import gzip
 import json
 import os
