@@ -53,6 +53,21 @@ def scene(seed=0, h=200, w=260):
     return img
 
 
+def demo_exports(root: Path) -> dict:
+    """The demo model exported the ways the engine-command tests build from: ``dynamic`` (batch and
+    size), ``static`` (fixed size, batch 1) and ``fp16`` (dynamic, FP16 network)."""
+    from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+    from cornernet_deploy.exporter import export_onnx
+
+    made = {}
+    for name, kw in (("dynamic", dict(dynamic_batch=True, dynamic_size=True)),
+                     ("static", dict(dynamic_size=False)),
+                     ("fp16", dict(dynamic_batch=True, dynamic_size=True, precision="fp16"))):
+        made[name] = root / f"{name}.onnx"
+        export_onnx(checkpoint=DEMO_CHECKPOINT, output=made[name], verify=False, progress=None, **kw)
+    return made
+
+
 def linked_library(path: Path, version: str, needs: str) -> Path:
     """A real shared object with the version tag of plugins/cornernetDeployPlugins.cpp and a DT_NEEDED
     entry for ``needs`` (a --static-registration build links libnvinfer.so.N; a stub of that soname

@@ -21,26 +21,20 @@ import onnx
 import pytest
 
 from cornernet_deploy.cli import main
-from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.runtime import plugin_library
-from support import linked_library, tagged_library
+from support import demo_exports, linked_library, tagged_library
 
 POLYGRAPHY = Path(sys.executable).with_name("polygraphy")
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
+    """The demo exports of test_build_trtexec.py, plus an INT8 (Q/DQ) model quantized from the dynamic one."""
     from cornernet_deploy.data import generate_shapes_dataset
-    from cornernet_deploy.exporter import export_onnx
     from cornernet_deploy.quantize import quantize_onnx
 
     root = tmp_path_factory.mktemp("exports")
-    made = {}
-    for name, kw in (("dynamic", dict(dynamic_batch=True, dynamic_size=True)),
-                     ("static", dict(dynamic_size=False)),
-                     ("fp16", dict(dynamic_batch=True, dynamic_size=True, precision="fp16"))):
-        made[name] = root / f"{name}.onnx"
-        export_onnx(checkpoint=DEMO_CHECKPOINT, output=made[name], verify=False, progress=None, **kw)
+    made = demo_exports(root)
     generate_shapes_dataset(root / "calib", 2, seed=2024, image_size=((128, 160),), num_objects=(1, 2))
     made["int8"] = quantize_onnx(made["dynamic"], [str(root / "calib" / "images")], root / "int8.onnx",
                                  num_images=2, verify=False, progress=None, show_bar=False).path
