@@ -12,16 +12,22 @@ the major version of its headers (minor no newer). Each library carries its head
 * :func:`verify_plugin_library` accepts only our library (an ELF shared object with our tag, and
   the recorded SHA-256 where there is one): what an engine manifest names is never trusted as is;
 * :func:`load_plugin_library` refuses a library of another major (one line, before TensorRT
-  touches it), skips the load when the creator is already registered, and registers it otherwise.
+  touches it), skips the load when the creator is already registered, and registers it otherwise;
+* :func:`registers_on_load` tells the two builds apart: the default one registers only when TensorRT's
+  ``loadLibrary`` asks it (``getCreators``), the ``--static-registration`` one as soon as it is
+  loaded, which is all that loaders doing a plain ``dlopen`` (ONNX Runtime's
+  ``trt_extra_plugin_lib_paths``, polygraphy's ``--plugins``, trtexec's ``--staticPlugins``) ever do.
 
 Building the library is ``tensorrt/plugin_build.py`` (build tooling, not needed at run time).
 Importing this module imports neither TensorRT nor torch.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -34,13 +40,14 @@ from .tensorrt_common import tensorrt_major
 
 __all__ = ["PLUGIN_ENV", "PLUGIN_LIBRARY_NAME", "default_library_dir", "major_dir_name",
            "find_plugin_library", "built_plugin_libraries", "plugin_library_tensorrt_version",
-           "check_library_matches", "verify_plugin_library", "load_plugin_library",
-           "importable_tensorrt_version", "checkout_root", "cache_dir"]
+           "check_library_matches", "verify_plugin_library", "load_plugin_library", "needed_libraries",
+           "registers_on_load", "importable_tensorrt_version", "checkout_root", "cache_dir"]
 
 PLUGIN_ENV = "CORNERNET_DEPLOY_PLUGIN"
 _CREATOR = (CORNER_POOL.plugin_name, CORNER_POOL.plugin_version, CORNER_POOL.plugin_namespace)
 _ELF_MAGIC = b"\x7fELF"
 _ET_DYN = 3
+_SHT_DYNAMIC, _DT_NEEDED = 6, 1
 
 
 def checkout_root() -> Optional[Path]:
@@ -114,6 +121,45 @@ def verify_plugin_library(path, expected_sha256: Optional[str] = None, what: str
         raise UserError(f"{path} is not the plugin library the engine was built with (its SHA-256 "
                         "differs from the manifest's plugin_sha256); pass the right one with --plugin")
     return version
+
+
+def needed_libraries(path) -> list:
+    """The DT_NEEDED entries of a 64-bit little-endian ELF file (x86-64, aarch64): the libraries the
+    loader loads with it, read from the file without loading it; [] for anything else (not ELF,
+    another class, no dynamic section, unreadable)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return []
+    if data[:4] != _ELF_MAGIC or data[4:6] != b"\x02\x01":
+        return []
+    try:
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+        needed = []
+        for _name, kind, _flags, _addr, offset, size, link, _info, _align, _entsize in sections:
+            if kind != _SHT_DYNAMIC:
+                continue
+            strings = sections[link][4]   # sh_offset of the string table the dynamic section links
+            for pos in range(offset, offset + size, 16):
+                tag, value = struct.unpack_from("<qQ", data, pos)
+                if tag == 0:              # DT_NULL ends the table
+                    break
+                if tag == _DT_NEEDED:
+                    end = data.index(b"\0", strings + value)
+                    needed.append(data[strings + value:end].decode("ascii", "replace"))
+        return needed
+    except (struct.error, IndexError, ValueError):
+        return []
+
+
+def registers_on_load(path) -> Optional[str]:
+    """The TensorRT library (``libnvinfer.so.N``, or a lean/dispatch one) that a plugin library built
+    with ``plugin build --static-registration`` registers its creator with as soon as it is loaded,
+    or None for the default build: that one needs no TensorRT library (tests check it) and registers
+    only when TensorRT's ``loadLibrary`` calls its ``getCreators``."""
+    return next((n for n in needed_libraries(path) if n.startswith("libnvinfer")), None)
 
 
 def check_library_matches(path, library_version: Optional[str], runtime_version: str) -> Optional[str]:
@@ -194,9 +240,12 @@ def load_plugin_library(trt, path=None, echo: Callable[[str], None] = warn):
       build) nothing is loaded: TensorRT would refuse a second registration;
     * a library built for another TensorRT major is refused before TensorRT sees it (it would crash
       the process or lose its messages); a newer minor is loaded with a warning (``echo``);
-    * otherwise the library is loaded and the creator checked.
+    * otherwise the library is loaded and the creator checked: through the registry's
+      ``load_library`` (the default build), or with a plain ``dlopen`` for a build that registers
+      itself on load (:func:`registers_on_load`).
 
-    Returns the registry's library handle, or None when nothing had to be loaded."""
+    Returns the library handle (the registry's, or the ``ctypes.CDLL``), or None when nothing had
+    to be loaded."""
     major = tensorrt_major(trt)
     path = Path(path) if path else find_plugin_library(tensorrt_major=major)
     key = (id(trt), str(Path(path).resolve()))
@@ -211,9 +260,23 @@ def load_plugin_library(trt, path=None, echo: Callable[[str], None] = warn):
     note = check_library_matches(path, plugin_library_tensorrt_version(path), trt.__version__)
     if note:
         echo(note)
-    handle = registry.load_library(str(path))
-    if handle is None:
-        raise UserError(f"TensorRT could not load the plugin library {path} (see the TensorRT log above)")
+    registers_with = registers_on_load(path)
+    if registers_with:
+        # Its creator registers while the library loads; loadLibrary would then register it a second
+        # time through getCreators, fail, and return no handle (seen with the 11.4 lean registry).
+        try:
+            handle = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise UserError(f"could not load the plugin library {path}: {exc}") from None
+        if registry.get_creator(*_CREATOR) is None:
+            raise UserError(f"{path} registers its creator with {registers_with} when loaded, which is not "
+                            f"the plugin registry of this TensorRT ({getattr(trt, '__name__', 'tensorrt')} "
+                            f"{trt.__version__}); use the default build here (`cornernet-deploy plugin build` "
+                            "without --static-registration)")
+    else:
+        handle = registry.load_library(str(path))
+        if handle is None:
+            raise UserError(f"TensorRT could not load the plugin library {path} (see the TensorRT log above)")
     if registry.get_creator(*_CREATOR) is None:
         raise UserError(f"{path} loaded but registers no {CORNER_POOL.plugin_namespace}::{CORNER_POOL.plugin_name} "
                         f"version {CORNER_POOL.plugin_version}; rebuild it with `cornernet-deploy plugin build`")

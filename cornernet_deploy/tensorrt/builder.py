@@ -37,9 +37,9 @@ from ..fileio import check_output_file, sha256_file, write_bytes_atomic, write_t
 from ..onnx_files import load_export
 from ..runtime.tensorrt_common import create_builder, import_tensorrt, make_logger, tensorrt_major
 
-__all__ = ["build_engine", "BuildResult", "BuildPlan", "plan_build", "trtexec_command", "prepare_trtexec",
-           "check_plugin_layers",
-           "plugin_layer_names", "manifest_path", "log_path"]
+__all__ = ["build_engine", "BuildResult", "BuildPlan", "plan_build", "trtexec_command", "polygraphy_commands",
+           "command_target", "write_onnx_for_tensorrt", "onnx_for_tensorrt_path", "polygraphy_data_paths",
+           "check_plugin_layers", "plugin_layer_names", "manifest_path", "log_path"]
 
 
 def _progress_monitor(trt):
@@ -142,7 +142,8 @@ def _save_timing_cache(config, cache_path, echo=warn) -> None:
 @dataclass
 class BuildPlan:
     """What an engine build does, decided from the arguments and the ONNX file before TensorRT is
-    imported: ``build_engine`` carries it out, ``trtexec_command`` writes it as trtexec flags."""
+    imported: ``build_engine`` carries it out, ``trtexec_command`` and ``polygraphy_commands`` write
+    it as those tools' flags."""
     onnx_path: Path
     output: Path
     precision: str
@@ -344,15 +345,33 @@ def build_engine(onnx_path, output=None, *, precision: str = "fp32", min_batch: 
 # trtexec spells the builder flags so (samples/common/sampleOptions.cpp of 10.3, 10.16, 11.1; 11.x
 # removed --fp16/--int8 with weak typing, and strongly typed is its only mode, so no --stronglyTyped)
 _TRTEXEC_FLAGS = {"FP16": "--fp16", "INT8": "--int8"}
+# and polygraphy so (polygraphy/tools/args/backend/trt/config.py and loader.py of 0.49.0 and 0.53.6)
+_POLYGRAPHY_FLAGS = {"FP16": "--fp16", "INT8": "--int8"}
+
+
+def onnx_for_tensorrt_path(plan: BuildPlan) -> Path:
+    """Where ``build --trtexec/--polygraphy`` writes the ONNX for TensorRT: next to the engine."""
+    return plan.output.with_suffix(".trt.onnx")
+
+
+def polygraphy_data_paths(plan: BuildPlan) -> tuple:
+    """(inputs, ONNX Runtime outputs): the JSON files the polygraphy commands pass from one side to the
+    other, next to the engine."""
+    return plan.output.with_suffix(".polygraphy-inputs.json"), plan.output.with_suffix(".onnxruntime-outputs.json")
 
 
 def trtexec_command(plan: BuildPlan, major: int, plugin_library, onnx_for_tensorrt) -> list:
     """The trtexec command that builds (and times) the engine ``build_engine`` would build from
     ``plan`` on a TensorRT of this major; ``onnx_for_tensorrt``: the ONNX without our function bodies
-    (TensorRT <= 10.6 inlines a same-named local function instead of using the plugin)."""
+    (TensorRT <= 10.6 inlines a same-named local function instead of using the plugin). A plugin
+    library that registers itself on load (``plugin build --static-registration``) goes to
+    ``--staticPlugins`` (a plain dlopen); TensorRT's loadLibrary (``--dynamicPlugins``) would register
+    its creator a second time and fail."""
+    from ..runtime.plugin_library import registers_on_load
+
     strongly_typed = plan.strongly_typed(major)
-    cmd = ["trtexec", f"--onnx={onnx_for_tensorrt}", f"--saveEngine={plan.output}",
-           f"--dynamicPlugins={plugin_library}"]
+    plugins = "--staticPlugins" if registers_on_load(plugin_library) else "--dynamicPlugins"
+    cmd = ["trtexec", f"--onnx={onnx_for_tensorrt}", f"--saveEngine={plan.output}", f"{plugins}={plugin_library}"]
     if plan.dynamic_input:   # trtexec refuses shapes for a static input
         for name, shape in zip(("--minShapes", "--optShapes", "--maxShapes"), plan.shapes()):
             cmd.append(f"{name}={plan.input_name}:{'x'.join(map(str, shape))}")
@@ -367,11 +386,62 @@ def trtexec_command(plan: BuildPlan, major: int, plugin_library, onnx_for_tensor
     return cmd
 
 
-def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
-    """(trtexec command, the ONNX for TensorRT it reads), for ``build --trtexec``; TensorRT itself is
-    not needed. ``major``: 10 or 11; None: the importable TensorRT's, else the plugin library's. The
-    ONNX is written next to the engine, without our function bodies (atomically, after every check)."""
-    from ..onnx_function import strip_corner_pool_function
+def polygraphy_commands(plan: BuildPlan, major: int, plugin_library, onnx_for_tensorrt) -> tuple:
+    """(ONNX Runtime command, TensorRT command): ``polygraphy run`` twice, comparing the engine
+    ``build_engine`` would build from ``plan`` with ONNX Runtime on the same inputs.
+
+    ONNX Runtime (CPU) runs the export as it is (its CornerPool function bodies compute the corner
+    pools) on polygraphy's generated inputs (the opt batch of a dynamic export) and saves those inputs
+    and its outputs; TensorRT builds from ``onnx_for_tensorrt`` (function bodies removed, so the
+    parser maps every node to our plugin) with the plan's profile, precision, TF32 and workspace,
+    runs the saved inputs and compares with the saved outputs, elementwise, with the head tolerance
+    of ``contract.agreement`` for the precision. polygraphy loads ``--plugins`` with a plain dlopen
+    (``LoadPlugins``: ``ctypes.CDLL``), so the library must register itself on load, into the
+    ``libnvinfer.so.<major>`` the builder uses: ``plugin build --static-registration``."""
+    from ..contract.agreement import choose_tolerance
+    from ..runtime.plugin_library import registers_on_load
+
+    registers_with = registers_on_load(plugin_library)
+    if registers_with is None:
+        raise UserError(f"polygraphy loads plugin libraries with a plain dlopen (--plugins), and {plugin_library} "
+                        "registers its creator only when TensorRT's loadLibrary asks it (the default build): "
+                        "build one that registers itself on load (`cornernet-deploy plugin build "
+                        f"--static-registration --output DIR`, TensorRT {major} installed) and pass it with --plugin")
+    if registers_with != f"libnvinfer.so.{major}":
+        raise UserError(f"{plugin_library} registers itself with {registers_with}, not with the libnvinfer.so.{major} "
+                        f"polygraphy builds engines with: build it against the full TensorRT {major} "
+                        "(`cornernet-deploy plugin build --static-registration --tensorrt-root DIR`)")
+    strongly_typed = plan.strongly_typed(major)
+    inputs, outputs = polygraphy_data_paths(plan)
+    name = plan.input_name
+
+    def shape_arg(shape) -> str:
+        return f"{name}:[{','.join(map(str, shape))}]"
+
+    onnxruntime = ["polygraphy", "run", str(plan.onnx_path), "--onnxrt", "--providers", "cpu"]
+    if plan.dynamic_input:
+        onnxruntime += ["--input-shapes", shape_arg(plan.shapes()[1])]
+    onnxruntime += ["--save-inputs", str(inputs), "--save-outputs", str(outputs)]
+
+    tensorrt = ["polygraphy", "run", str(onnx_for_tensorrt), "--trt", "--plugins", str(plugin_library)]
+    if plan.dynamic_input:
+        for flag, shape in zip(("--trt-min-shapes", "--trt-opt-shapes", "--trt-max-shapes"), plan.shapes()):
+            tensorrt += [flag, shape_arg(shape)]
+    if strongly_typed and major < 11:
+        tensorrt.append("--strongly-typed")
+    tensorrt += [_POLYGRAPHY_FLAGS[flag] for flag in plan.precision_flags(strongly_typed)]
+    if plan.tf32:            # polygraphy clears TensorRT's TF32 flag unless asked
+        tensorrt.append("--tf32")
+    tolerance = choose_tolerance(None, [plan.precision, plan.onnx_precision])
+    tensorrt += ["--pool-limit", f"workspace:{plan.workspace_mb}M", "--load-inputs", str(inputs),
+                 "--load-outputs", str(outputs), "--atol", repr(tolerance.head_atol),
+                 "--rtol", repr(tolerance.head_rtol)]
+    return onnxruntime, tensorrt
+
+
+def command_target(plan: BuildPlan, major=None, option: str = "--trtexec") -> tuple:
+    """(TensorRT major, plugin library) a printed command is for; TensorRT itself is not needed.
+    ``major``: 10 or 11; None: the importable TensorRT's, else the plugin library's."""
     from ..runtime.plugin_library import (check_library_matches, find_plugin_library,
                                           importable_tensorrt_version, plugin_library_tensorrt_version)
 
@@ -380,15 +450,21 @@ def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
         library = plan.plugin_library or find_plugin_library(required=False)
         known = running or (plugin_library_tensorrt_version(library) if library else None)
         if known is None:
-            raise UserError("which TensorRT is the command for? Give --trtexec 10 or --trtexec 11 (no "
+            raise UserError(f"which TensorRT is the command for? Give {option} 10 or {option} 11 (no "
                             "TensorRT is importable here and no plugin library says)")
         major = int(known.split(".")[0])
     plugin = plan.plugin_library or find_plugin_library(tensorrt_major=major)
     library_version = plugin_library_tensorrt_version(plugin)
     if library_version is None or int(library_version.split(".")[0]) != major:
         check_library_matches(plugin, library_version, f"{major}.0")   # raises: no tag, or another major
-    onnx_for_tensorrt = plan.output.with_suffix(".trt.onnx")
-    command = trtexec_command(plan, major, plugin, onnx_for_tensorrt)
+    return major, plugin
+
+
+def write_onnx_for_tensorrt(plan: BuildPlan) -> Path:
+    """Write the plan's ONNX without our function bodies (atomically) to ``onnx_for_tensorrt_path``."""
+    from ..onnx_function import strip_corner_pool_function
+
+    path = onnx_for_tensorrt_path(plan)
     strip_corner_pool_function(plan.model)
-    write_bytes_atomic(onnx_for_tensorrt, plan.model.SerializeToString())
-    return command, onnx_for_tensorrt
+    write_bytes_atomic(path, plan.model.SerializeToString())
+    return path

@@ -53,6 +53,45 @@ def scene(seed=0, h=200, w=260):
     return img
 
 
+def demo_exports(root: Path) -> dict:
+    """The demo model exported the ways the engine-command tests build from: ``dynamic`` (batch and
+    size), ``static`` (fixed size, batch 1) and ``fp16`` (dynamic, FP16 network)."""
+    from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+    from cornernet_deploy.exporter import export_onnx
+
+    made = {}
+    for name, kw in (("dynamic", dict(dynamic_batch=True, dynamic_size=True)),
+                     ("static", dict(dynamic_size=False)),
+                     ("fp16", dict(dynamic_batch=True, dynamic_size=True, precision="fp16"))):
+        made[name] = root / f"{name}.onnx"
+        export_onnx(checkpoint=DEMO_CHECKPOINT, output=made[name], verify=False, progress=None, **kw)
+    return made
+
+
+def linked_library(path: Path, version: str, needs: str) -> Path:
+    """A real shared object with the version tag of plugins/cornernetDeployPlugins.cpp and a DT_NEEDED
+    entry for ``needs`` (a --static-registration build links libnvinfer.so.N; a stub of that soname
+    is made beside it), compiled with the C compiler; skips the test without one. Never loaded."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) to make a shared object with a DT_NEEDED entry")
+    stubs = path.parent / "stubs"
+    stubs.mkdir(parents=True, exist_ok=True)
+    source = path.with_suffix(".c")
+    source.write_text("int cornernet_deploy_stub;\n")
+    subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{needs}", "-o", str(stubs / needs), str(source)],
+                   check=True, capture_output=True)
+    source.write_text(f'__attribute__((used)) const char tag[] = "cornernet_deploy_tensorrt_headers={version}";\n')
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(path), str(source), "-Wl,--no-as-needed", str(stubs / needs)],
+                   check=True, capture_output=True)
+    return path
+
+
 def tagged_library(path: Path, version: str) -> Path:
     """A file carrying the version tag that plugins/cornernetDeployPlugins.cpp compiles into the library
     (the real libraries are checked in test_plugin_compile.py)."""

@@ -416,7 +416,9 @@ def test_a_runtime_whose_cuda_init_failed_is_caught(major):
     assert "CUDA initialization failure" in result["error"] and "\n" not in result["error"]
 
 
-def test_static_registration_build_registers_under_our_namespace():
+@pytest.fixture(scope="module")
+def static_registration_build():
+    """(library, major) of a --static-registration build, linked against the lean wheel's libnvinfer_lean."""
     include_dirs = [d for d in _header_dirs() if d is not None]
     usable = [(d, int(plugin_build.tensorrt_header_version(d).split(".")[0])) for d in include_dirs]
     usable = [(d, m) for d, m in usable if m in LEAN]
@@ -434,8 +436,107 @@ def test_static_registration_build_registers_under_our_namespace():
         _unavailable(f"no libnvinfer_lean.so.{major} to link static registration against")
     build = _cmake_build(include_dir, f"plugin-static-registration-{major}", "-DCORNERNET_DEPLOY_STATIC_REGISTRATION=ON",
                          f"-DNVINFER_LIBRARY={nvinfer}")
-    result, stderr = _run_registry_script(major, build / plugin_build.PLUGIN_LIBRARY_NAME, "dlopen")
+    return build / plugin_build.PLUGIN_LIBRARY_NAME, major
+
+
+def test_static_registration_build_registers_under_our_namespace(static_registration_build):
+    library, major = static_registration_build
+    result, stderr = _run_registry_script(major, library, "dlopen")
     _check_registry_result(result, stderr)
+
+
+# ---- ONNX Runtime's TensorRT provider route ---------------------------------------------------------------
+# What the provider does (onnxruntime/core/providers/tensorrt/tensorrt_execution_provider_custom_ops.cc, and
+# the strings of the onnxruntime-gpu 1.21.1 / 1.22.0 / 1.26.0 / 1.27.0 / 1.31.1 wheels' provider library;
+# docs/notes-trt-crosscheck.md): dlopen every trt_extra_plugin_lib_paths entry, nothing more; then list the
+# registry - getPluginCreatorList() up to 1.21 (IPluginV2 creators only), getAllCreators() from 1.22 on,
+# keeping the kinds "PLUGIN CREATOR_V1" and "PLUGIN CREATOR_V3ONE" - and declare each name as a trt.plugins
+# op. TensorRT's ONNX parser then asks getCreator(op_type, plugin_version, plugin_namespace) of the node.
+# The Python bindings make the same registry calls: all_creators = getAllCreators() with the same kind
+# dispatch (IPluginCreator / IPluginCreatorV3One objects), plugin_creator_list = getPluginCreatorList(),
+# get_creator = getCreator().
+
+PROVIDER_ROUTE_SCRIPT = r"""
+import ctypes, json, sys
+import tensorrt_lean_bindings as trt
+
+library, how, op_type, plugin_version, plugin_namespace = sys.argv[1:6]
+registry = trt.get_plugin_registry()
+if how == "dlopen":            # all ONNX Runtime does with trt_extra_plugin_lib_paths
+    ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+else:                          # what our backend does before it creates the session
+    from cornernet_deploy.runtime.backends.onnxruntime import register_plugin_for_provider
+    register_plugin_for_provider(trt, library)
+kinds = {c.name: type(c).__name__ for c in registry.all_creators}
+print(json.dumps({
+    "declared_from_1_22": sorted(n for n, k in kinds.items() if k in ("IPluginCreator", "IPluginCreatorV3One")),
+    "kind": kinds.get(op_type),
+    # (TensorRT 11 dropped getPluginCreatorList; no ONNX Runtime of that age runs with it)
+    "declared_up_to_1_21": (sorted(c.name for c in registry.plugin_creator_list)
+                            if hasattr(registry, "plugin_creator_list") else None),
+    "parser_finds_it": registry.get_creator(op_type, plugin_version, plugin_namespace) is not None,
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def tensorrt_provider_nodes(tmp_path_factory):
+    """(op_type, plugin_version, plugin_namespace) of every CornerPool node of the model our backend hands to
+    ONNX Runtime's TensorRT provider: a real export of the demo model, retargeted to trt.plugins."""
+    import onnx
+
+    from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+    from cornernet_deploy.exporter import export_onnx
+    from cornernet_deploy.onnx_function import TENSORRT_EP_PLUGIN_DOMAIN, retarget_corner_pool_to_tensorrt_ep
+
+    path = tmp_path_factory.mktemp("provider") / "demo.onnx"
+    export_onnx(checkpoint=DEMO_CHECKPOINT, output=path, verify=False, progress=None, dynamic_batch=True,
+                dynamic_size=True)
+    model = onnx.load(str(path))
+    assert retarget_corner_pool_to_tensorrt_ep(model) == 2
+    nodes = set()
+    for node in model.graph.node:
+        if node.domain == TENSORRT_EP_PLUGIN_DOMAIN:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            nodes.add((node.op_type, attrs["plugin_version"].decode(), attrs["plugin_namespace"].decode()))
+    return sorted(nodes)
+
+
+def _provider_route(major: int, library: Path, how: str, node) -> dict:
+    proc = _run_in_lean(major, PROVIDER_ROUTE_SCRIPT, str(library), how, *node)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_tensorrt_provider_finds_the_creator_only_after_we_register_it(plugin_build_dir, tensorrt_provider_nodes):
+    library = plugin_build_dir / plugin_build.PLUGIN_LIBRARY_NAME
+    major = _library_major(plugin_build_dir)
+    assert tensorrt_provider_nodes == [("CornerPool", "1", "cornernet_deploy")]
+    node = tensorrt_provider_nodes[0]
+    # ONNX Runtime alone: the library is mapped, nothing registers, the session could not start
+    alone = _provider_route(major, library, "dlopen", node)
+    assert node[0] not in alone["declared_from_1_22"] and not alone["parser_finds_it"]
+    # after register_plugin_for_provider: declared as a trt.plugins op by ONNX Runtime >= 1.22, as the
+    # V3 kind it keeps, and found by the parser under the node's own plugin_version / plugin_namespace
+    ours = _provider_route(major, library, "register", node)
+    assert node[0] in ours["declared_from_1_22"] and ours["kind"] == "IPluginCreatorV3One"
+    assert ours["parser_finds_it"]
+    # ONNX Runtime <= 1.21 would not declare it even then: the reason for onnxruntime-gpu >= 1.22
+    if major == 10:
+        assert node[0] not in ours["declared_up_to_1_21"]
+    else:
+        assert ours["declared_up_to_1_21"] is None
+
+
+def test_a_self_registering_build_serves_the_provider_route_too(static_registration_build, tensorrt_provider_nodes):
+    """The --static-registration build registers on ONNX Runtime's plain dlopen, and our backend's
+    registration takes it as well (TensorRT's loadLibrary alone refuses it: a second registration)."""
+    library, major = static_registration_build
+    assert plugin_library.registers_on_load(library) == f"libnvinfer_lean.so.{major}"
+    node = tensorrt_provider_nodes[0]
+    for how in ("dlopen", "register"):
+        route = _provider_route(major, library, how, node)
+        assert node[0] in route["declared_from_1_22"] and route["parser_finds_it"], (how, route)
 
 
 def test_cli_plugin_build_end_to_end(tmp_path, capsys):

@@ -11,7 +11,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.onnx_function import DOMAIN, OP_TYPE, retarget_corner_pool_to_tensorrt_ep
 from cornernet_deploy.runtime.backends import MODEL_KINDS, backend_for, open_backend
-from cornernet_deploy.runtime.backends.onnxruntime import EXECUTION_PROVIDERS, provider_chain
+from cornernet_deploy.runtime.backends.onnxruntime import EXECUTION_PROVIDERS, check_tensorrt_provider, provider_chain
 
 torch = pytest.importorskip("torch")
 
@@ -98,14 +98,38 @@ def test_provider_chains_fall_back_gpu_to_gpu_to_cpu():
 
 @pytest.mark.parametrize("provider, available, package", [
     ("cuda", ["CPUExecutionProvider"], "pip install onnxruntime-gpu"),
-    ("tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"], "pip install onnxruntime-gpu tensorrt"),
-    ("tensorrt", ["CPUExecutionProvider"], "pip install onnxruntime-gpu tensorrt"),
+    ("tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"], "pip install 'onnxruntime-gpu>=1.22' and the tensorrt"),
+    ("tensorrt", ["CPUExecutionProvider"], "pip install 'onnxruntime-gpu>=1.22' and the tensorrt"),
 ])
 def test_a_missing_provider_names_the_package(provider, available, package):
     with pytest.raises(UserError) as err:
         provider_chain(provider, available)
     text = str(err.value)
     assert package in text and EXECUTION_PROVIDERS[provider] in text and "\n" not in text
+
+
+# DT_NEEDED of libonnxruntime_providers_tensorrt.so in the onnxruntime-gpu wheels (readelf -d), in part
+PROVIDER_1_21_1 = ["libcublas.so.12", "libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10",
+                   "libcudart.so.12"]
+PROVIDER_1_31_1 = ["libnvinfer.so.10", "libnvonnxparser.so.10", "libcudart.so.13", "libcudnn.so.9"]
+
+
+@pytest.mark.parametrize("ort_version, needs, tensorrt_version, problem", [
+    ("1.21.1", PROVIDER_1_21_1, "10.8.0.43", "1.21.1's TensorRT provider lists only IPluginV2 creators"),
+    ("1.19.2", [], "10.2.0", "listed from ONNX Runtime 1.22 on: pip install 'onnxruntime-gpu>=1.22'"),
+    ("1.22.0", PROVIDER_1_21_1, "11.4.0.106", "1.22.0's TensorRT provider is built for TensorRT 10 (it links "
+                                              "libnvinfer.so.10) but the importable tensorrt is 11.4.0.106"),
+    ("1.22.0", PROVIDER_1_21_1, "10.9.0.34", None),
+    ("1.31.1", PROVIDER_1_31_1, "10.16.1.11", None),
+    ("1.26.0", [], "11.4.0", None),     # no provider library where the wheel puts it: not judged
+])
+def test_tensorrt_provider_versions_that_cannot_find_the_plugin(ort_version, needs, tensorrt_version, problem):
+    if problem is None:
+        check_tensorrt_provider(ort_version, needs, tensorrt_version)
+        return
+    with pytest.raises(UserError) as err:
+        check_tensorrt_provider(ort_version, needs, tensorrt_version)
+    assert problem in str(err.value) and "\n" not in str(err.value)
 
 
 def test_gpu_provider_on_this_installation(tiny, tmp_path, capsys):
@@ -232,10 +256,12 @@ def test_onnxruntime_cuda_equals_cpu_and_times_the_copies(tiny):
 @pytest.mark.tensorrt
 def test_onnxruntime_tensorrt_provider_with_the_plugin(tiny, tmp_path):
     _gpu_provider_or_skip("tensorrt")
-    from cornernet_deploy.runtime.backends.onnxruntime import _importable_tensorrt_major
-    from cornernet_deploy.runtime.plugin_library import find_plugin_library
+    from cornernet_deploy.runtime.plugin_library import find_plugin_library, importable_tensorrt_version
     from cornernet_deploy.tensorrt.plugin_build import build_plugin
-    library = (find_plugin_library(required=False, tensorrt_major=_importable_tensorrt_major())
+    version = importable_tensorrt_version()
+    if version is None:
+        pytest.skip("no importable tensorrt (the TensorRT provider's route registers the plugin with it)")
+    library = (find_plugin_library(required=False, tensorrt_major=int(version.split(".")[0]))
                or build_plugin(output_dir=tmp_path / "plugin"))
     x = np.random.default_rng(3).normal(size=(2, 3, 127, 127)).astype(np.float32)
     cpu = open_backend(tiny / "fixed.onnx").run(x)

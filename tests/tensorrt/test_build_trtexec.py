@@ -13,23 +13,14 @@ import onnx
 import pytest
 
 from cornernet_deploy.cli import main
-from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
-from cornernet_deploy.exporter import export_onnx
 from cornernet_deploy.onnx_function import DOMAIN, OP_TYPE
 from cornernet_deploy.runtime import plugin_library
-from support import tagged_library
+from support import demo_exports, tagged_library
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exports")
-    made = {}
-    for name, kw in (("dynamic", dict(dynamic_batch=True, dynamic_size=True)),
-                     ("static", dict(dynamic_size=False)),
-                     ("fp16", dict(dynamic_batch=True, dynamic_size=True, precision="fp16"))):
-        made[name] = root / f"{name}.onnx"
-        export_onnx(checkpoint=DEMO_CHECKPOINT, output=made[name], verify=False, progress=None, **kw)
-    return made
+    return demo_exports(tmp_path_factory.mktemp("exports"))
 
 
 @pytest.fixture

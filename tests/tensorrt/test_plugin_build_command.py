@@ -2,6 +2,7 @@
 library lookup and loading, CLI errors. Fast: no compiler is run here (see test_plugin_compile.py)."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import types
@@ -13,7 +14,7 @@ from cornernet_deploy.cli import main
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.runtime import plugin_library
 from cornernet_deploy.tensorrt import plugin_build
-from support import tagged_library
+from support import linked_library, tagged_library
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -262,6 +263,39 @@ def test_load_plugin_library_warns_about_newer_headers(tmp_path):
     notes = []
     plugin_library.load_plugin_library(fake_trt(FakeRegistry(), "10.3.0.26"), library, echo=notes.append)
     assert len(notes) == 1 and "newer than this TensorRT 10.3.0.26" in notes[0]
+
+
+def _readelf_needed(path) -> list:
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) not on PATH")
+    out = subprocess.run([readelf, "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+
+
+def test_needed_libraries_are_those_readelf_lists(tmp_path):
+    import onnxruntime
+
+    linked = linked_library(tmp_path / "lib.so", "10.16.0", "libnvinfer.so.10")
+    extension = next(Path(onnxruntime.__file__).parent.glob("capi/onnxruntime_pybind11_state*.so"))
+    for path in (linked, extension):
+        expected = _readelf_needed(path)
+        assert expected and plugin_library.needed_libraries(path) == expected, path
+    assert plugin_library.needed_libraries(tagged_library(tmp_path / "tagged.so", "10.16.0")) == []  # no sections
+    assert plugin_library.needed_libraries(tmp_path / "missing.so") == []
+    # a --static-registration build links the TensorRT library its creator registers with; the default none
+    assert plugin_library.registers_on_load(linked) == "libnvinfer.so.10"
+    assert plugin_library.registers_on_load(extension) is None
+
+
+def test_a_self_registering_library_is_dlopened_not_given_to_load_library(tmp_path):
+    # Its libnvinfer.so.10 cannot be found here: the dlopen fails with one line, and TensorRT's
+    # loadLibrary (which would register the creator a second time) is never called.
+    library = linked_library(tmp_path / "lib.so", "10.16.0", "libnvinfer.so.10")
+    registry = FakeRegistry()
+    with pytest.raises(UserError, match=r"could not load the plugin library .*libnvinfer\.so\.10"):
+        plugin_library.load_plugin_library(fake_trt(registry), library)
+    assert registry.loaded == []
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------

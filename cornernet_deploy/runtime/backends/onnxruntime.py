@@ -5,16 +5,17 @@
   is copied to the device once, the outputs stay there until they are copied back, and
   ``run_timed`` times the three apart on the host clock (each of these ORT calls returns only
   when its work is done).
-* ``tensorrt`` (``onnxruntime-gpu`` built with TensorRT, plus TensorRT's libraries): ORT's
+* ``tensorrt`` (``onnxruntime-gpu`` >= 1.22 built with TensorRT, plus TensorRT's libraries): ORT's
   TensorRT provider builds an engine from the model and runs it, with the CUDA provider behind
   it for anything it does not take. Our corner pools reach TensorRT as the plugin: the backend
   registers our library in TensorRT's plugin registry before the session starts
   (``register_plugin_for_provider``: ONNX Runtime itself only ``dlopen``s
   ``trt_extra_plugin_lib_paths`` and never asks the library for its creators), the provider
-  declares every registered creator as an op of the ``trt.plugins`` domain, and the session gets
-  a copy of the model whose CornerPool
-  nodes are in that domain and whose standard-op function body is removed
-  (``onnx_function.retarget_corner_pool_to_tensorrt_ep``). Engines and the timing cache are kept
+  declares every registered creator as an op of the ``trt.plugins`` domain (IPluginV3 creators
+  such as ours from 1.22 on: ``check_tensorrt_provider``), and the session gets a copy of the
+  model whose CornerPool nodes are in that domain and whose standard-op function body is removed
+  (``onnx_function.retarget_corner_pool_to_tensorrt_ep``). docs/notes-trt-crosscheck.md says
+  what of this was checked against which sources. Engines and the timing cache are kept
   in ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/onnxruntime-tensorrt``; a folder per
   model file content, since the provider's own cache key ignores the weights). ``precision="fp16"``
   asks the provider for an FP16 engine of an FP32 model (``trt_fp16_enable``; TensorRT 10 only).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -39,16 +41,24 @@ from ...errors import UserError
 from . import registry
 from .base import Backend, ms_between, now_ns
 
-__all__ = ["OnnxRuntimeBackend", "EXECUTION_PROVIDERS", "provider_chain", "default_cache_dir"]
+__all__ = ["OnnxRuntimeBackend", "EXECUTION_PROVIDERS", "provider_chain", "default_cache_dir",
+           "register_plugin_for_provider", "check_tensorrt_provider", "TENSORRT_PROVIDER_MIN_VERSION"]
 
 EXECUTION_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                        "tensorrt": "TensorrtExecutionProvider"}
 _INSTALL = {
     "cuda": "pip install onnxruntime-gpu (in place of onnxruntime; it needs a CUDA GPU and the CUDA "
             "and cuDNN versions that release was built for)",
-    "tensorrt": "pip install onnxruntime-gpu tensorrt (in place of onnxruntime; ONNX Runtime >= 1.22 "
-                "for our IPluginV3 plugin, and a TensorRT its TensorRT provider was built for)",
+    "tensorrt": "pip install 'onnxruntime-gpu>=1.22' and the tensorrt its TensorRT provider was built for "
+                "(in place of onnxruntime; 1.22-1.26: CUDA 12 builds, 1.27 on: CUDA 13, all with "
+                "TensorRT 10; docs/notes-trt-crosscheck.md)",
 }
+# The first ONNX Runtime whose TensorRT provider lists IPluginV3 creators (IPluginRegistry::
+# getAllCreators; up to 1.21 it calls getPluginCreatorList, which lists IPluginV2 creators only).
+TENSORRT_PROVIDER_MIN_VERSION = (1, 22)
+# The provider library of an onnxruntime-gpu wheel (onnxruntime/capi/), whose DT_NEEDED says which
+# TensorRT major it was built for.
+_TENSORRT_PROVIDER_LIBRARY = "libonnxruntime_providers_tensorrt.so"
 
 
 def default_cache_dir() -> Path:
@@ -161,7 +171,7 @@ class OnnxRuntimeBackend(Backend):
         import onnx
 
         from ...onnx_function import retarget_corner_pool_to_tensorrt_ep
-        from ..plugin_library import find_plugin_library
+        from ..plugin_library import find_plugin_library, needed_libraries
         from ..tensorrt_common import tensorrt_major
 
         data = path.read_bytes()
@@ -174,6 +184,8 @@ class OnnxRuntimeBackend(Backend):
         self.precision = self._check_precision(precision, path)
         retarget_corner_pool_to_tensorrt_ep(model)
         trt = _import_tensorrt_for_provider()
+        provider_library = Path(self._ort.__file__).parent / "capi" / _TENSORRT_PROVIDER_LIBRARY
+        check_tensorrt_provider(self._ort.__version__, needed_libraries(provider_library), trt.__version__)
         library = Path(plugin_library) if plugin_library else find_plugin_library(
             tensorrt_major=tensorrt_major(trt))
         register_plugin_for_provider(trt, library)
@@ -231,21 +243,52 @@ def _import_tensorrt_for_provider():
     return tensorrt
 
 
-def register_plugin_for_provider(trt, library):
-    """Put our CornerPool creator into TensorRT's plugin registry before the session starts.
+def check_tensorrt_provider(ort_version: str, provider_needs: list, tensorrt_version: str) -> None:
+    """UserError when ONNX Runtime's TensorRT provider cannot find our plugin: an ONNX Runtime older
+    than 1.22 (its provider lists IPluginV2 creators only), or a provider built for another TensorRT
+    major than the importable ``tensorrt`` (``provider_needs``: the DT_NEEDED entries of its library,
+    e.g. ``libnvinfer.so.10``; the two would load two TensorRT libraries with two plugin registries).
+    An empty ``provider_needs`` (a provider library not found where the wheel puts it) is not judged."""
+    release = tuple(int(x) for x in re.findall(r"\d+", str(ort_version))[:2])
+    if release < TENSORRT_PROVIDER_MIN_VERSION:
+        need = ".".join(map(str, TENSORRT_PROVIDER_MIN_VERSION))
+        raise UserError(f"ONNX Runtime {ort_version}'s TensorRT provider lists only IPluginV2 creators "
+                        f"(getPluginCreatorList), and our CornerPool creator is an IPluginV3 one, listed from "
+                        f"ONNX Runtime {need} on: pip install 'onnxruntime-gpu>={need}'")
+    majors = sorted({int(n.rsplit(".", 1)[1]) for n in provider_needs
+                     if re.fullmatch(r"libnvinfer\.so\.\d+", n)})
+    running = int(str(tensorrt_version).split(".")[0])
+    if majors and running not in majors:
+        raise UserError(f"ONNX Runtime {ort_version}'s TensorRT provider is built for TensorRT {majors[0]} "
+                        f"(it links libnvinfer.so.{majors[0]}) but the importable tensorrt is {tensorrt_version}: "
+                        f"the provider and our plugin would sit in two TensorRT libraries; install TensorRT "
+                        f"{majors[0]}.x for this route ('tensorrt-cu12<{majors[0] + 1}' or "
+                        f"'tensorrt-cu13<{majors[0] + 1}', the CUDA major of this onnxruntime-gpu)")
+
+
+def register_plugin_for_provider(trt, library) -> None:
+    """Put our CornerPool creator into TensorRT's plugin registry before the session starts, and
+    check that the provider will find it.
 
     ONNX Runtime only ``dlopen``s the paths of ``trt_extra_plugin_lib_paths`` (its
     ``tensorrt_execution_provider_custom_ops.cc``) and never calls the library's ``getCreators``,
-    which is how our library registers (no registration at load time): without this the provider
-    finds no creator and the session fails to start. It then lists the registry's creators as
-    the ``trt.plugins`` ops it takes. ``trt``: the tensorrt module (or a lean/dispatch one)."""
+    which is how our default build registers: without this the provider finds no creator and the
+    session fails to start (a ``--static-registration`` build registers on that ``dlopen``;
+    ``load_plugin_library`` takes both). The provider (>= 1.22) then declares, once per process, the
+    names of the registry's ``getAllCreators()`` entries of kind IPluginCreator or
+    IPluginCreatorV3One as ``trt.plugins`` ops, and TensorRT's ONNX parser looks a node up with
+    ``getCreator(op_type, plugin_version, plugin_namespace)``; both are checked here the same way.
+    ``trt``: the tensorrt module, or a lean/dispatch one (as for ``load_plugin_library``)."""
     from ..plugin_library import load_plugin_library
     load_plugin_library(trt, library)
     registry = trt.get_plugin_registry()
-    if not any((c.name, c.plugin_namespace) == (CORNER_POOL.plugin_name, CORNER_POOL.plugin_namespace)
-               for c in registry.all_creators):
-        raise UserError(f"{library} loaded, but TensorRT's registry lists no cornernet_deploy "
-                        "CornerPool creator for ONNX Runtime's TensorRT provider to find")
+    listed = any(isinstance(c, trt.IPluginCreatorV3One) and c.name == CORNER_POOL.plugin_name
+                 for c in registry.all_creators)
+    if not listed or registry.get_creator(CORNER_POOL.plugin_name, CORNER_POOL.plugin_version,
+                                          CORNER_POOL.plugin_namespace) is None:
+        raise UserError(f"{library} loaded, but TensorRT's registry lists no IPluginV3 creator "
+                        f"{CORNER_POOL.plugin_namespace}::{CORNER_POOL.plugin_name} version "
+                        f"{CORNER_POOL.plugin_version} for ONNX Runtime's TensorRT provider to find")
 
 
 def _open(model, *, device=None, precision=None, threads=None, provider=None, plugin_library=None,
