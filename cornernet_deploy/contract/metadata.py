@@ -24,7 +24,7 @@ from .precision import PRECISIONS
 
 __all__ = ["METADATA_KEY", "METADATA_FORMAT", "RAW_OUTPUTS", "GRAPH_OUTPUTS", "DECODES",
            "INPUT_NAME", "ModelMetadata", "output_names", "build_metadata", "parse_metadata",
-           "read_metadata", "check_class_name", "check_tensor_name"]
+           "read_metadata", "check_class_name", "check_tensor_name", "printable"]
 
 # The metadata_props key under which an export carries its description.
 METADATA_KEY = "cornernet_deploy"
@@ -61,6 +61,13 @@ def check_class_name(name, where: str = "class name") -> str:
         raise UserError(f"{where} {name!r} contains a control character (newline, tab, ...); "
                         "rename the class")
     return name
+
+
+def printable(text) -> str:
+    """``text`` with every control character written as its escape (``\\n``, ``\\x1b``), for
+    files read line by line (Triton's labels.txt, a README): a value read from a model file never
+    starts a line of its own there."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def check_tensor_name(name, where: str = "tensor name") -> str:
