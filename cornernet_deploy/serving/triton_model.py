@@ -39,8 +39,8 @@ from cornernet_deploy.errors import UserError  # noqa: E402
 from cornernet_deploy.runtime.backends import open_backend  # noqa: E402
 from cornernet_deploy.runtime.backends.base import Backend  # noqa: E402
 from cornernet_deploy.runtime.detector import Detector  # noqa: E402
-from cornernet_deploy.runtime.preprocess import DEFAULT_MAX_PIXELS, ImageTooLarge, check_image,  # noqa: E402
-                                                   decode_image, out_of_memory)
+from cornernet_deploy.runtime.preprocess import (DEFAULT_MAX_PIXELS, ImageTooLarge,  # noqa: E402
+                                                  check_image, decode_image, out_of_memory)
 from cornernet_deploy.runtime import postprocess  # noqa: E402
 
 INPUT_BYTES, INPUT_PIXELS = "IMAGE_BYTES", "IMAGE"
