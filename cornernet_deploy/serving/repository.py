@@ -36,7 +36,7 @@ from typing import List, Optional
 
 from .. import __version__
 from ..contract.manifest import EngineManifest
-from ..contract.metadata import ModelMetadata, printable
+from ..contract.metadata import ModelMetadata, output_shapes, printable
 from ..contract.op import PLUGIN_LIBRARY_NAME
 from ..errors import UserError
 from ..fileio import atomic_dir, check_output_dir, sha256_file
@@ -66,26 +66,6 @@ class RepositoryResult:
 
 # ------------------------------------------------------------------------------------------------
 # the network's tensors and the config.pbtxt files
-
-def network_outputs(metadata: ModelMetadata, input_hw) -> list:
-    """[(name, numpy dtype, dims without the batch)] of the network, per docs/CONTRACTS.md."""
-    spec = metadata.spec
-    oh, ow = spec.output_size(input_hw)
-    k = spec.test.top_k
-    dims = {"tl_heat": [spec.num_classes, oh, ow], "br_heat": [spec.num_classes, oh, ow],
-            "tl_tag": [1, oh, ow], "br_tag": [1, oh, ow], "tl_off": [2, oh, ow], "br_off": [2, oh, ow]}
-    for side in ("tl", "br"):
-        dims.update({f"{side}_scores": [k], f"{side}_inds": [k], f"{side}_tags": [k], f"{side}_offs": [k, 2]})
-    for j in range(spec.levels):   # Saccade attention, innermost (coarsest) level first
-        shift = spec.levels - 1 - j
-        dims[f"att{j}"] = [1, oh >> shift, ow >> shift]
-    outputs = []
-    for name in metadata.outputs:
-        if name not in dims:
-            raise UserError(f"the model has an output '{name}' this toolkit does not know")
-        outputs.append((name, "int64" if name.endswith("_inds") else "float32", dims[name]))
-    return outputs
-
 
 def _tensor(name, dtype, dims, extra="") -> str:
     return (f'  {{ name: "{name}" data_type: {_TRITON_DTYPES.get(dtype, dtype)} '
@@ -132,7 +112,7 @@ def tensorrt_model_config(name: str, manifest: EngineManifest, instances: int, d
         max_batch, batch_dims = 0, [hi[0]]
     else:
         max_batch, batch_dims = hi[0], []
-    outputs = network_outputs(manifest.metadata, hw)
+    outputs = output_shapes(manifest.metadata, hw)
     return (
         f'name: "{name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {max_batch}\n'
         "input [\n" + _tensor(manifest.input_name, "float32", batch_dims + [3, *hw]) + "\n]\n"

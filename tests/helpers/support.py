@@ -115,3 +115,18 @@ def wait_until(check, timeout_s: float, what: str, interval_s: float = 0.1):
         if time.monotonic() >= deadline:
             raise AssertionError(f"after {timeout_s:g} s: {what} (last seen: {value!r})")
         time.sleep(interval_s)
+
+
+def with_metadata(src, dst, change):
+    """A copy of the export ``src`` at ``dst`` whose ``cornernet_deploy`` metadata is ``change``'s:
+    a dict of keys to set, or a function of the metadata dict returning the new one (any JSON
+    value, written as is: crafted metadata for the readers' tests)."""
+    import json
+
+    import onnx
+    model = onnx.load(str(src))
+    entry = next(p for p in model.metadata_props if p.key == "cornernet_deploy")
+    meta = json.loads(entry.value)
+    entry.value = json.dumps(change(meta) if callable(change) else {**meta, **change})
+    onnx.save(model, str(dst))
+    return Path(dst)

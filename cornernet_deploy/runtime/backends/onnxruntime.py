@@ -33,7 +33,7 @@ from typing import List, Optional
 import numpy as np
 
 from ...contract.op import CORNER_POOL
-from ...contract.metadata import METADATA_KEY, parse_metadata, read_metadata
+from ...contract.metadata import METADATA_KEY, check_graph_outputs, parse_metadata, read_metadata
 from ...contract.precision import EXPORT_PRECISIONS
 from ...errors import UserError
 from . import registry
@@ -138,6 +138,10 @@ class OnnxRuntimeBackend(Backend):
             self.model_metadata = parse_metadata(raw, path)
             self.metadata = self.model_metadata.raw
             self.precision = self._check_precision(precision, path)
+        # decoding a 3-class heat map as 80 classes, or 20 corners as 100, would go wrong later
+        types = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+        check_graph_outputs({o.name: (types.get(o.type, o.type), o.shape) for o in self.session.get_outputs()},
+                            self.model_metadata, path)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
