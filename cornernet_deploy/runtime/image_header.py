@@ -130,18 +130,19 @@ def _avif(d: bytes) -> Size:
     return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
 
 
+# (is it this format, its reader, the bytes the reader needs)
 _READERS = (
-    (lambda d: d.startswith(b"\x89PNG\r\n\x1a\n"), _png),
-    (lambda d: d.startswith(b"\xff\xd8\xff"), _jpeg),
-    (lambda d: d.startswith(b"BM"), _bmp),
-    (lambda d: d[:6] in (b"GIF87a", b"GIF89a"), _gif),
-    (lambda d: d.startswith(b"RIFF") and d[8:12] == b"WEBP", _webp),
-    (lambda d: d[:4] in (b"II*\0", b"MM\0*"), _tiff),
-    (lambda d: re.match(rb"P[1-7Ff]\s", d) is not None, _pnm),
-    (lambda d: d.startswith(b"\0\0\0\x0cjP  ") or d.startswith(b"\xff\x4f\xff\x51"), _jpeg2000),
-    (lambda d: d.startswith(b"\x59\xa6\x6a\x95"), _sun_raster),
-    (lambda d: d.startswith(b"#?RADIANCE") or d.startswith(b"#?RGBE"), _hdr),
-    (lambda d: d[4:12] in (b"ftypavif", b"ftypavis"), _avif),
+    (lambda d: d.startswith(b"\x89PNG\r\n\x1a\n"), _png, 24),
+    (lambda d: d.startswith(b"\xff\xd8\xff"), _jpeg, 4),
+    (lambda d: d.startswith(b"BM"), _bmp, 26),
+    (lambda d: d[:6] in (b"GIF87a", b"GIF89a"), _gif, 10),
+    (lambda d: d.startswith(b"RIFF") and d[8:12] == b"WEBP", _webp, 30),
+    (lambda d: d[:4] in (b"II*\0", b"MM\0*"), _tiff, 8),
+    (lambda d: re.match(rb"P[1-7Ff]\s", d) is not None, _pnm, 3),
+    (lambda d: d.startswith(b"\0\0\0\x0cjP  ") or d.startswith(b"\xff\x4f\xff\x51"), _jpeg2000, 12),
+    (lambda d: d.startswith(b"\x59\xa6\x6a\x95"), _sun_raster, 12),
+    (lambda d: d.startswith(b"#?RADIANCE") or d.startswith(b"#?RGBE"), _hdr, 10),
+    (lambda d: d[4:12] in (b"ftypavif", b"ftypavis"), _avif, 12),
 )
 # where the header of every format above lies (a JPEG's frame header follows its EXIF block,
 # which is at most 64 KB; TIFF's first IFD may lie anywhere: it is read from the whole data)
@@ -155,13 +156,15 @@ def declared_size(data) -> Size:
     head = bytes(view[:_HEAD])
     if head[:4] in (b"II*\0", b"MM\0*"):
         head = bytes(view)
-    for matches, reader in _READERS:
+    for matches, reader, needed in _READERS:
         if matches(head):
+            if len(head) < needed:
+                return None
             try:
                 size = reader(head)
             except (IndexError, KeyError, ValueError):
                 return None
-            if size is None or min(size) < 0:
+            if size is None or min(size) < 1:      # nothing declared: the decoder will refuse it
                 return None
             return int(size[0]), int(size[1])
     return None

@@ -25,6 +25,7 @@ install. No torch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -112,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        options.log_severity_level = 3      # our errors say what failed, in one line
+        options.log_severity_level = 4      # fatal only: our errors say what failed, in one line
         available = ort.get_available_providers()
         provider_chain(provider, available)     # is it installed? (before any other work)
         model_source = str(path)
@@ -196,7 +197,8 @@ class OnnxRuntimeBackend(Backend):
         batch = np.ascontiguousarray(batch, np.float32)
         if self.device != "cpu":
             return self.run_timed(batch)[0]
-        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        with _allocation_failures_as_memory_error():
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
         return dict(zip(self.output_names, outputs))
 
     def run_timed(self, batch: np.ndarray):
@@ -211,7 +213,8 @@ class OnnxRuntimeBackend(Backend):
         binding.bind_ortvalue_input(self.input_name, x)
         for name in self.output_names:
             binding.bind_output(name, "cuda", self.device_id)
-        sess.run_with_iobinding(binding)
+        with _allocation_failures_as_memory_error():
+            sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
         t2 = now_ns()
         values = binding.copy_outputs_to_cpu()
@@ -221,6 +224,18 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+@contextlib.contextmanager
+def _allocation_failures_as_memory_error():
+    """ONNX Runtime reports an allocator failure as its own ``Fail`` exception; callers (infer, the
+    served model) handle running out of memory as ``MemoryError``, one line naming the image."""
+    try:
+        yield
+    except Exception as exc:
+        if "Failed to allocate memory" in str(exc) or "bad_alloc" in str(exc):
+            raise MemoryError(f"ONNX Runtime: {_first_line(exc)}") from None
+        raise
 
 
 def _import_tensorrt_for_provider():
