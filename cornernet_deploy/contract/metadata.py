@@ -123,6 +123,40 @@ class ModelMetadata:
         """A raw entry (for the keys this class does not type, e.g. ``toolkit_version``)."""
         return self.raw.get(key, default)
 
+    def describe(self) -> list:
+        """[(field, text)] for people (``info``): what the model takes, computes and answers."""
+        t = self.spec.test
+        names = [printable(n) for n in self.class_names]
+        shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
+        rows = [
+            ("precision", self.precision),
+            ("decode", {"none": "none (raw heads; decoded on the CPU)",
+                        "graph": f"graph (top-{t.top_k} corners in the graph)"}[self.decode]),
+            ("corner pool", {"plugin": "plugin (CornerPool op; TensorRT plugin)",
+                             "onnx": "onnx (standard ops)"}.get(self.corner_pool, self.corner_pool)),
+            ("input", f"{self.input_name}: "
+                      + (f"{self.input_hw[0]}x{self.input_hw[1]} (fixed)" if self.input_hw
+                         else "any size (dynamic)") + ", BGR"),
+            ("batch", str(self.batch) if self.batch is not None else "dynamic"),
+            ("classes", f"{len(names)}: {shown}"),
+            ("outputs", ", ".join(self.outputs)),
+            ("test", f"top_k {t.top_k}, num_dets {t.num_dets}, ae_threshold {t.ae_threshold:g}, "
+                     f"flip {t.flip}, soft-NMS sigma {t.soft_nms_sigma:g}"),
+        ]
+        q = self.quantization
+        if q:
+            parts = [f"{q.get('method', '?')}"
+                     + (f" (percentile {q['percentile']:g})" if isinstance(q.get("percentile"), (int, float)) else ""),
+                     f"{q['images']} calibration images" if "images" in q else None,
+                     q.get("scheme") if isinstance(q.get("scheme"), str) else None,
+                     f"from {printable(q['from'].get('file'))}" if isinstance(q.get("from"), Mapping) else None]
+            rows.append(("quantization", ", ".join(x for x in parts if x)))
+        else:
+            rows.append(("quantization", "none"))
+        if self.get("toolkit_version"):
+            rows.append(("made by", f"cornernet-deploy {printable(self.get('toolkit_version'))}"))
+        return rows
+
 
 # ------------------------------------------------------------------------------------------------
 # reading

@@ -273,7 +273,15 @@ def _open(model, *, device=None, precision=None, threads=None, provider=None, pl
                               threads=threads, plugin_library=plugin_library, cache_dir=cache_dir)
 
 
+def _describe(path):
+    """An export's metadata and ONNX opset, read with onnx (not run)."""
+    from ...onnx_files import load_export
+    model, meta = load_export(path, load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return meta, [("file", "ONNX export"), *meta.describe()[:3], ("opset", str(opset)), *meta.describe()[3:]]
+
+
 registry.register(registry.BackendInfo(
-    name="onnxruntime", opener=_open, suffixes=(".onnx",), runs="an .onnx file", aliases=("ort", "onnx"),
+    name="onnxruntime", opener=_open, describer=_describe, suffixes=(".onnx",), runs="an .onnx file", aliases=("ort", "onnx"),
     devices=("cpu", "cuda"), default_device="cpu", providers=tuple(EXECUTION_PROVIDERS),
     precisions=EXPORT_PRECISIONS, capabilities=frozenset({"timed_copies"}), serving="python"))
