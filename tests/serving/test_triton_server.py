@@ -25,8 +25,8 @@ from cornernet_deploy.serving.local_server import LocalTritonServer, ServerError
 from support import fake_plugin_bytes, wait_until
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install -e '.[serve]'")
-from cornernet_deploy.serving.client import (batch_sizes_executed, detect, load_test,  # noqa: E402
-                                             same_detections, triton_module)
+from cornernet_deploy.serving.client import (batch_sizes_executed, detect, executed_since,  # noqa: E402
+                                             load_test, same_detections, triton_module)
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_ENV = Path(os.environ.get("CORNERNET_TRITON_ENV", ROOT / ".venv-triton"))
@@ -130,28 +130,35 @@ def test_the_served_model_loads_the_compiled_soft_nms(server):
 
 
 def test_concurrent_load_is_answered_identically_with_dynamic_batching(server, scene):
+    # 320 requests from 32 clients at once, each answered as the single request is
     png = scene.read_bytes()
     reference = detect(server.grpc_url, "grpc", MODEL, png)
     before = batch_sizes_executed(server.http_url, MODEL)
-    result = load_test(server.grpc_url, "grpc", MODEL, png, clients=8, requests_per_client=6, timeout_s=120)
+    result = load_test(server.grpc_url, "grpc", MODEL, png, clients=32, requests_per_client=10, timeout_s=120)
     print("\n" + result.summary())
     assert result.errors == []
-    assert len(result.answers) == 48
+    assert len(result.answers) == 320
     assert all(same_detections(answer, reference) for answer in result.answers)
     # Triton adds an execution to its statistics after it has sent the answers: poll until all
-    # 48 images are counted (reading once right after the last answer saw 40 on a loaded machine)
-    executed = wait_until(lambda: executed_since(server, before, images=48), 30,
-                          "Triton's statistics count the 48 images of the load")
+    # 320 images are counted (reading once right after the last answer saw 40 of 48 on a loaded machine)
+    executed = executed_since(server.http_url, MODEL, before, images=320)
     print("executions per batch size during the load:", {b: n for b, n in sorted(executed.items()) if n})
-    assert sum(b * n for b, n in executed.items()) == 48          # every image executed once
+    assert sum(b * n for b, n in executed.items()) == 320         # every image executed once
     assert any(n > 0 for b, n in executed.items() if b > 1), executed   # requests were batched
 
 
-def executed_since(server, before: dict, images: int, model: str = MODEL):
-    """{batch size: executions} since ``before``, once they add up to ``images`` images (else None)."""
-    after = batch_sizes_executed(server.http_url, model)
-    executed = {b: after.get(b, 0) - before.get(b, 0) for b in after}
-    return executed if sum(b * n for b, n in executed.items()) >= images else None
+def big_png(height, width) -> bytes:
+    """A valid black ``height x width`` PNG, compressed row by row (never held whole in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compress, row = zlib.compressobj(9), b"\0" * (1 + 3 * width)
+    pixels = b"".join(compress.compress(row) for _ in range(height)) + compress.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
 def infer_error(server, protocol, inputs_for):
@@ -188,6 +195,9 @@ def test_bad_input_gets_an_error_naming_it_and_the_server_keeps_serving(server, 
                         ["'IMAGE'", "got 0"]),
         "empty batch of files": (lambda m: tensor(m, "IMAGE_BYTES", np.zeros((0, 1), dtype=object), "BYTES"),
                                  ["'IMAGE_BYTES'", "got 0"]),
+        # the default pixel limit (50,000,000) refuses it from its header, before decoding 192 MB
+        "8000x8000 PNG": (lambda m: tensor(m, "IMAGE_BYTES", np.array([[big_png(8000, 8000)]], dtype=object), "BYTES"),
+                          ["IMAGE_BYTES[0]", "8000x8000 = 64,000,000 pixels", "50,000,000"]),
         "both inputs": (lambda m: tensor(m, "IMAGE_BYTES", np.array([[png]], dtype=object), "BYTES")
                         + tensor(m, "IMAGE", cv2.imread(str(scene))[None], "UINT8"),
                         ["exactly one of the inputs", "both"]),
@@ -250,8 +260,7 @@ def assert_only_the_bad_request_fails(server, scene, bad, words, rounds=3):
         assert all(w in str(failed) for w in words), str(failed)
         assert not isinstance(answered, Exception), f"the good request failed: {answered}"
         assert same_detections(answered, alone)
-    executed = wait_until(lambda: executed_since(server, before, images=2 * rounds), 30,
-                          "Triton's statistics count the requests")
+    executed = executed_since(server.http_url, MODEL, before, images=2 * rounds)
     assert executed.get(2, 0) >= 1, executed     # at least one round ran as one batch of two
 
 
@@ -373,13 +382,15 @@ def test_engine_repository_bls_path_equals_infer(bls_server, fixed_size_onnx, sc
     assert main(["infer", str(fixed_size_onnx), str(scene), "--output", str(out), "--no-progress"]) == 0
     expected = [{k: d[k] for k in ("category_id", "bbox", "score")} for d in json.loads((out / "detections.json").read_text())]
     png = scene.read_bytes()
+    before = batch_sizes_executed(bls_server.http_url, f"{MODEL}_net")
     served = detect(bls_server.grpc_url, "grpc", MODEL, png)
     assert len(expected) > 0
     assert_served_equals_infer(as_coco(served[0]), expected, triton_env)
     # 5 images in one request: NAME_net gets batches of at most 2 (its max_batch_size), answers equal
     five = detect(bls_server.http_url, "http", MODEL, [png] * 5)
     assert same_detections(five, served * 5)
-    assert max(batch_sizes_executed(bls_server.http_url, f"{MODEL}_net")) <= 2
+    executed = executed_since(bls_server.http_url, f"{MODEL}_net", before, images=6)   # counted after the answers
+    assert max(b for b, n in executed.items() if n) <= 2, executed
 
 
 def test_engine_path_one_clients_bad_image_never_fails_another_clients_request(bls_server, scene):
