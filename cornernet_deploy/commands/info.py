@@ -69,10 +69,13 @@ def run(args) -> int:
             raise UserError(str(exc)) from None
         rows = [(name, ARCHS[name], "x".join(map(str, ARCHS[name].input_size))) for name in names]
 
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from .common import console as make_console
-    table = Table(title="cornernet-deploy model zoo" if not args.model else str(args.model))
+    # what a file says (names, versions) is shown as plain text, never read as rich markup
+    table = Table(title=Text("cornernet-deploy model zoo" if not args.model else str(args.model)))
     for col in ("model", "parameters", "used at test", "input", "stride", "output", "heads heat/tag/off"):
         table.add_column(col, justify="right" if col in ("parameters", "used at test", "stride") else "left",
                          overflow="fold")
@@ -84,7 +87,7 @@ def run(args) -> int:
                 model = CornerNet(spec)
             total, used = f"{count_parameters(model):,}", f"{count_test_parameters(model):,}"
         h, w = spec.output_size(spec.input_size)
-        table.add_row(label, total, used, size, str(spec.stride), f"{h}x{w} at {spec.input_size[0]}x"
+        table.add_row(Text(label), total, used, size, str(spec.stride), f"{h}x{w} at {spec.input_size[0]}x"
                       f"{spec.input_size[1]}", _heads(spec))
     console = make_console()
     console.width = min(console.width, WIDTH)
@@ -92,7 +95,7 @@ def run(args) -> int:
     for label, spec, _ in rows:
         t = spec.test
         # wrapped at the width like the tables (the console does not wrap text for a pipe)
-        console.print(f"[bold]{label}[/]: {spec.summary}; inputs of size k*{spec.size_multiple}-1; "
+        console.print(f"[bold]{escape(label)}[/]: {escape(spec.summary)}; inputs of size k*{spec.size_multiple}-1; "
                       f"test: K={t.top_k}, num_dets={t.num_dets}, ae_threshold={t.ae_threshold}, "
                       f"flip={t.flip}, soft-NMS sigma={t.soft_nms_sigma}", soft_wrap=False)
     if holds:
@@ -100,6 +103,6 @@ def run(args) -> int:
         contents.add_column("field", style="bold", no_wrap=True)
         contents.add_column("value", overflow="fold")
         for field, value in holds:
-            contents.add_row(field, value)
+            contents.add_row(field, Text(value))
         console.print(contents)
     return 0

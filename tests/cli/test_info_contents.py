@@ -119,3 +119,11 @@ def test_a_file_no_backend_reads_is_one_line(tmp_path, capsys):
     assert main(["info", str(notes)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "info reads model files" in err and ".onnx" in err
+
+
+def test_what_a_file_says_is_shown_as_text_never_as_markup(exports, tmp_path, capsys):
+    from support import with_metadata
+    crafted = with_metadata(exports["fixed"], tmp_path / "markup.onnx",
+                            lambda m: dict(m, class_names=["[/bold]", "[red]x", "ellipse"]))
+    rows, _ = info(capsys, crafted)            # an unmatched closing tag made rich raise
+    assert rows["classes"] == "3: [/bold], [red]x, ellipse"
