@@ -40,8 +40,7 @@ def executed_batches(url, model):
     return batch_sizes_executed(url, model)
 
 
-def mean_batch(before, after):
-    delta = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+def mean_batch(delta):
     runs = sum(delta.values())
     return sum(b * n for b, n in delta.items()) / runs if runs else float("nan")
 
@@ -90,7 +89,7 @@ def main(argv=None):
     from cornernet_deploy.cli import main as cli
     from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
     from cornernet_deploy.data.shapes import render_scene
-    from cornernet_deploy.serving.client import detect, load_test, same_detections
+    from cornernet_deploy.serving.client import detect, executed_since, load_test, same_detections
     from cornernet_deploy.serving.local_server import LocalTritonServer, probe_env
 
     env = probe_env(args.triton_env)
@@ -131,7 +130,8 @@ def main(argv=None):
                     for name in order:
                         before = executed_batches(server.http_url, name)
                         res = load_test(url, args.protocol, name, png, clients=c, requests_per_client=per_client)
-                        after = executed_batches(server.http_url, name)
+                        # Triton counts an execution after answering it: wait until all are counted
+                        delta = executed_since(server.http_url, name, before, images=len(res.latencies_ms))
                         if res.errors or not all(same_detections(a, reference[name]) for a in res.answers):
                             print(f"FAILED: {name}, {c} clients: {res.errors[:3] or 'detections differ'}")
                             return 1
@@ -139,7 +139,7 @@ def main(argv=None):
                         cell["lat"] += res.latencies_ms
                         cell["n"] += len(res.latencies_ms)
                         cell["wall"] += res.wall_s
-                        cell["batch"].append(mean_batch(before, after))
+                        cell["batch"].append(mean_batch(delta))
                 sys.stdout.flush()
 
     header = (f"{'model':<10} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from . import __version__
 from .contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec, get_arch, parse_hw
-from .contract.metadata import DECODES, INPUT_NAME, RAW_OUTPUTS, build_metadata, output_names
+from .contract.metadata import (DECODES, INPUT_NAME, RAW_OUTPUTS, build_metadata, check_class_name,
+                                output_names)
 from .contract.op import EXPORT_CORNER_POOL
 from .contract.precision import EXPORT_PRECISIONS
 from .errors import UserError
@@ -223,6 +224,8 @@ def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None
             spec = build_model_spec(arch)
     else:
         spec = model.spec
+    for name in spec.class_names:           # what the metadata refuses, refused before the trace
+        check_class_name(name, f"{checkpoint or 'the model'}: class name")
     if dynamic_size is None:
         dynamic_size = family_of(spec).default_dynamic_size(requested_hw)
     input_hw = requested_hw or tuple(spec.input_size)

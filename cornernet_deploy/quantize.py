@@ -47,8 +47,8 @@ from onnx import numpy_helper
 from . import __version__
 from .errors import UserError
 from .fileio import atomic_path, sha256_file
-from .onnx_files import load_export, set_metadata
-from .contract.metadata import ModelMetadata, parse_metadata
+from .onnx_files import declared_outputs, load_export, set_metadata
+from .contract.metadata import ModelMetadata, check_graph_outputs, parse_metadata
 from .contract.op import CORNER_POOL
 
 __all__ = ["quantize_onnx", "QuantizeResult", "METHODS", "QUANTIZED_OPS", "DEFAULT_NUM_IMAGES",
@@ -262,6 +262,7 @@ def _load_float_model(path: Path):
     if not path.is_file():
         raise UserError(f"{path}: no such ONNX file")
     model, metadata = load_export(path)
+    check_graph_outputs(declared_outputs(model), metadata, path)
     precision = metadata.precision
     if precision == "int8":
         raise UserError(f"{path} is already an INT8 model; quantize its FP32 export instead")

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_dir, check_output_dir
-from .common import add_device_arguments, plural, positive_int, score
+from .common import add_device_arguments, nonnegative_int, plural, positive_int, score
 
 RESULT_FILES = ("detections.json", "images.json")
 SKIPPED_FILE = "skipped.json"   # only with --skip-unreadable, when something was skipped
 
 
 def add_arguments(parser):
+    from ..runtime.preprocess import DEFAULT_MAX_PIXELS
     from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 
     parser.add_argument("model", help=".onnx from `export`, TensorRT .engine from `build`, or a "
@@ -38,6 +39,9 @@ def add_arguments(parser):
                         default=0.0, metavar="SCORE",
                         help="keep detections from this score up in the JSON (default 0: all, as the "
                              "official test)")
+    parser.add_argument("--max-pixels", type=nonnegative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"refuse images of more pixels, from their header before decoding "
+                             f"(default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="skip (with a note, listed in skipped.json) images that cannot be read "
                              "or decoded, instead of stopping the run")
@@ -91,18 +95,19 @@ def check_output(folder: Path, overwrite: bool) -> None:
 
 
 def detect(detector, paths, images, flip):
-    """``detector.batch(images)``; an image that cannot be run is named in the error."""
-    try:
-        return detector.batch(images, flip=flip)
-    except UserError as exc:
-        if len(paths) == 1:
-            raise UserError(f"{paths[0]}: {exc}") from None
-        for path, image in zip(paths, images):   # find the culprit among the batch
-            try:
-                detector.batch([image], flip=flip)
-            except UserError as single:
-                raise UserError(f"{path}: {single}") from None
-        raise
+    """``detector.batch(images)``; an image that cannot be run is named in the error (the batch
+    is run image by image to find it: ``Detector.batch_groups``)."""
+    from ..runtime.preprocess import out_of_memory
+
+    found = detector.batch_groups([[image] for image in images], flip=flip)
+    for path, image, result in zip(paths, images, found):
+        if isinstance(result, UserError):
+            raise UserError(f"{path}: {result}") from None
+        if isinstance(result, MemoryError):
+            raise out_of_memory(str(path), image.shape[:2]) from None
+        if isinstance(result, Exception):
+            raise result
+    return [dets for group in found for dets in group]
 
 
 def run(args) -> int:
@@ -111,6 +116,7 @@ def run(args) -> int:
 
     from ..runtime.detector import Detector
     from ..runtime.images import collect_images, read_image
+    from ..runtime.preprocess import ImageTooLarge
     from ..runtime.visualize import draw_detections
 
     def note(message):
@@ -131,11 +137,13 @@ def run(args) -> int:
                 chunk, images = [], []
                 for p in batch_paths:
                     try:
-                        images.append(read_image(p, note))
+                        images.append(read_image(p, note, args.max_pixels))
                         chunk.append(p)
                     except UserError as exc:
                         if not args.skip_unreadable:
-                            raise UserError(f"{exc}; --skip-unreadable goes on without it") from None
+                            hint = ("--max-pixels raises the limit, " if isinstance(exc, ImageTooLarge)
+                                    else "")
+                            raise UserError(f"{exc}; {hint}--skip-unreadable goes on without it") from None
                         note(f"skipped {exc}")
                         skipped.append({"file_name": str(p), "reason": str(exc)})
                 detections = detect(detector, chunk, images, args.flip) if chunk else []

@@ -10,6 +10,8 @@ from .common import nonnegative_int, positive_int, score
 
 
 def add_arguments(parser):
+    from ..runtime.preprocess import DEFAULT_MAX_PIXELS
+
     parser.add_argument("model", help=".onnx from `export` (served by ONNX Runtime inside the Python model) "
                                       "or a TensorRT .engine from `build` with its manifest (served by Triton's "
                                       "TensorRT backend)")
@@ -32,6 +34,9 @@ def add_arguments(parser):
                         help="ONNX only: ONNX Runtime threads per instance (default 0: its own default)")
     parser.add_argument("--score-threshold", type=score, default=0.0,
                         help="drop detections below this score (default 0: every detection, as `infer`)")
+    parser.add_argument("--max-pixels", type=nonnegative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"the served model refuses images of more pixels, from their header before "
+                             f"decoding (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     parser.add_argument("--plugin", metavar="LIB", help="engine only: corner-pool plugin library "
                                                         "(default: the one the manifest records)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing repository")
@@ -49,7 +54,8 @@ def run(args) -> int:
     result = write_repository(args.model, args.repo, name=args.name, max_batch=args.max_batch,
                               instances=args.instances, python_instances=args.python_instances,
                               delay_us=delay, threads=args.threads, score_threshold=args.score_threshold,
-                              plugin=args.plugin, overwrite=args.overwrite)
+                              plugin=args.plugin, overwrite=args.overwrite,
+                              max_pixels=args.max_pixels)
     print(f"wrote Triton repository {result.repo} (models: {', '.join(result.models)}); "
           f"start it as {result.repo / 'README.md'} says")
     return 0

@@ -24,7 +24,8 @@ from .precision import PRECISIONS
 
 __all__ = ["METADATA_KEY", "METADATA_FORMAT", "RAW_OUTPUTS", "GRAPH_OUTPUTS", "DECODES",
            "INPUT_NAME", "ModelMetadata", "output_names", "build_metadata", "parse_metadata",
-           "read_metadata", "check_class_name", "check_tensor_name"]
+           "read_metadata", "check_class_name", "check_tensor_name", "printable", "output_shapes",
+           "check_graph_outputs"]
 
 # The metadata_props key under which an export carries its description.
 METADATA_KEY = "cornernet_deploy"
@@ -61,6 +62,13 @@ def check_class_name(name, where: str = "class name") -> str:
         raise UserError(f"{where} {name!r} contains a control character (newline, tab, ...); "
                         "rename the class")
     return name
+
+
+def printable(text) -> str:
+    """``text`` with every control character written as its escape (``\\n``, ``\\x1b``), for
+    files read line by line (Triton's labels.txt, a README): a value read from a model file never
+    starts a line of its own there."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def check_tensor_name(name, where: str = "tensor name") -> str:
@@ -114,6 +122,40 @@ class ModelMetadata:
     def get(self, key: str, default=None):
         """A raw entry (for the keys this class does not type, e.g. ``toolkit_version``)."""
         return self.raw.get(key, default)
+
+    def describe(self) -> list:
+        """[(field, text)] for people (``info``): what the model takes, computes and answers."""
+        t = self.spec.test
+        names = [printable(n) for n in self.class_names]
+        shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
+        rows = [
+            ("precision", self.precision),
+            ("decode", {"none": "none (raw heads; decoded on the CPU)",
+                        "graph": f"graph (top-{t.top_k} corners in the graph)"}[self.decode]),
+            ("corner pool", {"plugin": "plugin (CornerPool op; TensorRT plugin)",
+                             "onnx": "onnx (standard ops)"}.get(self.corner_pool, self.corner_pool)),
+            ("input", f"{self.input_name}: "
+                      + (f"{self.input_hw[0]}x{self.input_hw[1]} (fixed)" if self.input_hw
+                         else "any size (dynamic)") + ", BGR"),
+            ("batch", str(self.batch) if self.batch is not None else "dynamic"),
+            ("classes", f"{len(names)}: {shown}"),
+            ("outputs", ", ".join(self.outputs)),
+            ("test", f"top_k {t.top_k}, num_dets {t.num_dets}, ae_threshold {t.ae_threshold:g}, "
+                     f"flip {t.flip}, soft-NMS sigma {t.soft_nms_sigma:g}"),
+        ]
+        q = self.quantization
+        if q:
+            parts = [f"{q.get('method', '?')}"
+                     + (f" (percentile {q['percentile']:g})" if isinstance(q.get("percentile"), (int, float)) else ""),
+                     f"{q['images']} calibration images" if "images" in q else None,
+                     q.get("scheme") if isinstance(q.get("scheme"), str) else None,
+                     f"from {printable(q['from'].get('file'))}" if isinstance(q.get("from"), Mapping) else None]
+            rows.append(("quantization", ", ".join(x for x in parts if x)))
+        else:
+            rows.append(("quantization", "none"))
+        if self.get("toolkit_version"):
+            rows.append(("made by", f"cornernet-deploy {printable(self.get('toolkit_version'))}"))
+        return rows
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,6 +338,47 @@ def parse_metadata(raw, source="the model") -> ModelMetadata:
                          mean=mean, std=std, class_names=tuple(names), category_ids=ids,
                          decode=decode, outputs=tuple(outputs), corner_pool=corner_pool,
                          precision=precision, quantization=dict(quantization) if quantization else None)
+
+
+def output_shapes(metadata: ModelMetadata, input_hw) -> list:
+    """[(name, numpy dtype name, dims without the batch)] of the network's outputs as the metadata
+    implies them (docs/CONTRACTS.md) for an input of ``input_hw`` (None: a dynamic size, whose
+    spatial dims are then None)."""
+    spec = metadata.spec
+    oh, ow = spec.output_size(input_hw) if input_hw is not None else (None, None)
+    k = spec.test.top_k
+    dims = {"tl_heat": [spec.num_classes, oh, ow], "br_heat": [spec.num_classes, oh, ow],
+            "tl_tag": [1, oh, ow], "br_tag": [1, oh, ow], "tl_off": [2, oh, ow], "br_off": [2, oh, ow]}
+    for side in ("tl", "br"):
+        dims.update({f"{side}_scores": [k], f"{side}_inds": [k], f"{side}_tags": [k], f"{side}_offs": [k, 2]})
+    for j in range(spec.levels):   # Saccade attention, innermost (coarsest) level first
+        shift = spec.levels - 1 - j
+        dims[f"att{j}"] = [1, None if oh is None else oh >> shift, None if ow is None else ow >> shift]
+    return [(name, "int64" if name.endswith("_inds") else "float32", dims[name]) for name in metadata.outputs]
+
+
+def check_graph_outputs(graph: Mapping, metadata: ModelMetadata, source="the model") -> None:
+    """The graph's outputs must be what its metadata implies: ``graph`` = {name: (numpy dtype name,
+    shape with the batch; an int where the graph fixes a size, else a name or None)}, as ONNX
+    Runtime or the ONNX file declares them. A one-line UserError naming ``source`` and the output."""
+    if sorted(graph) != sorted(metadata.outputs):
+        raise UserError(f"{source}: the graph's outputs {sorted(graph)} are not those its metadata "
+                        f"lists {sorted(metadata.outputs)}; re-export the model")
+
+    def text(dims):
+        return "[" + ", ".join(["batch"] + ["?" if d is None else str(d) for d in dims]) + "]"
+
+    for name, dtype, dims in output_shapes(metadata, metadata.input_hw):
+        found_type, shape = graph[name]
+        shape = list(shape or [])[1:]
+        fits = len(shape) == len(dims) and all(
+            not isinstance(s, int) or d is None or s == d for s, d in zip(shape, dims))
+        if not fits or found_type != dtype:
+            raise UserError(
+                f"{source}: output {name} is {found_type} {text(shape)} in the graph, but its metadata "
+                f"({metadata.arch}, {metadata.spec.num_classes} classes, test top_k "
+                f"{metadata.spec.test.top_k}) implies {dtype} {text(dims)}: the metadata does not "
+                f"describe this graph; re-export the model")
 
 
 def read_metadata(model, source="the model") -> ModelMetadata:

@@ -10,7 +10,7 @@ code for every backend (``pipeline.py``).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -50,6 +50,32 @@ class Detector:
 
     def batch(self, images: Sequence[np.ndarray], flip: Optional[bool] = None) -> List[Detections]:
         return self.pipeline.batch(images, flip=flip)
+
+    def batch_groups(self, groups: Sequence[Sequence[np.ndarray]], flip: Optional[bool] = None
+                     ) -> List[Union[List[Detections], Exception]]:
+        """Detections of independent groups of images (a server's requests, a run's files), run
+        as one batch. When that batch fails, every group is run again on its own, so that a
+        failure (an image the model cannot take, memory) is only its own group's and the other
+        groups get exactly the detections they get alone. Per group: its list of ``Detections``,
+        or the exception it raised when run alone."""
+        images = [image for group in groups for image in group]
+        try:
+            found = self.batch(images, flip=flip)
+        except Exception as exc:  # noqa: BLE001 -- handed to the group it belongs to
+            if len(groups) == 1:
+                return [exc]
+            return [self._group_alone(group, flip) for group in groups]
+        out, start = [], 0
+        for group in groups:
+            out.append(found[start:start + len(group)])
+            start += len(group)
+        return out
+
+    def _group_alone(self, group, flip):
+        try:
+            return self.batch(group, flip=flip)
+        except Exception as exc:  # noqa: BLE001
+            return exc
 
     def close(self) -> None:
         self.backend.close()

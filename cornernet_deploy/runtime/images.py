@@ -100,14 +100,15 @@ def collect_images(inputs: Sequence[str], recursive: bool = False, note: Note = 
     return unique
 
 
-def read_image(path, note: Note = None) -> np.ndarray:
+def read_image(path, note: Note = None, max_pixels: Optional[int] = None) -> np.ndarray:
     """``preprocess.load_image(path)`` (8-bit BGR) with its conversion warnings (grayscale, alpha,
-    16-bit) passed to ``note`` as plain messages instead of Python warnings."""
-    from .preprocess import ImageConversionWarning, load_image
+    16-bit) passed to ``note`` as plain messages instead of Python warnings. ``max_pixels``: the
+    pixel limit (None: ``preprocess.DEFAULT_MAX_PIXELS``; 0: none)."""
+    from .preprocess import DEFAULT_MAX_PIXELS, ImageConversionWarning, load_image
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageConversionWarning)
-        image = load_image(path)
+        image = load_image(path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     for w in caught:
         if issubclass(w.category, ImageConversionWarning) and note:
             note(str(w.message))

@@ -36,13 +36,52 @@ import numpy as np
 
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec
+from cornernet_deploy.runtime.image_header import declared_size
 
-__all__ = ["ImageMeta", "ImageConversionWarning", "load_image", "decode_image", "check_image",
-           "padded_size", "crop_image", "normalize", "preprocess", "flip_tensor"]
+__all__ = ["ImageMeta", "ImageConversionWarning", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "load_image",
+           "decode_image", "check_image", "check_pixel_count", "out_of_memory", "padded_size", "crop_image",
+           "normalize", "preprocess", "flip_tensor"]
+
+# The most pixels an image may have unless the caller says otherwise (``infer --max-pixels``, the
+# served model's ``max_pixels``; 0 = no limit): 50 megapixels takes a 48 MP camera's photos and
+# refuses a decompression bomb (455 KB of PNG that decode to 12000x12000, 432 MB) before decoding.
+# A dynamic-size model runs its network at the image's own size, so memory grows with the pixels.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 class ImageConversionWarning(UserWarning):
     """An image was converted (grayscale/alpha/16-bit) on its way to 8-bit BGR."""
+
+
+class ImageTooLarge(UserError):
+    """An image has more pixels than the limit (``check_pixel_count``), or not memory enough."""
+
+
+def _mib(nbytes: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def check_pixel_count(height: int, width: int, name: str = "image",
+                      max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> None:
+    """``ImageTooLarge`` (one line naming the image and the memory its pixels need) when
+    ``height * width`` exceeds ``max_pixels`` (None or 0: no limit)."""
+    pixels = int(height) * int(width)
+    if max_pixels and pixels > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: {width}x{height} = {pixels:,} pixels, more than the limit of {max_pixels:,} "
+            f"(max_pixels); its pixels alone would need {_mib(pixels * 3)} as 8-bit BGR")
+
+
+def out_of_memory(name: str, size: Optional[Sequence[int]]) -> ImageTooLarge:
+    """The one-line error for running out of memory on image ``name`` of ``size`` (H, W) or None."""
+    if size is None:
+        return ImageTooLarge(f"{name}: not enough memory to decode and run the image")
+    height, width = int(size[0]), int(size[1])
+    return ImageTooLarge(f"{name}: not enough memory for a {width}x{height} image (its pixels alone "
+                         f"need {_mib(height * width * 3)} as 8-bit BGR; the network more)")
 
 
 @dataclass(frozen=True)
@@ -77,7 +116,7 @@ class ImageMeta:
 # input validation and loading
 # --------------------------------------------------------------------------------------------
 
-def check_image(image, name: str = "image") -> np.ndarray:
+def check_image(image, name: str = "image", max_pixels: Optional[int] = None) -> np.ndarray:
     """Validate an in-memory image; return it as an HxWx3 uint8 BGR array.
 
     Accepted: uint8 ``HxWx3`` (BGR, as ``cv2.imread`` gives). Grayscale (``HxW`` or ``HxWx1``)
@@ -85,7 +124,7 @@ def check_image(image, name: str = "image") -> np.ndarray:
     gray file). Refused with a one-line ``UserError``: non-arrays, empty images, any dtype other
     than uint8 (16-bit, float: scale to 8-bit yourself; ``load_image`` does it for 16-bit files),
     and 4-channel arrays (we cannot know whether they are BGRA or RGBA: pass ``img[..., :3]`` of
-    a BGRA array).
+    a BGRA array); with ``max_pixels``, images of more pixels (``check_pixel_count``).
     """
     if not isinstance(image, np.ndarray):
         raise UserError(f"{name}: expected a numpy array (HxWx3 uint8 BGR), got {type(image).__name__}")
@@ -101,6 +140,7 @@ def check_image(image, name: str = "image") -> np.ndarray:
             f"(img[..., :3] for BGRA as cv2 gives it), the model needs 3-channel BGR")
     if image.ndim == 3 and image.shape[2] not in (1, 3):
         raise UserError(f"{name}: expected 3 channels (BGR), got {image.shape[2]}")
+    check_pixel_count(image.shape[0], image.shape[1], name, max_pixels)
     if image.ndim == 2 or image.shape[2] == 1:
         warnings.warn(f"{name}: grayscale image converted to 3-channel BGR", ImageConversionWarning,
                       stacklevel=3)
@@ -112,11 +152,11 @@ def _is_jpeg(data: np.ndarray) -> bool:
     return data.size >= 3 and data[0] == 0xFF and data[1] == 0xD8 and data[2] == 0xFF
 
 
-def load_image(path) -> np.ndarray:
+def load_image(path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as the official code sees it: HxWx3 uint8 BGR (``cv2.imread`` default).
 
-    The file's bytes go through ``decode_image`` (what it converts, and how, is said there).
-    Every failure is a one-line ``UserError`` naming the file.
+    The file's bytes go through ``decode_image`` (what it converts, and how, is said there; the
+    pixel limit too). Every failure is a one-line ``UserError`` naming the file.
     """
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -127,10 +167,23 @@ def load_image(path) -> np.ndarray:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise UserError(f"{p}: cannot read file ({exc.strerror or exc})") from None
-    return decode_image(data, p, stacklevel=3)
+    return decode_image(data, p, stacklevel=3, max_pixels=max_pixels)
 
 
-def decode_image(data, name: str = "image", stacklevel: int = 2) -> np.ndarray:
+def _imdecode(data: np.ndarray, flags: int, name: str, size) -> Optional[np.ndarray]:
+    """``cv2.imdecode``; running out of memory is ``ImageTooLarge`` naming the image."""
+    try:
+        return cv2.imdecode(data, flags)
+    except MemoryError:
+        raise out_of_memory(name, size) from None
+    except cv2.error as exc:
+        if "memory" in str(exc).lower() or "allocate" in str(exc).lower():
+            raise out_of_memory(name, size) from None
+        raise UserError(f"{name}: cannot decode the image (OpenCV: {str(exc).strip().splitlines()[-1]})") from None
+
+
+def decode_image(data, name: str = "image", stacklevel: int = 2,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image (bytes or a uint8 array: JPEG, PNG, ...) as ``cv2.imread`` would.
 
     The data is decoded with ``cv2.IMREAD_UNCHANGED`` to find out what it holds; grayscale,
@@ -138,21 +191,29 @@ def decode_image(data, name: str = "image", stacklevel: int = 2) -> np.ndarray:
     conversion the official ``cv2.imread(path)`` applies (gray replicated to BGR, alpha dropped,
     16-bit reduced to 8-bit) -- and an ``ImageConversionWarning`` says so. JPEG data is decoded
     with ``IMREAD_COLOR`` directly (so EXIF orientation is applied as in the official code).
-    Float or other exotic pixel types are refused. Every failure is a one-line ``UserError``
-    starting with ``name``.
+    Float or other exotic pixel types are refused. An image of more than ``max_pixels`` pixels
+    (None or 0: no limit) is refused before it is decoded, from the size its header declares
+    (``image_header.declared_size``; after decoding for a format whose header is not read there),
+    and running out of memory while decoding is refused the same way (``ImageTooLarge``). Every
+    failure is a one-line ``UserError`` starting with ``name``.
     """
     data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) \
         else np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     if data.size == 0:
         raise UserError(f"{name}: empty (0 bytes), not an image")
+    declared = declared_size(data)
+    if declared is not None:
+        check_pixel_count(*declared, name, max_pixels)
     if _is_jpeg(data):
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = _imdecode(data, cv2.IMREAD_COLOR, name, declared)
         if image is None:
             raise UserError(f"{name}: cannot decode the image (corrupt or truncated JPEG)")
         return image
-    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    raw = _imdecode(data, cv2.IMREAD_UNCHANGED, name, declared)
     if raw is None or raw.size == 0:
         raise UserError(f"{name}: cannot decode the image (corrupt file or unsupported format)")
+    if declared is None:
+        check_pixel_count(raw.shape[0], raw.shape[1], name, max_pixels)
     notes = []
     if raw.dtype == np.uint16:
         notes.append("16-bit pixels reduced to 8-bit")
@@ -167,7 +228,7 @@ def decode_image(data, name: str = "image", stacklevel: int = 2) -> np.ndarray:
         raise UserError(f"{name}: unsupported number of channels ({channels})")
     if not notes:
         return raw
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = _imdecode(data, cv2.IMREAD_COLOR, name, raw.shape[:2])
     if image is None:
         raise UserError(f"{name}: cannot convert the image to 8-bit BGR")
     warnings.warn(f"{name}: " + ", ".join(notes) + " (as cv2.imread does)", ImageConversionWarning,

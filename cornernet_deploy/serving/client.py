@@ -138,6 +138,24 @@ def batch_sizes_executed(url: str, model: str) -> dict:
             for s in stats["model_stats"] for b in s.get("batch_stats", [])}
 
 
+def executed_since(url: str, model: str, before: dict, images: int, timeout_s: float = 30.0) -> dict:
+    """{batch size: executions} since the statistics ``before`` (``batch_sizes_executed``), read
+    once they count ``images`` images. Triton adds an execution to its statistics after it has
+    sent the answers, so a read right after the last answer can miss the last executions; this
+    polls (every 50 ms) and raises TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = batch_sizes_executed(url, model)
+        executed = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+        counted = sum(b * n for b, n in executed.items())
+        if counted >= images:
+            return executed
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Triton's statistics of {model} count {counted} of {images} images "
+                               f"after {timeout_s:g} s")
+        time.sleep(0.05)
+
+
 def same_detections(a: Sequence[ServedDetections], b: Sequence[ServedDetections]) -> bool:
     return len(a) == len(b) and all(
         np.array_equal(x.boxes, y.boxes) and np.array_equal(x.scores, y.scores)

@@ -36,17 +36,21 @@ from typing import List, Optional
 
 from .. import __version__
 from ..contract.manifest import EngineManifest
-from ..contract.metadata import ModelMetadata
+from ..contract.metadata import ModelMetadata, output_shapes, printable
+from ..contract.op import PLUGIN_LIBRARY_NAME
 from ..errors import UserError
 from ..fileio import atomic_dir, check_output_dir, sha256_file
 from ..onnx_files import load_export
 from ..runtime.backends import registry
+from ..runtime.preprocess import DEFAULT_MAX_PIXELS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
 REQUIREMENTS_FILE = Path(__file__).with_name("requirements-python-model.txt")
 REPOSITORY_MANIFEST = "cornernet-deploy.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# what the generator writes at the repository's top: a model of one of these names would collide
+RESERVED_NAMES = ("README.md", "Dockerfile", "requirements.txt", REPOSITORY_MANIFEST, PLUGIN_LIBRARY_NAME)
 DEFAULT_MAX_BATCH = 8
 DEFAULT_DELAY_US = 2000
 
@@ -62,26 +66,6 @@ class RepositoryResult:
 
 # ------------------------------------------------------------------------------------------------
 # the network's tensors and the config.pbtxt files
-
-def network_outputs(metadata: ModelMetadata, input_hw) -> list:
-    """[(name, numpy dtype, dims without the batch)] of the network, per docs/CONTRACTS.md."""
-    spec = metadata.spec
-    oh, ow = spec.output_size(input_hw)
-    k = spec.test.top_k
-    dims = {"tl_heat": [spec.num_classes, oh, ow], "br_heat": [spec.num_classes, oh, ow],
-            "tl_tag": [1, oh, ow], "br_tag": [1, oh, ow], "tl_off": [2, oh, ow], "br_off": [2, oh, ow]}
-    for side in ("tl", "br"):
-        dims.update({f"{side}_scores": [k], f"{side}_inds": [k], f"{side}_tags": [k], f"{side}_offs": [k, 2]})
-    for j in range(spec.levels):   # Saccade attention, innermost (coarsest) level first
-        shift = spec.levels - 1 - j
-        dims[f"att{j}"] = [1, oh >> shift, ow >> shift]
-    outputs = []
-    for name in metadata.outputs:
-        if name not in dims:
-            raise UserError(f"the model has an output '{name}' this toolkit does not know")
-        outputs.append((name, "int64" if name.endswith("_inds") else "float32", dims[name]))
-    return outputs
-
 
 def _tensor(name, dtype, dims, extra="") -> str:
     return (f'  {{ name: "{name}" data_type: {_TRITON_DTYPES.get(dtype, dtype)} '
@@ -128,7 +112,7 @@ def tensorrt_model_config(name: str, manifest: EngineManifest, instances: int, d
         max_batch, batch_dims = 0, [hi[0]]
     else:
         max_batch, batch_dims = hi[0], []
-    outputs = network_outputs(manifest.metadata, hw)
+    outputs = output_shapes(manifest.metadata, hw)
     return (
         f'name: "{name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {max_batch}\n'
         "input [\n" + _tensor(manifest.input_name, "float32", batch_dims + [3, *hw]) + "\n]\n"
@@ -260,14 +244,16 @@ def _ours(repo: Path) -> None:
 def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Optional[int] = None,
                      instances: int = 1, python_instances: Optional[int] = None,
                      delay_us: Optional[int] = DEFAULT_DELAY_US, threads: int = 0,
-                     score_threshold: float = 0.0, plugin=None, overwrite: bool = False) -> RepositoryResult:
+                     score_threshold: float = 0.0, plugin=None, overwrite: bool = False,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> RepositoryResult:
     """Write a Triton model repository serving ``model`` (.onnx or .engine); see the module doc.
 
     ``max_batch``: images per Python-model execution (dynamic batching merges requests up to it);
     ``instances``: instances of the network per GPU (engine) / of the ONNX Python model;
     ``python_instances``: instances of the Python model for an engine (default ``instances``);
     ``delay_us``: the dynamic batcher's queue delay (None: no dynamic batching); ``threads``: ONNX
-    Runtime intra-op threads per instance (0: its default).
+    Runtime intra-op threads per instance (0: its default); ``max_pixels``: the served model
+    refuses images of more pixels, from their header before decoding (0: no limit).
     """
     model, repo = Path(model), Path(repo)
     if not model.is_file():
@@ -282,6 +268,12 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip("._-") or "cornernet"
     if not NAME_PATTERN.match(name):
         raise UserError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
+    # case-blind: on a case-insensitive file system readme.md is README.md
+    if name.casefold() in {n.casefold() for n in RESERVED_NAMES}:
+        raise UserError(f"--name {name}: the repository's top holds a file of that name "
+                        f"({', '.join(RESERVED_NAMES)}); choose another model name")
+    if max_pixels < 0:
+        raise UserError(f"--max-pixels must be >= 0, got {max_pixels}")
     for flag, value in (("--instances", instances), ("--python-instances", python_instances),
                         ("--max-batch", max_batch)):
         if value is not None and int(value) < 1:
@@ -313,8 +305,9 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
         version.mkdir(parents=True)
         shutil.copy2(MODEL_FILE, version / "model.py")
         _copy_runtime(version)
-        (top / name / "labels.txt").write_text("\n".join(metadata.class_names) + "\n")
-        params = {"score_threshold": f"{float(score_threshold):g}"}
+        # one label a line, whatever a class name holds
+        (top / name / "labels.txt").write_text("".join(printable(n) + "\n" for n in metadata.class_names))
+        params = {"score_threshold": f"{float(score_threshold):g}", "max_pixels": str(int(max_pixels))}
         if is_onnx:
             shutil.copy2(model, version / "model.onnx")
             params.update(network="onnxruntime", onnx_file="model.onnx", threads=str(int(threads)))
@@ -336,12 +329,12 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
         (top / "Dockerfile").write_text(repository_dockerfile())
         (top / "README.md").write_text(repository_readme(
             name=name, net_name=net_name, model=model, metadata=metadata, manifest=manifest,
-            max_batch=max_batch, delay_us=delay_us,
+            max_batch=max_batch, delay_us=delay_us, max_pixels=int(max_pixels),
             plugin_file=plugin_path.name if plugin_path else None))
         record = {"toolkit_version": __version__, "source": str(model), "source_sha256": sha256_file(model),
                   "arch": spec.name, "models": [name] + ([net_name] if net_name else []),
                   "max_batch": max_batch, "instances": instances, "python_instances": py_count,
-                  "dynamic_batching_delay_us": delay_us}
+                  "dynamic_batching_delay_us": delay_us, "max_pixels": int(max_pixels)}
         (top / REPOSITORY_MANIFEST).write_text(json.dumps(record, indent=1))
         files = sorted(str(p.relative_to(top)) for p in top.rglob("*")
                        if p.is_file() and "cornernet_deploy" not in p.relative_to(top).parts)

@@ -16,8 +16,11 @@ Outputs (per image; padded to the most detections of an image in the request):
   0-based class (line of ``labels.txt``), -1 in padding rows. Sorted by score, descending.
 
 Requests the dynamic batcher hands over together run as one pipeline batch. A bad request (not
-an image, an empty batch, both or neither input) gets an error response naming the problem; the
-other requests of the batch are answered normally.
+an image, an empty batch, both or neither input, more pixels than the config parameter
+``max_pixels`` allows: refused from the file's header, before decoding) gets an error response
+naming the problem. When the batch fails as a whole (an image the model cannot take, memory), every
+request is run again on its own (``Detector.batch_groups``): only the request that fails alone gets
+an error, and the others get exactly the detections they get alone, learning nothing of it.
 """
 import json
 import os
@@ -36,7 +39,8 @@ from cornernet_deploy.errors import UserError  # noqa: E402
 from cornernet_deploy.runtime.backends import open_backend  # noqa: E402
 from cornernet_deploy.runtime.backends.base import Backend  # noqa: E402
 from cornernet_deploy.runtime.detector import Detector  # noqa: E402
-from cornernet_deploy.runtime.preprocess import check_image, decode_image  # noqa: E402
+from cornernet_deploy.runtime.preprocess import (DEFAULT_MAX_PIXELS, ImageTooLarge,  # noqa: E402
+                                                  check_image, decode_image, out_of_memory)
 from cornernet_deploy.runtime import postprocess  # noqa: E402
 
 INPUT_BYTES, INPUT_PIXELS = "IMAGE_BYTES", "IMAGE"
@@ -79,8 +83,9 @@ class TritonNetworkBackend(Backend):
         pass
 
 
-def images_of(request) -> list:
-    """The request's images as HxWx3 uint8 BGR arrays; UserError naming what is wrong."""
+def images_of(request, max_pixels: int) -> list:
+    """The request's images as HxWx3 uint8 BGR arrays; UserError naming what is wrong (an image of
+    more than ``max_pixels`` pixels too; 0: no limit)."""
     encoded = pb_utils.get_input_tensor_by_name(request, INPUT_BYTES)
     pixels = pb_utils.get_input_tensor_by_name(request, INPUT_PIXELS)
     if (encoded is None) == (pixels is None):
@@ -95,14 +100,17 @@ def images_of(request) -> list:
         for i, item in enumerate(data.reshape(data.shape[0], -1)[:, 0]):
             blob = item if isinstance(item, (bytes, bytearray)) else str(item).encode()
             try:
-                images.append(decode_image(blob, f"{INPUT_BYTES}[{i}]"))
+                images.append(decode_image(blob, f"{INPUT_BYTES}[{i}]", max_pixels=max_pixels))
+            except ImageTooLarge:
+                raise
             except UserError as exc:
                 raise UserError(f"{exc} ({len(blob)} bytes that are not an encoded image)") from None
         return images
     data = pixels.as_numpy()
     if data.shape[0] == 0:
         raise UserError(f"empty batch: {INPUT_PIXELS} holds no image")
-    return [check_image(np.ascontiguousarray(im), f"{INPUT_PIXELS}[{i}]") for i, im in enumerate(data)]
+    return [check_image(np.ascontiguousarray(im), f"{INPUT_PIXELS}[{i}]", max_pixels)
+            for i, im in enumerate(data)]
 
 
 def detection_outputs(detections: list) -> list:
@@ -120,6 +128,13 @@ def detection_outputs(detections: list) -> list:
         scores[i, :k] = d.scores
         classes[i, :k] = d.class_ids
     return [pb_utils.Tensor(name, value) for name, value in zip(OUTPUTS, (count, boxes, scores, classes))]
+
+
+def error_response(exc: Exception):
+    """The response of a request that failed: a user error's own line, else what broke (the
+    server log has its traceback)."""
+    message = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
 
 
 class TritonPythonModel:
@@ -140,6 +155,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"unknown network parameter {network!r}")
         self.detector = Detector(backend)
         self.score_threshold = float(params.get("score_threshold") or 0.0)
+        self.max_pixels = int(params.get("max_pixels") or DEFAULT_MAX_PIXELS)
         self.logger = pb_utils.Logger
         # numba's compile (or cache load) now, at model load, not in the first request
         if postprocess.warm_up():
@@ -150,29 +166,26 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        images, owners = [], []          # every good request's images, in one pipeline batch
+        groups, owners = [], []          # every good request's images, run as one pipeline batch
         for r, request in enumerate(requests):
             try:
-                found = images_of(request)
+                groups.append(images_of(request, self.max_pixels))
+                owners.append(r)
             except UserError as exc:
-                responses[r] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
-                continue
-            images.extend(found)
-            owners.extend([r] * len(found))
-        if images:
-            try:
-                detections = [d.filter(self.score_threshold) for d in self.detector.batch(images)]
-            except Exception as exc:  # answer every request of the batch; the server keeps serving
-                if not isinstance(exc, UserError):
-                    self.logger.log_error(traceback.format_exc())
-                message = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
-                for r in sorted(set(owners)):
-                    responses[r] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-                return responses
-            per_request: dict = {}
-            for r, d in zip(owners, detections):
-                per_request.setdefault(r, []).append(d)
-            for r, dets in per_request.items():
+                responses[r] = error_response(exc)
+        # a failing batch is run again request by request: one request's error is only its own
+        results = self.detector.batch_groups(groups) if groups else []
+        for r, group, found in zip(owners, groups, results):
+            if isinstance(found, MemoryError):
+                largest = max((im.shape[:2] for im in group), key=lambda hw: hw[0] * hw[1])
+                found = out_of_memory(f"the largest of the request's {len(group)} image(s)", largest)
+            if isinstance(found, Exception):
+                if not isinstance(found, UserError):
+                    self.logger.log_error("".join(traceback.format_exception(
+                        type(found), found, found.__traceback__)))
+                responses[r] = error_response(found)
+            else:
+                dets = [d.filter(self.score_threshold) for d in found]
                 responses[r] = pb_utils.InferenceResponse(output_tensors=detection_outputs(dets))
         return responses
 

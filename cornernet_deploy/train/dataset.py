@@ -16,6 +16,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..contract.metadata import check_class_name
 from ..errors import UserError
 
 
@@ -65,6 +66,8 @@ class CocoDataset:
             category_ids = sorted(cats)
         self.category_ids = tuple(int(c) for c in category_ids)
         self.class_names = tuple(cats.get(c, f"class_{i}") for i, c in enumerate(self.category_ids))
+        for cat_id, name in cats.items():   # a newline in a name would split a line of labels.txt
+            check_class_name(name, f"{self.ann_file}: category {cat_id} name")
         label_of = {c: i for i, c in enumerate(self.category_ids)}
         # official order within an image: categories in file order, annotations in file order
         cat_rank = {c: i for i, c in enumerate(cats)}

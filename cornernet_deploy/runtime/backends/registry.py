@@ -38,7 +38,8 @@ class BackendInfo:
     ``--provider`` and ``--precision`` may ask of it (``precisions`` empty: files carry their own
     and the option is refused); ``default_device``; ``serving``: how ``triton`` serves such a
     file (``"python"``: the network runs inside the Python model; ``"tensorrt_plan"``: a TensorRT
-    model of its own; None: not servable).
+    model of its own; None: not servable); ``describer(path) -> (ModelMetadata or ArchSpec,
+    [(field, text)])``: what ``info`` shows of such a file, read without running it.
     """
 
     name: str
@@ -53,6 +54,7 @@ class BackendInfo:
     capabilities: frozenset = frozenset()
     serving: Optional[str] = None
     file_noun: str = "model"   # what its files are called in messages ("engine" ...)
+    describer: Optional[Callable] = None
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities

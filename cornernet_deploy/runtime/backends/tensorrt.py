@@ -238,8 +238,34 @@ def _open(model, *, device=None, precision=None, plugin_library=None, **_ignored
     return engine
 
 
+def _describe(path):
+    """An engine's manifest (the engine itself is not deserialized: no TensorRT needed)."""
+    from ...contract.metadata import printable
+    m = EngineManifest.load(path)
+    gpu = m.gpu.get("name")
+    cc = m.gpu.get("compute_capability")
+    short = (lambda sha: sha[:16] + "..." if sha else "not recorded")
+    rows = [("file", "TensorRT engine (its manifest)"),
+            ("TensorRT", printable(m.tensorrt_version or "not recorded")),
+            ("GPU", printable(f"{gpu or '?'}" + (f" (compute capability {cc})" if cc else ""))),
+            ("precision", m.precision + (", strongly typed" if m.strongly_typed else "")
+             + ("" if m.tf32 is None else f", tf32 {'on' if m.tf32 else 'off'}")),
+            ("input profile", f"{m.input_name}: min {list(m.input_min)}, opt {list(m.input_opt)}, "
+                              f"max {list(m.input_max)}"),
+            ("plugin", printable(f"{m.plugin_library or 'not recorded'}"
+                                 + (f" (TensorRT {m.plugin_tensorrt_version} headers)" if m.plugin_tensorrt_version else "")
+                                 + f", sha256 {short(m.plugin_sha256)}")),
+            ("corner pools", f"{len(m.corner_pool_layers)} plugin layers"),
+            ("built", printable(f"{m.built or '?'} from {m.onnx or '?'}"
+                                + (f" (sha256 {short(m.onnx_sha256)})" if m.onnx_sha256 else ""))),
+            ("engine sha256", short(m.engine_sha256))]
+    described = dict(m.metadata.describe())
+    rows += [(k, described[k]) for k in ("decode", "corner pool", "classes", "outputs", "test", "quantization")]
+    return m.metadata, rows
+
+
 registry.register(registry.BackendInfo(
-    name="tensorrt", opener=_open, suffixes=(".engine", ".plan", ".trt"), runs="a TensorRT .engine",
+    name="tensorrt", opener=_open, describer=_describe, suffixes=(".engine", ".plan", ".trt"), runs="a TensorRT .engine",
     aliases=("trt",), devices=("cuda",), default_device="cuda", precisions=EXPORT_PRECISIONS,
     capabilities=frozenset({"timed_copies", "layer_profile"}), serving="tensorrt_plan",
     file_noun="engine"))
