@@ -111,3 +111,14 @@ def require_torch(purpose: str) -> None:
     except ImportError:
         from ..errors import UserError
         raise UserError(f"{purpose} needs PyTorch: pip install 'cornernet-deploy[torch]'") from None
+
+
+def model_inputs(models) -> list:
+    """``(what, path)`` pairs of the files that MODEL arguments read, for
+    ``fileio.check_not_input``: each file and the manifest an engine has beside it."""
+    from ..contract.manifest import manifest_path
+
+    pairs = []
+    for model in models:
+        pairs += [("the model", model), ("the model's manifest", manifest_path(model))]
+    return pairs
