@@ -46,7 +46,7 @@ from onnx import numpy_helper
 
 from . import __version__
 from .errors import UserError
-from .fileio import atomic_path, sha256_file
+from .fileio import atomic_path, check_not_input, check_output_file, sha256_file, write_errors_named
 from .onnx_files import load_export, set_metadata
 from .contract.metadata import ModelMetadata, parse_metadata
 from .contract.op import CORNER_POOL
@@ -299,7 +299,8 @@ def calibrate_and_quantize(float_model, reader: "_CalibrationReader", method: st
 
     calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="cornernet-quantize-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cornernet-quantize-") as tmp, \
+            write_errors_named(f"{tmp} (a temporary folder: $TMPDIR chooses where)"):
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(float_model, str(src))
         root = logging.getLogger()
@@ -382,13 +383,11 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
         raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "percentile" and not 0 < percentile <= 100:
         raise UserError(f"--percentile must be in (0, 100], got {percentile}")
+    output = check_output_file(output or model_path.with_name(f"{model_path.stem}_int8.onnx"), "--output")
+    check_not_input(output, [("the input model", model_path)])
     model, metadata = _load_float_model(model_path)
-    output = Path(output) if output else model_path.with_name(f"{model_path.stem}_int8.onnx")
-    if output.resolve() == model_path.resolve():
-        raise UserError(f"--output {output} is the input model; choose another file")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; give a file name")
     paths = select_calibration_images(calib, num_images)
+    check_not_input(output, [("the calibration image", p) for p in paths])
 
     float_model = copy.deepcopy(model)
     folded = fold_batchnorm_after_concat(float_model)

@@ -33,7 +33,7 @@ from ..contract.metadata import ModelMetadata, parse_metadata
 from ..contract.op import CORNER_POOL
 from ..contract.precision import ENGINE_PRECISIONS
 from ..errors import UserError, warn
-from ..fileio import check_output_file, sha256_file, write_bytes_atomic, write_text_atomic
+from ..fileio import check_not_input, check_output_file, sha256_file, write_bytes_atomic, write_text_atomic
 from ..onnx_files import load_export
 from ..runtime.tensorrt_common import create_builder, import_tensorrt, make_logger, tensorrt_major
 
@@ -207,6 +207,13 @@ def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: in
         raise UserError(f"--plugin {plugin_library}: no such file")
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
+    inputs = [("the ONNX model", onnx_path), ("--plugin", plugin_library)]
+    check_not_input(output, inputs + [("--timing-cache", timing_cache)], "--output")
+    for written, what in ((manifest_path(output), "manifest"), (log_path(output), "build log")):
+        check_not_input(written, inputs + [("--timing-cache", timing_cache)], "--output",
+                        label=f"--output {output}: its {what} is written beside it, as {written}, which")
+    if timing_cache is not None:             # read and rewritten: only the others are inputs
+        check_not_input(timing_cache, inputs, "--timing-cache")
 
     requested_hw = parse_hw(input_size) if input_size else None
     model, metadata = load_export(onnx_path)   # no torch, so engines build on a Jetson
@@ -375,6 +382,11 @@ def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
     from ..runtime.plugin_library import (check_library_matches, find_plugin_library,
                                           importable_tensorrt_version, plugin_library_tensorrt_version)
 
+    onnx_for_tensorrt = plan.output.with_suffix(".trt.onnx")
+    check_not_input(onnx_for_tensorrt, [("the ONNX model", plan.onnx_path), ("--plugin", plan.plugin_library),
+                                        ("--timing-cache", plan.timing_cache)], "--output",
+                    label=f"--output {plan.output}: the ONNX for TensorRT is written beside it, as "
+                          f"{onnx_for_tensorrt}, which")
     if major is None:
         running = importable_tensorrt_version()
         library = plan.plugin_library or find_plugin_library(required=False)
@@ -387,7 +399,6 @@ def prepare_trtexec(plan: BuildPlan, major=None) -> tuple:
     library_version = plugin_library_tensorrt_version(plugin)
     if library_version is None or int(library_version.split(".")[0]) != major:
         check_library_matches(plugin, library_version, f"{major}.0")   # raises: no tag, or another major
-    onnx_for_tensorrt = plan.output.with_suffix(".trt.onnx")
     command = trtexec_command(plan, major, plugin, onnx_for_tensorrt)
     strip_corner_pool_function(plan.model)
     write_bytes_atomic(onnx_for_tensorrt, plan.model.SerializeToString())
