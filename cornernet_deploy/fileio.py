@@ -148,7 +148,7 @@ def atomic_path(path, suffix: str = ""):
     written directly: renaming a file over it would replace the device itself."""
     path = Path(path)
     if path.is_symlink():
-        path = path.resolve()
+        path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file() and not path.is_dir():
         with write_errors_named(path):
             yield path
@@ -228,7 +228,13 @@ def name_max(folder) -> int:
 
 
 def _check_names(path: Path, option: str) -> None:
-    """Every name on the way must be one the filesystem takes."""
+    """Every name on the way must be one the filesystem takes, and a link must lead somewhere."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{option} {path}: a symbolic link that leads to itself (a loop); "
+                            "remove it or give another path") from None
     limit = name_max(path)
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
@@ -411,7 +417,7 @@ def swap_lock(path):
     import fcntl
 
     path = Path(path)
-    parent = (path.resolve() if path.is_symlink() else path).parent
+    parent = (Path(os.path.realpath(path)) if path.is_symlink() else path).parent
     try:
         fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:                           # no parent yet: nothing to look at or replace
@@ -437,7 +443,7 @@ def atomic_dir(path, may_replace=None, option: str = "output"):
     ``swap_lock``, so a run never looks into a folder another run is swapping)."""
     path = check_output_dir(path, option, whole=True)
     if path.is_symlink():                     # replace the folder it points to, not the link
-        path = path.resolve()
+        path = Path(os.path.realpath(path))
     anchor = _nearest_existing(path.parent)  # the staging folder is on the same filesystem
     remove_stale_staging(anchor)
     try:

@@ -37,6 +37,14 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed: 0 .. 2**64 - 1 (what torch.manual_seed takes)."""
+    value = nonnegative_int(text)
+    if value >= 2 ** 64:
+        raise argparse.ArgumentTypeError(f"seeds lie in 0 .. 2**64 - 1, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, multipliers)."""
     value = _number(text, float, "a number")

@@ -76,3 +76,18 @@ def test_a_closed_stdout_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_an_output_link_that_loops_is_refused_before_the_work(tmp_path, capsys):
+    """It failed with a RuntimeError traceback after the whole export (pathlib's resolve)."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(b"not a checkpoint: an error about it would mean the work had started")
+    for args in (["export", "--checkpoint", str(ck), "--output", str(loop)],
+                 ["export", "--checkpoint", str(ck), "--output", str(loop / "m.onnx")],
+                 ["infer", str(tmp_path / "m.onnx"), str(ck), "--output", str(loop)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: --output {args[-1]}: a symbolic link that leads to itself (a loop); " \
+                      "remove it or give another path", err
