@@ -342,7 +342,7 @@ def attach_quantized_contract(quantized, model, metadata: ModelMetadata, quantiz
 
 def verify_quantized(quantized, model, reader: "_CalibrationReader") -> dict:
     """Max |int8 - fp32| per output on the first calibration batch; RuntimeError for a shape
-    change or a non-finite output."""
+    change (a bug), UserError for a non-finite output (of the FP32 model itself: its weights)."""
     x = reader.tensors(0)
     got = _run_outputs(quantized.SerializeToString(), x, reader.input_name)
     ref = _run_outputs(model.SerializeToString(), x, reader.input_name)
@@ -352,8 +352,12 @@ def verify_quantized(quantized, model, reader: "_CalibrationReader") -> dict:
             raise RuntimeError(f"quantized output {name} has shape {value.shape}, FP32 {ref[name].shape}")
         if name.endswith("_inds"):
             continue  # top-K indices: compared as detections by `compare`, not element-wise
+        if not np.all(np.isfinite(ref[name])):
+            raise UserError(f"the FP32 model's output {name} holds NaN or infinite values on the "
+                            "first calibration batch: its weights are broken; nothing was written")
         if not np.all(np.isfinite(value)):
-            raise RuntimeError(f"quantized output {name} is not finite; nothing was written")
+            raise UserError(f"quantized output {name} holds NaN or infinite values on the first "
+                            "calibration batch; nothing was written")
         errors[name] = float(np.max(np.abs(value.astype(np.float64) - ref[name])))
     return errors
 

@@ -107,3 +107,14 @@ def test_compare_fails_a_model_with_nan_outputs_and_writes_strict_json(models, t
 def test_json_text_writes_null_for_what_json_cannot_hold():
     text = json_text({"a": [1.5, math.nan, math.inf, -math.inf], "b": {"c": np.float64(2.0)}, "d": "NaN"})
     assert strict_json(text) == {"a": [1.5, None, None, None], "b": {"c": 2.0}, "d": "NaN"}
+
+
+def test_quantize_of_a_model_with_nan_outputs_is_one_line_not_a_traceback(models, scenes, tmp_path, capsys):
+    _, images = scenes
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", str(models["broken"]), "--calib", str(images), "--output", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: the FP32 model's output tl_heat holds NaN or infinite values on the first "
+                   "calibration batch: its weights are broken; nothing was written"), err
+    assert not out.exists()
