@@ -374,10 +374,11 @@ def exclusive_folder(folder, lock_name: str, option: str = "--output", what: str
         if _identity(lock_path) == _same_file(fd):
             break                             # else its holder removed the file: lock anew
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {_HOST}\n".encode())
     succeeded = False
     try:
+        with write_errors_named(lock_path, f"the {what} did not start"):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {_HOST}\n".encode())
         yield folder
         succeeded = True
     finally:

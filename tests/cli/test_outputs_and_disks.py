@@ -288,9 +288,10 @@ def test_staging_files_of_an_earlier_version_are_mentioned_not_removed(tmp_path,
 
 # --- item 6: a full disk -----------------------------------------------------------------------
 
-def _on_a_full_disk(tmp_path, size_kb, argv):
+def _on_a_full_disk(tmp_path, size_kb, argv, filled=False):
     """Run ``cornernet-deploy ARGV`` (``{disk}`` in an argument: a folder on a ``size_kb`` tmpfs,
-    mounted in a private mount namespace) and list what the tmpfs holds afterwards."""
+    mounted in a private mount namespace; ``filled``: full before the command starts) and list
+    what the tmpfs holds afterwards."""
     if not shutil.which("unshare"):
         pytest.skip("needs unshare (util-linux) to mount a small filesystem privately")
     disk = tmp_path / "disk"
@@ -298,28 +299,39 @@ def _on_a_full_disk(tmp_path, size_kb, argv):
     argv = [str(a).replace("{disk}", str(disk)) for a in argv]
     code = textwrap.dedent(f"""
         import os, subprocess, sys
+        if {filled!r}:
+            fd = os.open(os.path.join({str(disk)!r}, ".fill"), os.O_WRONLY | os.O_CREAT)
+            try:
+                while True:
+                    os.write(fd, bytes(4096))
+            except OSError:
+                os.close(fd)
         proc = subprocess.run([sys.executable, "-m", "cornernet_deploy.cli", *{argv!r}],
                               capture_output=True, text=True)
         print(proc.returncode)
         print(sorted(os.path.relpath(os.path.join(d, n), {str(disk)!r})
-                     for d, dirs, files in os.walk({str(disk)!r}) for n in dirs + files))
+                     for d, dirs, files in os.walk({str(disk)!r}) for n in dirs + files if n != ".fill"))
         sys.stderr.write(proc.stderr)
     """)
-    script = f"mount -t tmpfs -o size={size_kb}k tmpfs {disk} && exec {sys.executable} -c \"$0\""
-    out = subprocess.run(["unshare", "-rm", "sh", "-c", script, code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), timeout=600)
-    if out.returncode != 0 and not out.stdout:
-        pytest.skip(f"cannot mount a private tmpfs here: {out.stderr.strip()[-200:]}")
+    mount = f"mount -t tmpfs -o size={size_kb}k tmpfs {disk}"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a private tmpfs here: {probe.stderr.strip()[-200:]}")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", f"{mount} && exec {sys.executable} -c \"$0\"", code],
+                         capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
     rc, listing = out.stdout.strip().splitlines()[-2:]
     return int(rc), eval(listing), out.stderr.strip().splitlines(), disk
 
 
-@pytest.mark.parametrize("command", ["infer", "export", "triton", "quantize", "train", "demo"])
+@pytest.mark.parametrize("command", ["infer", "export", "triton", "quantize", "train", "train-on-a-full-disk",
+                                     "demo"])
 def test_a_full_disk_is_one_line_naming_the_path_and_leaves_nothing_half_written(command, tiny_onnx, demo_onnx,
                                                                                    tmp_path):
     image = scene_file(tmp_path / "a.png")
     root = tmp_path / "shapes"
-    if command == "train":
+    if command.startswith("train"):
         generate_shapes_dataset(root, 2, seed=5, image_size=((60, 90),), num_objects=(1, 2))
     size_kb, argv, kept = {
         "infer": (64, ["infer", tiny_onnx, image, "--output", "{disk}/out", "--save-vis", "--no-progress"], []),
@@ -334,8 +346,10 @@ def test_a_full_disk_is_one_line_naming_the_path_and_leaves_nothing_half_written
                        "--output", "{disk}/run", "--no-progress"],
                   ["run", "run/.train.lock", "run/config.json", "run/train.log", "run/train_log.jsonl"]),
         "demo": (1024, ["demo", "--output", "{disk}/demo", "--runs", "1"], []),
-    }[command]
-    rc, listing, err, disk = _on_a_full_disk(tmp_path, size_kb, argv)
+    }[command.replace("-on-a-full-disk", "")]
+    rc, listing, err, disk = _on_a_full_disk(tmp_path, size_kb, argv, filled=command.endswith("full-disk"))
+    if command == "train-on-a-full-disk":              # the run never started: no folder left
+        kept = []
     assert rc == 2, err
     assert len([line for line in err if line.startswith("error:")]) == 1 and "Traceback" not in "\n".join(err), err
     assert re.match(rf"error: {re.escape(str(disk))}/\S+: no space left on device", err[-1]), err
