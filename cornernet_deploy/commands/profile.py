@@ -3,6 +3,7 @@ precisions, side by side (see ``cornernet_deploy.profiling``)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -90,6 +91,8 @@ def run(args) -> int:
         if path:
             check_output_file(path, option)
             check_not_input(path, inputs, option)
+    if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
+        raise UserError(f"--json and --plot both name {args.plot}: the chart would replace the report")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     opened = []
