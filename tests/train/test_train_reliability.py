@@ -101,13 +101,14 @@ def test_the_folder_lock_excludes_under_stress_and_a_dead_holder_blocks_no_one(t
         assert enter.startswith("in ") and leave == "out " + enter[3:], (enter, leave)
     assert sum(int(out) for _, out, _ in results) > 0          # they did contend
 
-    dead = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+    dead = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, signal
         from cornernet_deploy.fileio import exclusive_folder
         with exclusive_folder({str(folder)!r}, ".lock"):
             os.kill(os.getpid(), signal.SIGKILL)
-    """)], env=ENV, timeout=60)
-    assert dead.returncode == -signal.SIGKILL and (folder / ".lock").read_text().split()[0] == str(dead.pid)
+    """)], env=ENV)
+    assert dead.wait(timeout=60) == -signal.SIGKILL
+    assert (folder / ".lock").read_text().split()[0] == str(dead.pid)
     from cornernet_deploy.fileio import exclusive_folder
     with exclusive_folder(folder, ".lock"):
         assert (folder / ".lock").read_text().split()[0] == str(os.getpid())
