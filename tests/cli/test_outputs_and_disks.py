@@ -121,6 +121,13 @@ def test_build_refuses_outputs_over_its_inputs(demo_onnx, tmp_path, capsys):
     assert x.read_bytes() == before
 
 
+def test_plugin_build_refuses_a_build_folder_that_holds_the_sources(capsys):
+    """Checked before the headers, nvcc and CMake are looked for (none is needed to get there)."""
+    for build_dir in (ROOT / "plugins", ROOT):
+        refused(capsys, ["plugin", "build", "--build-dir", build_dir], "--build-dir", "holds the plugin sources",
+                "CMake would write its files among them")
+
+
 def test_quantize_uses_the_shared_check_and_refuses_a_hard_link_of_its_model(demo_onnx, tmp_path, capsys):
     model = tmp_path / "m.onnx"
     shutil.copy(demo_onnx, model)
