@@ -8,9 +8,10 @@ number of loader workers.
 
 Checkpoints use the loader's format (``cornernet_deploy.models.checkpoint``):
 ``{"format": "cornernet_deploy", "arch": name, "spec": {...}, "state_dict": {...}}`` plus
-``iteration``, ``optimizer`` (Adam state dict), ``train`` (the run's settings), ``torch_rng``
-and ``losses``: tensors, dicts, lists, strings and numbers only, so ``torch.load(...,
-weights_only=True)`` reads them.
+``iteration``, ``optimizer`` (Adam state dict), ``train`` (the run's settings), ``torch_rng``,
+``losses`` (the last batch's) and ``smoothed`` (their running means, continued on resume):
+tensors, dicts, lists, strings and numbers only, so ``torch.load(..., weights_only=True)`` reads
+them. One run at a time uses a run folder (``LOCK_FILE``, ``fileio.exclusive_folder``).
 """
 from __future__ import annotations
 
