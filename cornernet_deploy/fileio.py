@@ -31,6 +31,7 @@ STAGING_NAME_BYTES = 120
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
 _STAGING = re.compile(r"^\..*\.cdp-(?P<host>[A-Za-z0-9]{1,16})-(?P<pid>\d+)-[a-z0-9_]{8}"
                       r"(?P<kind>\.[A-Za-z0-9]{1,8})$")
+_LOCK_RECORD = 64       # bytes of "PID HOST" in a lock file (exclusive_folder), space-padded
 # what an earlier version named its staging files: owner unknown, so only mentioned
 _LEGACY_STAGING = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
 
@@ -270,13 +271,16 @@ def check_output_dir(path, option: str = "output", whole: bool = False) -> Path:
     must be writable too, and it may not be the current folder."""
     path = Path(path)
     _check_names(path, option)
-    if path.exists():
-        if not path.is_dir():
-            raise UserError(f"{option} {path}: is a file; give a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserError(f"{option} {path}: folder is not writable")
-    else:
-        _check_parents(path, option)
+    # a folder replaced as a whole may be between the two renames of another run's swap: look
+    # under the lock that the swap holds
+    with swap_lock(path) if whole else contextlib.nullcontext():
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"{option} {path}: is a file; give a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {path}: folder is not writable")
+        else:
+            _check_parents(path, option)
     if whole:
         real = path.resolve()
         cwd = Path.cwd().resolve()
@@ -377,8 +381,8 @@ def exclusive_folder(folder, lock_name: str, option: str = "--output", what: str
     succeeded = False
     try:
         with write_errors_named(lock_path, f"the {what} did not start"):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {_HOST}\n".encode())
+            # one write of a fixed-size record over the last holder's: never seen empty
+            os.pwrite(fd, f"{os.getpid()} {_HOST}".ljust(_LOCK_RECORD - 1).encode() + b"\n", 0)
         yield folder
         succeeded = True
     finally:
@@ -400,7 +404,7 @@ def _lock_holder(fd: int, wait_s: float = 2.0) -> str:
 
     deadline = time.monotonic() + wait_s
     while True:       # empty, or a dead pid: the new holder has not written its own yet
-        text = os.pread(fd, 200, 0).decode(errors="replace").split()
+        text = os.pread(fd, _LOCK_RECORD, 0).decode(errors="replace").split()
         if (text and text[0].isdigit() and _alive(int(text[0]))) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
