@@ -7,7 +7,9 @@ so that ``infer`` never pays for (or needs) torch. Adding a verb: docs/EXTENDING
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -46,11 +48,28 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _load(name: str):
     return importlib.import_module(f"cornernet_deploy.commands.{name}")
 
 
 def main(argv=None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:                          # inside the try: --help's output too
+            sys.stdout.flush()
+    except BrokenPipeError:               # the reader of our output went away (`| head`)
+        _quiet_stdout()
+        return 141
+
+
+def _main(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="cornernet-deploy", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"cornernet-deploy {__version__}")
@@ -92,6 +111,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise                             # quietly, in main
+    except OSError as exc:                # a full disk, a permission, a vanished file: one line
+        from .fileio import write_error_message
+        print(f"error: {write_error_message(None, exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: out of memory in `{args.command}`: give it less at once (smaller or fewer "
+              "images, batches, sizes)", file=sys.stderr)
+        return 2
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

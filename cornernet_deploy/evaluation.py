@@ -166,7 +166,12 @@ def evaluate(detector, data, images, max_images=None, progress=True, match="name
     results = []
     for image_id in tqdm(image_ids, unit="img", desc="eval", disable=not progress):
         info = gt.loadImgs([image_id])[0]     # a list: pycocotools would iterate a text id
-        dets = detector(read_image(images / info["file_name"], note))
+        path = images / info["file_name"]
+        image = read_image(path, note)
+        try:
+            dets = detector(image)
+        except UserError as exc:      # e.g. NaN outputs: the run stops, naming the image
+            raise UserError(f"{path}: {exc}") from None
         dets = dets[[scored[c] for c in dets.class_ids.tolist()]]
         results += dets.to_coco(image_id, coco_ids)
     if not results:

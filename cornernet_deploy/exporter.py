@@ -23,7 +23,7 @@ from .contract.metadata import (DECODES, INPUT_NAME, RAW_OUTPUTS, build_metadata
 from .contract.op import EXPORT_CORNER_POOL
 from .contract.precision import EXPORT_PRECISIONS
 from .errors import UserError
-from .fileio import atomic_path, check_output_file
+from .fileio import atomic_path, check_not_input, check_output_file
 from .models import CornerNet, load_checkpoint
 from .models.checkpoint import describe_variant, spec_from_checkpoint
 from .models.corner_pool import doubling_steps
@@ -198,6 +198,15 @@ class ExportPlan:
                 out[name].update({2: "out_height", 3: "out_width"})
         return out
 
+    def takes(self) -> str:
+        """What the written file takes, in words."""
+        if self.dynamic_size:
+            side = max_input_side(self.spec)
+            size = f"any height and width up to {side} px (dynamic size)"
+        else:
+            size = f"{self.input_hw[0]}x{self.input_hw[1]} inputs only (fixed size)"
+        return f"{size}, batch {'of any size (dynamic)' if self.dynamic_batch else self.batch}"
+
     def metadata(self) -> dict:
         return build_metadata(self.spec, self.input_hw, None if self.dynamic_batch else self.batch,
                               self.decode, self.corner_pool, self.precision, self.dynamic_size)
@@ -216,6 +225,8 @@ def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None
     requested_hw = parse_hw(input_size) if isinstance(input_size, str) else (
         tuple(int(v) for v in input_size) if input_size is not None else None)
     output = check_output_file(output, "--output") if output else None
+    if output is not None:                 # before the checkpoint is read
+        check_not_input(output, [("--checkpoint", checkpoint)])
     if model is None:
         if arch is None and checkpoint is None:
             raise UserError("give --arch, --checkpoint, or both")
@@ -231,7 +242,9 @@ def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None
     input_hw = requested_hw or tuple(spec.input_size)
     check_export_size(spec, input_hw)      # before the (possibly long) build and load
     check_trace_memory(spec, input_hw, batch)
-    output = output or check_output_file(f"export/{spec.name}.onnx", "--output")
+    if output is None:
+        output = check_output_file(f"export/{spec.name}.onnx", "--output")
+        check_not_input(output, [("--checkpoint", checkpoint)])
     return ExportPlan(spec=spec, input_hw=input_hw, dynamic_size=bool(dynamic_size), batch=int(batch),
                       dynamic_batch=bool(dynamic_batch), opset=int(opset), corner_pool=corner_pool,
                       decode=decode, precision=precision, output=Path(output))
@@ -249,6 +262,21 @@ def load_network(plan: ExportPlan, checkpoint, progress) -> CornerNet:
     else:
         _log(progress, "no checkpoint given: exporting randomly initialised weights")
     return model
+
+
+def check_finite_weights(model: CornerNet, source: str) -> None:
+    """Refuse (one line, naming the tensors) a network with a NaN or infinite weight or buffer:
+    its export computes NaN, which would even "verify" against PyTorch's NaN."""
+    bad = []
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            count = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if count:
+                bad.append(f"{name} ({count} of {tensor.numel()})")
+    if bad:
+        raise UserError(f"{source} has NaN or infinite values in {len(bad)} tensor(s): "
+                        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; its export would "
+                        "compute NaN: nothing was written (retrain, or take an earlier checkpoint)")
 
 
 def trace_to_onnx(plan: ExportPlan, model: CornerNet, progress):
@@ -307,6 +335,9 @@ def attach_contract(onnx_model, plan: ExportPlan) -> dict:
 
 
 def report_verification(report: dict, progress) -> None:
+    """The differences, then one verdict line: PASS, or FAIL (raises ``VerificationError``)."""
+    from .contract.agreement import TOLERANCES
+
     heads = {name: h["max_abs"] for name, h in report["heads"].items()}
     _log(progress, "max abs error vs PyTorch: " + ", ".join(f"{k} {v:.2e}" for k, v in heads.items()))
     if report["detections"] is not None:
@@ -314,10 +345,15 @@ def report_verification(report: dict, progress) -> None:
         _log(progress, f"detections vs PyTorch: agreement {d['agreement']:.3f} "
                        f"({d['matched']} matched, {d['missed']} missed, {d['extra']} extra with "
                        f"score >= {d['min_score']:g}), max score delta {d['max_score_delta']:.2e}")
+    tol = TOLERANCES[report["tolerance"]]
+    profile = (f"the {tol.name} tolerance profile of `compare` (per element |onnx - torch| <= "
+               f"{tol.head_atol:g} + {tol.head_rtol:g}*|torch|, outputs finite)")
     if report["failures"]:
-        raise VerificationError(f"ONNX Runtime differs from PyTorch beyond the {report['tolerance']} "
+        _log(progress, f"verification: FAIL against {profile}")
+        raise VerificationError(f"ONNX Runtime differs from PyTorch beyond the {tol.name} "
                                 f"tolerance of `compare`: {'; '.join(report['failures'])}; nothing "
                                 "was written (--no-verify writes it anyway)")
+    _log(progress, f"verification: PASS against {profile}")
 
 
 def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model: CornerNet | None = None,
@@ -345,6 +381,7 @@ def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model:
                        corner_pool=corner_pool, decode=decode, precision=precision)
     if model is None:
         model = load_network(plan, checkpoint, progress)
+    check_finite_weights(model, str(checkpoint) if checkpoint else "the model")
     note = None if plan.dynamic_size else family_of(plan.spec).fixed_size_note(plan.spec, plan.input_hw,
                                                                                 FIXED_SIZE_COST)
     if note:
@@ -361,7 +398,8 @@ def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model:
     with atomic_path(plan.output) as tmp:
         onnx.save(onnx_model, str(tmp))
     result.seconds = time.perf_counter() - start
-    _log(progress, f"wrote {plan.output} ({plan.output.stat().st_size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+    _log(progress, f"wrote {plan.output} ({plan.output.stat().st_size / 1e6:.1f} MB) in {result.seconds:.1f} s; "
+                   f"it takes {plan.takes()}")
     return result
 
 
@@ -419,6 +457,15 @@ def verify_against_torch(onnx_model, wrapper, dummy, names, spec: ArchSpec, prec
         expected = dict(zip(names, (t.float().numpy() if t.is_floating_point() else t.numpy()
                                     for t in wrapper(dummy))))
     graph = "tl_inds" in names
+    # NaN in the same place on both sides counts as equal for `compare` (HeadStats), not here:
+    # an export that computes NaN or infinity is broken whatever PyTorch computes
+    failures = []
+    for name in names:
+        for side, values in (("ONNX Runtime", got[name]), ("PyTorch", expected[name])):
+            values = np.asarray(values)
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                count = values.size - int(np.count_nonzero(np.isfinite(values)))
+                failures.append(f"{name}: {count} of {values.size} values from {side} are NaN or infinite")
     heads = {}
     for name in names:
         if graph and not name.endswith("_scores") and not name.startswith("att"):
@@ -426,9 +473,9 @@ def verify_against_torch(onnx_model, wrapper, dummy, names, spec: ArchSpec, prec
         stats = HeadStats(name, tol)
         stats.add(expected[name], got[name])
         heads[name] = stats.summary()
-    failures = [f"{name}: max |onnx - torch| {h['max_abs']:.3g} ({h['tolerance_used']:.3g}x the allowance "
-                f"{tol.head_atol:g} + {tol.head_rtol:g}*|torch|)"
-                for name, h in heads.items() if not h["within_tolerance"]]
+    failures += [f"{name}: max |onnx - torch| {h['max_abs']:.3g} ({h['tolerance_used']:.3g}x the allowance "
+                 f"{tol.head_atol:g} + {tol.head_rtol:g}*|torch|)"
+                 for name, h in heads.items() if not h["within_tolerance"]]
     detections = None
     if graph:
         out_hw = spec.output_size(dummy.shape[2:])

@@ -46,7 +46,7 @@ from onnx import numpy_helper
 
 from . import __version__
 from .errors import UserError
-from .fileio import atomic_path, sha256_file
+from .fileio import atomic_path, check_not_input, check_output_file, sha256_file, write_errors_named
 from .onnx_files import declared_outputs, load_export, set_metadata
 from .contract.metadata import ModelMetadata, check_graph_outputs, parse_metadata
 from .contract.op import CORNER_POOL
@@ -300,7 +300,8 @@ def calibrate_and_quantize(float_model, reader: "_CalibrationReader", method: st
 
     calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="cornernet-quantize-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cornernet-quantize-") as tmp, \
+            write_errors_named(f"{tmp} (a temporary folder: $TMPDIR chooses where)"):
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(float_model, str(src))
         root = logging.getLogger()
@@ -342,7 +343,7 @@ def attach_quantized_contract(quantized, model, metadata: ModelMetadata, quantiz
 
 def verify_quantized(quantized, model, reader: "_CalibrationReader") -> dict:
     """Max |int8 - fp32| per output on the first calibration batch; RuntimeError for a shape
-    change or a non-finite output."""
+    change (a bug), UserError for a non-finite output (of the FP32 model itself: its weights)."""
     x = reader.tensors(0)
     got = _run_outputs(quantized.SerializeToString(), x, reader.input_name)
     ref = _run_outputs(model.SerializeToString(), x, reader.input_name)
@@ -352,8 +353,12 @@ def verify_quantized(quantized, model, reader: "_CalibrationReader") -> dict:
             raise RuntimeError(f"quantized output {name} has shape {value.shape}, FP32 {ref[name].shape}")
         if name.endswith("_inds"):
             continue  # top-K indices: compared as detections by `compare`, not element-wise
+        if not np.all(np.isfinite(ref[name])):
+            raise UserError(f"the FP32 model's output {name} holds NaN or infinite values on the "
+                            "first calibration batch: its weights are broken; nothing was written")
         if not np.all(np.isfinite(value)):
-            raise RuntimeError(f"quantized output {name} is not finite; nothing was written")
+            raise UserError(f"quantized output {name} holds NaN or infinite values on the first "
+                            "calibration batch; nothing was written")
         errors[name] = float(np.max(np.abs(value.astype(np.float64) - ref[name])))
     return errors
 
@@ -383,13 +388,11 @@ def quantize_onnx(model_path, calib: Sequence[str], output=None, *, num_images: 
         raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if method == "percentile" and not 0 < percentile <= 100:
         raise UserError(f"--percentile must be in (0, 100], got {percentile}")
+    output = check_output_file(output or model_path.with_name(f"{model_path.stem}_int8.onnx"), "--output")
+    check_not_input(output, [("the input model", model_path)])
     model, metadata = _load_float_model(model_path)
-    output = Path(output) if output else model_path.with_name(f"{model_path.stem}_int8.onnx")
-    if output.resolve() == model_path.resolve():
-        raise UserError(f"--output {output} is the input model; choose another file")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; give a file name")
     paths = select_calibration_images(calib, num_images)
+    check_not_input(output, [("the calibration image", p) for p in paths])
 
     float_model = copy.deepcopy(model)
     folded = fold_batchnorm_after_concat(float_model)

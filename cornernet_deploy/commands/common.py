@@ -37,6 +37,14 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed: 0 .. 2**64 - 1 (what torch.manual_seed takes)."""
+    value = nonnegative_int(text)
+    if value >= 2 ** 64:
+        raise argparse.ArgumentTypeError(f"seeds lie in 0 .. 2**64 - 1, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, multipliers)."""
     value = _number(text, float, "a number")
@@ -111,3 +119,14 @@ def require_torch(purpose: str) -> None:
     except ImportError:
         from ..errors import UserError
         raise UserError(f"{purpose} needs PyTorch: pip install 'cornernet-deploy[torch]'") from None
+
+
+def model_inputs(models) -> list:
+    """``(what, path)`` pairs of the files that MODEL arguments read, for
+    ``fileio.check_not_input``: each file and the manifest an engine has beside it."""
+    from ..contract.manifest import manifest_path
+
+    pairs = []
+    for model in models:
+        pairs += [("the model", model), ("the model's manifest", manifest_path(model))]
+    return pairs

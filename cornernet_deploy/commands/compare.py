@@ -5,7 +5,6 @@ Exit status: 0 within the tolerances, 1 past them (each failed check on one line
 usage error. See ``cornernet_deploy.profiling.compare`` for the definitions."""
 from __future__ import annotations
 
-import json
 import sys
 
 from ..errors import UserError
@@ -111,11 +110,11 @@ def _providers(text, models):
 
 
 def run(args) -> int:
-    from ..fileio import check_output_file, write_text_atomic
+    from ..fileio import check_not_input, check_output_file, write_json_atomic
     from ..profiling.compare import choose_tolerance, compare_backends
     from ..profiling.profile import generated_images, load_images
     from ..runtime.backends import open_backend, registry
-    from .common import console, option_list
+    from .common import console, model_inputs, option_list
 
     if args.num_images < 1:
         raise UserError("--num-images must be >= 1")
@@ -123,6 +122,8 @@ def run(args) -> int:
     device = devices[0] if devices else None
     if args.json:
         check_output_file(args.json, "--json")
+        check_not_input(args.json, model_inputs([args.model_a, args.model_b]) + [("--images", args.images)],
+                        "--json")
     profile = str(args.tolerance_profile).lower()
     choose_tolerance(profile, [])            # validate the name before loading anything
     providers = _providers(args.provider, (args.model_a, args.model_b))
@@ -147,7 +148,7 @@ def run(args) -> int:
             backend.close()
     print_report(report, console())
     if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+        write_json_atomic(args.json, report, indent=1)
         say(f"wrote {args.json}")
     if report["passed"]:
         print(f"PASS: B agrees with A within the {tolerance.name} tolerances")

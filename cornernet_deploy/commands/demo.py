@@ -6,14 +6,13 @@ generated scene -> annotated PNG, detections JSON, and a latency table.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import check_output_dir
+from ..fileio import atomic_files, check_not_input, check_output_dir, json_text
 from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 from .common import console as make_console
 from .common import nonnegative_int, positive_int, require_torch
@@ -21,6 +20,7 @@ from .common import nonnegative_int, positive_int, require_torch
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSET_DIR / "demo_squeeze_shapes.pt"
 DRAW_THRESHOLD = DRAW_SCORE_THRESHOLD  # drawn and tabled; the JSON keeps every detection
+DEMO_FILES = ("demo_model.onnx", "demo_input.png", "demo_detections.png", "demo_detections.json")
 # generated scene sides: shapes are at least 16 px and the bundled model saw 128-256 px scenes
 MIN_SCENE, MAX_SCENE = 32, 4096
 
@@ -44,27 +44,36 @@ def run(args) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():  # anything else wrong with it: the checkpoint reader says what
         raise UserError(f"demo checkpoint not found: {checkpoint} (train one with scripts/train_demo_model.py)")
+    for name in DEMO_FILES:
+        check_not_input(out / name, [("--checkpoint", checkpoint)], "--output")
+    # every file is made in a hidden folder and moved into --output at the end: a failed demo
+    # (a full disk, Ctrl-C) adds nothing half-written
+    console = make_console()
+    start = time.perf_counter()
+    with atomic_files(out, "--output") as staging:
+        _demo(args, checkpoint, out, staging, console)
+    console.print(f"wrote {out / 'demo_detections.png'}, {out / 'demo_detections.json'} and "
+                  f"{out / 'demo_model.onnx'} in {time.perf_counter() - start:.1f} s")
+    return 0
 
+
+def _demo(args, checkpoint: Path, out: Path, staging: Path, console) -> None:
+    """Export, detect and draw into ``staging``; what is printed names the files in ``out``."""
     import cv2
     from rich.table import Table
 
     from ..data.shapes import box_iou, render_scene
     from ..exporter import export_onnx
-    from ..fileio import write_bytes_atomic, write_text_atomic
     from ..runtime.detector import Detector
     from ..runtime.visualize import draw_detections
 
-    console = make_console()
-    start = time.perf_counter()
-
     console.print(f"[bold]1/3 export[/] {checkpoint.name} -> ONNX")
-    onnx_path = out / "demo_model.onnx"
-    export_onnx(checkpoint=checkpoint, output=onnx_path, dynamic_size=True,
-                progress=lambda m: console.print(f"    {m}"))
+    export_onnx(checkpoint=checkpoint, output=staging / "demo_model.onnx", dynamic_size=True,
+                progress=lambda m: console.print(f"    {m.replace(str(staging), str(out))}"))
 
     console.print("[bold]2/3 detect[/] with ONNX Runtime on a generated scene")
     image, gt_boxes, gt_labels = render_scene(args.seed, image_size=args.image_size, num_objects=(3, 5))
-    detector = Detector.load(onnx_path)
+    detector = Detector.load(staging / "demo_model.onnx")
     # network time per image, summed: Saccade runs the network more than once per image
     # (the attention pass, then its zoomed crops)
     inference_ms = []
@@ -92,17 +101,18 @@ def run(args) -> int:
     ok, png = cv2.imencode(".png", draw_detections(image, shown))
     if not ok:
         raise UserError("could not encode the annotated image")
-    write_bytes_atomic(out / "demo_detections.png", png.tobytes())
+    (staging / "demo_detections.png").write_bytes(png.tobytes())
     ok, png = cv2.imencode(".png", image)
-    write_bytes_atomic(out / "demo_input.png", png.tobytes())
+    (staging / "demo_input.png").write_bytes(png.tobytes())
     names = detector.class_names
-    write_text_atomic(out / "demo_detections.json", json.dumps({
+    (staging / "demo_detections.json").write_text(json_text({
         "image": "demo_input.png", "score_threshold_for_drawing": DRAW_THRESHOLD,
         "detections": [{"bbox_xyxy": [round(float(v), 2) for v in b], "score": round(float(s), 4),
                         "class": n} for b, s, n in zip(detections.boxes, detections.scores, detections.class_names)],
         "ground_truth": [{"bbox_xyxy": [float(v) for v in b], "class": names[int(c)]}
                          for b, c in zip(gt_boxes, gt_labels)],
     }, indent=1))
+    detector.close()
 
     table = Table(title=f"detections (score >= {DRAW_THRESHOLD}) vs the scene's ground truth")
     for col in ("class", "score", "box x1,y1,x2,y2", "best IoU with a true box"):
@@ -120,6 +130,3 @@ def run(args) -> int:
     for name, values in (("inference (ONNX Runtime)", inf), ("pre + post-processing", pre_post), ("end to end", e2e)):
         latency.add_row(name, f"{values.mean():.1f}", f"{np.median(values):.1f}", f"{values.min():.1f}")
     console.print(latency)
-    console.print(f"wrote {out / 'demo_detections.png'}, {out / 'demo_detections.json'} and {onnx_path} "
-                  f"in {time.perf_counter() - start:.1f} s")
-    return 0

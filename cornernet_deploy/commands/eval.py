@@ -2,10 +2,9 @@
 (``cornernet_deploy.evaluation``: class matching, scoring)."""
 from __future__ import annotations
 
-import json
 import sys
 
-from .common import add_device_arguments, plural, positive_int
+from .common import add_device_arguments, model_inputs, plural, positive_int
 
 
 def add_arguments(parser):
@@ -25,12 +24,14 @@ def add_arguments(parser):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..fileio import check_output_file, write_text_atomic
+    from ..fileio import check_not_input, check_output_file, write_json_atomic
     from ..evaluation import evaluate
     from ..runtime.detector import Detector
 
     if args.json:
         check_output_file(args.json, "--json")
+        check_not_input(args.json, model_inputs([args.model]) + [("--data", args.data),
+                                                                  ("--images", args.images)], "--json")
     detector = Detector.load(args.model, device=args.device, provider=args.provider)
     metrics = evaluate(detector, args.data, args.images, args.num_images, not args.no_progress,
                        args.match_classes, note=lambda m: tqdm.write(f"note: {m}", file=sys.stderr))
@@ -38,5 +39,5 @@ def run(args) -> int:
     print(f"mAP@[.5:.95] {metrics['AP']:.4f}  mAP@0.5 {metrics['AP50']:.4f}  "
           f"({plural(metrics['images'], 'image')}, {plural(metrics['detections'], 'detection')})")
     if args.json:
-        write_text_atomic(args.json, json.dumps(metrics, indent=1))
+        write_json_atomic(args.json, metrics, indent=1)
     return 0

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import atomic_dir, check_output_dir
-from .common import add_device_arguments, nonnegative_int, plural, positive_int, score
+from ..fileio import (atomic_dir, check_not_input, check_output_dir, json_text, name_max, swap_lock,
+                      truncate_name)
+from .common import add_device_arguments, model_inputs, nonnegative_int, plural, positive_int, score
 
 RESULT_FILES = ("detections.json", "images.json")
 SKIPPED_FILE = "skipped.json"   # only with --skip-unreadable, when something was skipped
@@ -87,11 +88,19 @@ def check_replaceable(folder: Path) -> None:
 
 def check_output(folder: Path, overwrite: bool) -> None:
     check_output_dir(folder, "--output", whole=True)
-    if folder.is_dir() and any(folder.iterdir()):
-        if not overwrite:
-            raise UserError(f"--output {folder}: folder is not empty; pass --overwrite to replace an "
-                            f"earlier run's results, or give a new folder")
-        check_replaceable(folder)
+    with swap_lock(folder):                   # never look while another run swaps it
+        if folder.is_dir() and any(folder.iterdir()):
+            if not overwrite:
+                raise UserError(f"--output {folder}: folder is not empty; pass --overwrite to replace "
+                                f"an earlier run's results, or give a new folder")
+            check_replaceable(folder)
+
+
+def drawing_name(image_id: int, path: Path, name_limit: int) -> str:
+    """The file name of an image's drawing: unique by the image's id, recognisable by its own
+    name, which is cut to fit ``name_limit`` bytes (the output filesystem's)."""
+    head, tail = f"{image_id:06d}_", ".png"
+    return head + truncate_name(path.stem, name_limit - len(head) - len(tail)) + tail
 
 
 def detect(detector, paths, images, flip):
@@ -123,8 +132,12 @@ def run(args) -> int:
         tqdm.write(f"note: {message}", file=sys.stderr)
 
     out_dir = Path(args.output)
-    check_output(out_dir, args.overwrite)
+    check_output_dir(out_dir, "--output", whole=True)
     paths = collect_images(args.images, recursive=args.recursive, note=note)
+    check_not_input(out_dir, model_inputs([args.model]) + [("the input image", p) for p in paths],
+                    "--output", whole_folder=True)
+    check_output(out_dir, args.overwrite)
+    name_limit = name_max(out_dir)             # of the drawings' names, known before the work
     detector = Detector.load(args.model, device=args.device, provider=args.provider)
     results, per_image, skipped = [], [], []
     start = time.perf_counter()
@@ -156,7 +169,7 @@ def run(args) -> int:
                     record = {"id": image_id, "file_name": str(p), "width": image.shape[1],
                               "height": image.shape[0], "detections": len(dets)}
                     if args.save_vis:
-                        record["drawing"] = f"{image_id:06d}_{p.stem}.png"
+                        record["drawing"] = drawing_name(image_id, p, name_limit)
                         ok, buf = cv2.imencode(".png", draw_detections(image, dets, args.vis_score_threshold))
                         if not ok:
                             raise UserError(f"could not encode the drawing of {p}")
@@ -166,9 +179,9 @@ def run(args) -> int:
         if not per_image:
             raise UserError(f"no image could be read ({plural(len(paths), 'file')} tried)")
         if skipped:
-            (staging / SKIPPED_FILE).write_text(json.dumps(skipped, indent=1))
-        (staging / "images.json").write_text(json.dumps(per_image, indent=1))
-        (staging / "detections.json").write_text(json.dumps(results))
+            (staging / SKIPPED_FILE).write_text(json_text(skipped, indent=1))
+        (staging / "images.json").write_text(json_text(per_image, indent=1))
+        (staging / "detections.json").write_text(json_text(results))
     seconds = time.perf_counter() - start
     print(f"{plural(len(per_image), 'image')}, {plural(len(results), 'detection')} in {seconds:.2f} s "
           f"({len(per_image) / seconds:.1f} img/s) -> {out_dir / 'detections.json'}")

@@ -3,6 +3,7 @@ precisions, side by side (see ``cornernet_deploy.profiling``)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -69,12 +70,12 @@ def _threads(values):
 def run(args) -> int:
     import sys
 
-    from ..fileio import check_output_file
+    from ..fileio import check_not_input, check_output_file
     from ..profiling.profile import (build_report, common_canvas, generated_images, load_images,
                                      profile_backends)
     from ..profiling.report import layer_table, profile_table, write_json, write_plot
     from ..runtime.backends import open_backend, registry
-    from .common import console, option_list
+    from .common import console, model_inputs, option_list
 
     names = [info.name for info in registry.all_backends()]
     backends = option_list(args.backend, names, "backend", registry.aliases())
@@ -85,10 +86,13 @@ def run(args) -> int:
     threads = _threads(args.threads)
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot writes a PNG image: give a file name ending in .png, not {args.plot}")
-    if args.json:
-        check_output_file(args.json, "--json")
-    if args.plot:
-        check_output_file(args.plot, "--plot")
+    inputs = model_inputs(args.models) + [("--images", args.images)]
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, option)
+            check_not_input(path, inputs, option)
+    if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
+        raise UserError(f"--json and --plot both name {args.plot}: the chart would replace the report")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     opened = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..contract.arch import ARCHS
-from .common import nonnegative_int, positive_float, positive_int, require_torch
+from .common import nonnegative_int, positive_float, positive_int, require_torch, seed
 
 RESUME_NOTE = "with --resume: the interrupted run's value when not given"
 
@@ -42,7 +42,7 @@ def add_arguments(parser):
     parser.add_argument("--init", metavar="CKPT",
                         help="start from these weights (official or ours); tensors of another "
                              "shape, e.g. heat heads of another class count, stay fresh")
-    parser.add_argument("--seed", type=nonnegative_int, help="data and init seed (default: official 317)")
+    parser.add_argument("--seed", type=seed, help="data and init seed (default: official 317)")
     parser.add_argument("--workers", type=nonnegative_int, default=0, help="data loader processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,

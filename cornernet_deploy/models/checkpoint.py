@@ -283,5 +283,7 @@ def save_checkpoint(model, path, **extra) -> None:
     """Our format, written atomically; loadable with ``weights_only=True``."""
     payload = {"format": FORMAT, "arch": model.spec.name, "spec": spec_to_dict(model.spec),
                "state_dict": model.state_dict(), **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # through a Python file, so that a full disk raises an OSError (ENOSPC), which
+        # atomic_path names; torch.save to a path reports only "unexpected pos N vs M"
+        torch.save(payload, f)

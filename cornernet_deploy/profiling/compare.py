@@ -49,6 +49,7 @@ from ..contract.agreement import (TOLERANCES, DetectionStats, HeadStats, Toleran
                                   choose_tolerance)
 from ..errors import UserError
 from ..runtime.families import family_of
+from ..runtime.pipeline import CornerNetPipeline, NonFiniteOutput
 
 __all__ = ["compare_backends", "choose_tolerance", "TOLERANCES"]
 
@@ -57,7 +58,6 @@ __all__ = ["compare_backends", "choose_tolerance", "TOLERANCES"]
 # ----------------------------------------------------------------------------------------------
 
 def _pipeline(backend, canvas):
-    from ..runtime.pipeline import CornerNetPipeline
     return CornerNetPipeline.for_backend(backend, input_hw=canvas)
 
 
@@ -95,6 +95,7 @@ def compare_backends(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
     tie_level = TOLERANCES["fp32"]
     heads: Dict[str, HeadStats] = {}
     skipped_heads = 0
+    non_finite: Dict[str, list] = {}          # side -> [images, first message]
     det = DetectionStats(min_score, tolerance.score_atol)
     canvas_a, canvas_b = (a.input_hw, b.input_hw) if native else (canvas, canvas)
     pipe_a, pipe_b = _pipeline(a, canvas_a), _pipeline(b, canvas_b)
@@ -114,7 +115,14 @@ def compare_backends(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
                     heads_agree &= allowance_used(out_a[name], out_b[name], tie_level) <= 1.0
             else:
                 skipped_heads += 1
-        det.add(pipe_a(image), pipe_b(image), heads_agree=heads_agree)
+        dets = []
+        for side, pipe in (("A", pipe_a), ("B", pipe_b)):
+            try:
+                dets.append(pipe(image))
+            except NonFiniteOutput as exc:    # no detections to compare: a failure of its own
+                non_finite.setdefault(side, [0, str(exc)])[0] += 1
+        if len(dets) == 2:
+            det.add(*dets, heads_agree=heads_agree)
         if progress:
             progress(f"image {k + 1}/{len(images)}")
     if skipped_heads:
@@ -138,7 +146,10 @@ def compare_backends(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
     if det_summary["max_score_delta"] > tolerance.score_atol:
         failures.append(f"detections: max |score_b - score_a| {det_summary['max_score_delta']:.3g} "
                         f"> {tolerance.score_atol:g} ({tolerance.name} tolerance)")
-    if head_summary is None and det_summary["count_a"] + det_summary["count_b"] == 0:
+    for side, (count, message) in sorted(non_finite.items()):
+        label = (a if side == "A" else b).label
+        failures.append(f"{side} ({label}) on {count} of {len(images)} image(s): {message}")
+    if head_summary is None and det_summary["count_a"] + det_summary["count_b"] == 0 and not non_finite:
         failures.append(f"nothing was compared: no raw heads, and no detection of either model scores "
                         f">= {min_score:g} (lower --min-score, or give images with objects)")
     return {

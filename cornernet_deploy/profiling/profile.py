@@ -293,6 +293,7 @@ def build_report(rows: Sequence[RowResult], settings: dict) -> dict:
         ratios["throughput"] = ratio(throughput, base_tp)
         entry = dict(row.backend.describe())
         entry.update({
+            "network": row.backend.spec.summary,
             "canvas_hw": list(row.canvas) if row.canvas else None,
             "batch": row.batch, "network_batch": row.network_batch,
             "stages": summaries, "throughput_ips": throughput,
@@ -302,6 +303,7 @@ def build_report(rows: Sequence[RowResult], settings: dict) -> dict:
         })
         results.append(entry)
     env = environment()
+    warning = different_networks([entry["network"] for entry in results])
     return {
         "schema": REPORT_SCHEMA, "format": REPORT_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -309,5 +311,20 @@ def build_report(rows: Sequence[RowResult], settings: dict) -> dict:
         "units": "ms", "stages": list(STAGES), "percentiles": PERCENTILE_METHOD,
         "ratio_definition": "median of this row / median of the first row (latency: below 1 is "
                             "faster); throughput: this row / the first row (above 1 is faster)",
-        "host_clock": HOST_CLOCK, "results": results,
+        "host_clock": HOST_CLOCK, "warnings": [warning] if warning else [], "results": results,
     }
+
+
+def different_networks(networks: Sequence[str]) -> Optional[str]:
+    """A warning when the rows of one table run different networks (architecture, widths,
+    depth, classes: ``ArchSpec.summary``), whose ratios then compare work, not backends."""
+    distinct = list(dict.fromkeys(networks))
+    if len(distinct) < 2:
+        return None
+    groups = []
+    for net in distinct:
+        rows = [str(i + 1) for i, n in enumerate(networks) if n == net]
+        groups.append(f"row{'s' if len(rows) > 1 else ''} {', '.join(rows)}: {net}")
+    rows = "; ".join(groups)
+    return (f"the rows are {len(distinct)} different networks, so their ratios compare different "
+            f"work, not backends or precisions ({rows})")

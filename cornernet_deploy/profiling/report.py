@@ -2,13 +2,12 @@
 atomic JSON/PNG writing and a bar chart drawn with OpenCV (no matplotlib needed)."""
 from __future__ import annotations
 
-import json
 import math
 from typing import List, Optional
 
 import numpy as np
 
-from ..fileio import write_bytes_atomic, write_text_atomic
+from ..fileio import write_bytes_atomic, write_json_atomic
 from .stats import STAT_KEYS
 
 __all__ = ["profile_table", "validate_report", "write_json", "write_plot", "fmt_ms", "fmt_ratio",
@@ -40,8 +39,11 @@ def profile_table(report: dict, title: Optional[str] = None):
     from rich.text import Text
 
     results = report["results"]
+    warnings = report.get("warnings") or []
     table = Table(title=title or "Per-stage latency (ms); ratio = median / first row's median",
-                  show_lines=False, header_style="bold")
+                  show_lines=False, header_style="bold",
+                  caption=Text("\n".join(f"warning: {w}" for w in warnings), style="bold")
+                  if warnings else None)
     table.add_column("stage", no_wrap=True)
     table.add_column("configuration", overflow="fold")
     for key in STAT_KEYS:
@@ -102,7 +104,7 @@ _RESULT = {"label": str, "model": str, "backend": str, "device": str, "precision
            "arch": str, "decode": str, "timing": str, "batch": int, "network_batch": int,
            "stages": dict, "throughput_ips": _NUM, "ratios": dict}
 _OPTIONAL_RESULT = {"input_hw": (list, type(None)), "threads": (int, type(None)),
-                    "provider": (str, type(None)),
+                    "provider": (str, type(None)), "network": str,
                     "layers": (dict, type(None)), "inference_throughput_ips": _NUM + (type(None),)}
 
 
@@ -127,6 +129,9 @@ def validate_report(report: dict) -> None:
         raise ValueError("; ".join(problems))
     if report["schema"] != "cornernet_deploy.profile" or report["format"] != 1:
         problems.append("report: schema/format must be cornernet_deploy.profile / 1")
+    warnings = report.get("warnings", [])
+    if not (isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)):
+        problems.append("report.warnings: expected a list of strings")
     _check_keys(report["machine"], _MACHINE, "machine", problems)
     _check_keys(report["settings"], _SETTINGS, "settings", problems)
     if "cornernet_deploy" not in report["versions"]:
@@ -175,7 +180,7 @@ def validate_report(report: dict) -> None:
 
 def write_json(path, report: dict) -> None:
     validate_report(report)
-    write_text_atomic(path, json.dumps(report, indent=1, sort_keys=False) + "\n")
+    write_json_atomic(path, report, indent=1)
 
 
 # ----------------------------------------------------------------------------------------------

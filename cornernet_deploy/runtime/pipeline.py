@@ -29,7 +29,8 @@ from .decode import decode_outputs
 from .detections import Detections
 from .families import family_of
 
-__all__ = ["CornerNetPipeline", "StageClock", "OFFICIAL_MULTI_SCALE", "STAGES"]
+__all__ = ["CornerNetPipeline", "StageClock", "NonFiniteOutput", "check_finite_outputs",
+           "OFFICIAL_MULTI_SCALE", "STAGES"]
 
 RunFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 RunTimedFn = Callable[[np.ndarray], Tuple[Mapping[str, np.ndarray], Mapping[str, Optional[float]]]]
@@ -39,6 +40,27 @@ OFFICIAL_MULTI_SCALE = {"scales": (0.5, 0.75, 1.0, 1.25, 1.5), "merge": True, "w
 # the stages of one pipeline call, as ``StageClock`` and the profiler report them (ms)
 STAGES = ("preprocess", "h2d", "inference", "d2h", "postprocess", "end_to_end")
 DEVICE_STAGES = ("h2d", "inference", "d2h")
+
+
+class NonFiniteOutput(UserError):
+    """The network gave NaN or infinite values: whatever finite detections the rest of its
+    output decodes to come from broken arithmetic, so none are made (never written as NaN)."""
+
+
+def check_finite_outputs(outputs: Mapping[str, np.ndarray]) -> None:
+    """Raise ``NonFiniteOutput`` (one line) if a float output holds NaN or infinity."""
+    bad = []
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "f":
+            finite = np.isfinite(value)
+            if not finite.all():
+                bad.append(f"{name} ({value.size - np.count_nonzero(finite)} of {value.size})")
+    if bad:
+        raise NonFiniteOutput(f"the network output NaN or infinite values in {', '.join(bad)}: its "
+                              "weights are broken or its arithmetic overflowed (FP16/INT8?); no "
+                              "detections are made from it (`cornernet-deploy compare` against the "
+                              "checkpoint shows where)")
 
 
 class StageClock:
@@ -184,6 +206,11 @@ class CornerNetPipeline:
         step = self.max_images_per_step
         for start in range(0, len(images), step):
             results.extend(self.family.detect(self, images[start:start + step], flip, clock))
+        for dets in results:   # finite outputs may still overflow to inf when scaled back
+            if not (np.isfinite(dets.boxes).all() and np.isfinite(dets.scores).all()):
+                raise NonFiniteOutput("the network's outputs decode to boxes or scores that are not "
+                                      "finite numbers (values beyond float32 range); no detections "
+                                      "are made from them")
         return results
 
     # ------------------------------------------------------------------------------------
@@ -227,6 +254,7 @@ class CornerNetPipeline:
             empty = np.zeros((0, self.test.num_dets, 8), np.float32)
             return empty, ([] if need_atts else None)
         outputs = self.run_network(tensors, clock)
+        check_finite_outputs(outputs)
         dets = decode_outputs(outputs, self.test, self.spec.output_size(tensors.shape[2:]))
         atts = None
         if need_atts:

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
-from ..contract.manifest import EngineManifest
+from ..contract.manifest import EngineManifest, manifest_path
 from ..contract.metadata import ModelMetadata, output_shapes, printable
 from ..contract.op import PLUGIN_LIBRARY_NAME
 from ..errors import UserError
-from ..fileio import atomic_dir, check_output_dir, sha256_file
+from ..fileio import atomic_dir, check_not_input, check_output_dir, sha256_file, swap_lock
 from ..onnx_files import load_export
 from ..runtime.backends import registry
 from ..runtime.preprocess import DEFAULT_MAX_PIXELS
@@ -225,13 +225,16 @@ def _requirements(onnx: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check_target(repo: Path, overwrite: bool) -> None:
-    """Before the work: ``repo`` must be new or empty, or with ``overwrite`` one of ours."""
+def _check_target(repo: Path, overwrite: bool, inputs) -> None:
+    """Before the work: ``repo`` must be new or empty, or with ``overwrite`` one of ours, and
+    hold none of the ``inputs`` (``fileio.check_not_input``)."""
     check_output_dir(repo, "--repo", whole=True)
-    if repo.is_dir() and any(repo.iterdir()):
-        if not overwrite:
-            raise UserError(f"--repo {repo} exists and is not empty; pass --overwrite to replace it")
-        _ours(repo)
+    check_not_input(repo, inputs, "--repo", whole_folder=True)
+    with swap_lock(repo):                     # never look while another run swaps it
+        if repo.is_dir() and any(repo.iterdir()):
+            if not overwrite:
+                raise UserError(f"--repo {repo} exists and is not empty; pass --overwrite to replace it")
+            _ours(repo)
 
 
 def _ours(repo: Path) -> None:
@@ -282,7 +285,8 @@ def write_repository(model, repo, *, name: Optional[str] = None, max_batch: Opti
         raise UserError(f"--dynamic-batching-delay-us must be >= 0, got {delay_us}")
     if threads < 0:
         raise UserError(f"--threads must be >= 0, got {threads}")
-    _check_target(repo, overwrite)
+    _check_target(repo, overwrite, [("the model", model), ("the model's manifest", manifest_path(model)),
+                                    ("--plugin", plugin)])
     # "python": the network runs inside the Python model; "tensorrt_plan": a Triton model of its own
     is_onnx = serving == "python"
 

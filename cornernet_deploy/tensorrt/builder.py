@@ -33,7 +33,7 @@ from ..contract.metadata import ModelMetadata, parse_metadata
 from ..contract.op import CORNER_POOL
 from ..contract.precision import ENGINE_PRECISIONS
 from ..errors import UserError, warn
-from ..fileio import check_output_file, sha256_file, write_bytes_atomic, write_text_atomic
+from ..fileio import check_not_input, check_output_file, sha256_file, write_bytes_atomic, write_text_atomic
 from ..onnx_files import load_export
 from ..runtime.tensorrt_common import create_builder, import_tensorrt, make_logger, tensorrt_major
 
@@ -208,6 +208,13 @@ def plan_build(onnx_path, output=None, *, precision: str = "fp32", min_batch: in
         raise UserError(f"--plugin {plugin_library}: no such file")
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
+    inputs = [("the ONNX model", onnx_path), ("--plugin", plugin_library)]
+    check_not_input(output, inputs + [("--timing-cache", timing_cache)], "--output")
+    for written, what in ((manifest_path(output), "manifest"), (log_path(output), "build log")):
+        check_not_input(written, inputs + [("--timing-cache", timing_cache)], "--output",
+                        label=f"--output {output}: its {what} is written beside it, as {written}, which")
+    if timing_cache is not None:             # read and rewritten: only the others are inputs
+        check_not_input(timing_cache, inputs, "--timing-cache")
 
     requested_hw = parse_hw(input_size) if input_size else None
     model, metadata = load_export(onnx_path)   # no torch, so engines build on a Jetson
@@ -445,6 +452,14 @@ def command_target(plan: BuildPlan, major=None, option: str = "--trtexec") -> tu
     from ..runtime.plugin_library import (check_library_matches, find_plugin_library,
                                           importable_tensorrt_version, plugin_library_tensorrt_version)
 
+    inputs = [("the ONNX model", plan.onnx_path), ("--plugin", plan.plugin_library),
+              ("--timing-cache", plan.timing_cache)]
+    written = [(onnx_for_tensorrt_path(plan), "the ONNX for TensorRT")]
+    if option == "--polygraphy":
+        written += zip(polygraphy_data_paths(plan), ("polygraphy's inputs", "ONNX Runtime's outputs"))
+    for path, what in written:
+        check_not_input(path, inputs, "--output",
+                        label=f"--output {plan.output}: {what} is written beside it, as {path}, which")
     if major is None:
         running = importable_tensorrt_version()
         library = plan.plugin_library or find_plugin_library(required=False)

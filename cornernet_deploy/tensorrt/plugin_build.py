@@ -275,11 +275,15 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
     """Configure and build the plugin library for the TensorRT major of the headers found; copy it
     into ``output_dir`` (default: ``default_library_dir()/tensorrt-<major>``); return its path.
     Every check that can fail (paths, headers, tools, CMake features) runs before CMake does."""
+    source_dir = plugin_source_dir()
     if build_dir is not None:
         check_output_dir(build_dir, "--build-dir")
+        real = Path(build_dir).resolve()
+        if real == source_dir.resolve() or real in source_dir.resolve().parents:
+            raise UserError(f"--build-dir {build_dir}: holds the plugin sources ({source_dir}); CMake "
+                            "would write its files among them: give another folder")
     if output_dir is not None:
         check_output_dir(output_dir, "--output")
-    source_dir = plugin_source_dir()
     headers = find_tensorrt_headers(tensorrt_root)
     major = check_header_version(headers)
     archs = normalize_cuda_archs(cuda_archs) if cuda_archs else None

@@ -8,9 +8,10 @@ number of loader workers.
 
 Checkpoints use the loader's format (``cornernet_deploy.models.checkpoint``):
 ``{"format": "cornernet_deploy", "arch": name, "spec": {...}, "state_dict": {...}}`` plus
-``iteration``, ``optimizer`` (Adam state dict), ``train`` (the run's settings), ``torch_rng``
-and ``losses``: tensors, dicts, lists, strings and numbers only, so ``torch.load(...,
-weights_only=True)`` reads them.
+``iteration``, ``optimizer`` (Adam state dict), ``train`` (the run's settings), ``torch_rng``,
+``losses`` (the last batch's) and ``smoothed`` (their running means, continued on resume):
+tensors, dicts, lists, strings and numbers only, so ``torch.load(..., weights_only=True)`` reads
+them. One run at a time uses a run folder (``LOCK_FILE``, ``fileio.exclusive_folder``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 
 from ..contract.arch import spec_from_dict
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import exclusive_folder, write_errors_named, write_text_atomic
 from ..runtime.families import family_of
 from .augment import AugmentConfig
 from .dataset import CocoDataset
@@ -82,6 +83,8 @@ RESUMED = ("arch", "data", "images", "width", "stacks", "levels", "input_size", 
 FIXED_ON_RESUME = ("arch", "width", "stacks", "levels", "input_size", "seed")
 # the files a run writes into its folder (``--overwrite`` removes exactly these)
 RUN_FILES = ("last.pt", "config.json", "train_log.jsonl", "train.log")
+# held (flock) by the run using the folder; it records that run's pid
+LOCK_FILE = ".train.lock"
 
 
 def _same(name: str, a, b) -> bool:
@@ -135,13 +138,30 @@ def _show(value) -> str:
     return str(value)
 
 
-def prepare_output(cfg: TrainConfig) -> Path:
-    """The run folder, checked before any work: a folder that already holds a run is continued
-    only by ``--resume`` of its own checkpoint, replaced only with ``--overwrite``."""
-    from ..fileio import check_output_dir
-    out = check_output_dir(cfg.output, "--output")
+def _run_files(out: Path) -> list:
+    """The names of the run files in ``out`` (``RUN_FILES`` and kept snapshots)."""
     present = [name for name in RUN_FILES if (out / name).exists()]
-    present += sorted(p.name for p in out.glob("iter_*.pt")) if out.is_dir() else []
+    return present + (sorted(p.name for p in out.glob("iter_*.pt")) if out.is_dir() else [])
+
+
+def check_output(cfg: TrainConfig) -> Path:
+    """Before any work: the run folder can be written, and no file the run writes or removes
+    there is one of its inputs (``--init`` or ``--data``; ``--resume`` reads its checkpoint
+    before it is replaced)."""
+    from ..fileio import check_not_input, check_output_dir
+    out = check_output_dir(cfg.output, "--output")
+    inputs = [("--init", cfg.init), ("--data", cfg.data)]
+    for name in sorted(set(RUN_FILES) | set(_run_files(out))):
+        check_not_input(out / name, inputs, "--output",
+                        label=f"--output {out}: the run writes or removes its {name}, which")
+    return out
+
+
+def prepare_output(cfg: TrainConfig, out: Path) -> Path:
+    """The run folder (held by this run, ``fileio.exclusive_folder``): a folder that already
+    holds a run is continued only by ``--resume`` of its own checkpoint, replaced only with
+    ``--overwrite``."""
+    present = _run_files(out)
     if not present:
         return out
     resuming_here = cfg.resume is not None and Path(cfg.resume).resolve().parent == out.resolve()
@@ -149,10 +169,16 @@ def prepare_output(cfg: TrainConfig) -> Path:
         return out
     if not cfg.overwrite:
         last = out / "last.pt"
-        where = f" (last.pt of iteration {_iteration_of(last)})" if last.exists() else ""
+        if last.exists():
+            raise UserError(
+                f"--output {out} already holds a run (last.pt of iteration {_iteration_of(last)}): "
+                f"continue it with --resume {last}, keep it and give another --output, or replace "
+                "it with --overwrite")
+        # killed or stopped (a full disk) before its first checkpoint: nothing to resume
         raise UserError(
-            f"--output {out} already holds a run{where}: continue it with --resume {last}, "
-            "keep it and give another --output, or replace it with --overwrite")
+            f"--output {out} holds a run that saved no checkpoint ({', '.join(present)}: it was "
+            "stopped before its first snapshot), so it cannot be resumed: start it again with "
+            "--overwrite, or give another --output")
     for name in present:
         (out / name).unlink()
     return out
@@ -310,6 +336,13 @@ def signals_deferred():
                 signal.raise_signal(signum)
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log of the run (a full disk is one line naming the file)."""
+    with write_errors_named(path, "the run stopped (last.pt holds its last snapshot, if any)"), \
+            open(path, "a") as f:
+        f.write(line + "\n")
+
+
 class RunLog:
     """Messages to the console and to ``train.log`` in the run folder (appended, timestamped)."""
 
@@ -320,16 +353,18 @@ class RunLog:
         if self.echo:
             self.echo(message)
         if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
 
 
 def save_training_checkpoint(path, model, optimizer, iteration: int, cfg: TrainConfig,
-                             losses: dict | None = None) -> None:
+                             losses: dict | None = None, smoothed: dict | None = None) -> None:
+    """``losses``: the last batch's; ``smoothed``: their running means, which a resumed run
+    continues (the progress bar and the final line show them)."""
     from ..models.checkpoint import save_checkpoint
     save_checkpoint(model, path, iteration=int(iteration), optimizer=optimizer.state_dict(),
                     train=_config_dict(cfg), torch_rng=torch.get_rng_state(),
-                    losses={k: float(v) for k, v in (losses or {}).items()})
+                    losses={k: float(v) for k, v in (losses or {}).items()},
+                    smoothed={k: float(v) for k, v in (smoothed or {}).items()})
 
 
 def _lr_at(cfg: TrainConfig, iteration: int) -> float:
@@ -406,13 +441,13 @@ def _restore(cfg: TrainConfig, model, optimizer, resume_obj, log) -> int:
 
 
 def _run_iterations(cfg: TrainConfig, model, optimizer, criterion, loader, device, out_dir: Path,
-                    start: int, total: int, log) -> tuple:
+                    start: int, total: int, log, smoothed: dict) -> tuple:
     """The loop from ``start`` to ``total``: step, log, snapshot; Ctrl-C/SIGTERM saves
-    ``last.pt`` at the last completed iteration and re-raises. Returns (iteration, losses,
-    smoothed)."""
+    ``last.pt`` at the last completed iteration and re-raises. ``smoothed``: the running means
+    to continue (a resumed run's). Returns (iteration, losses, smoothed)."""
     model.train()
     last_path = out_dir / "last.pt"
-    smoothed: dict = {}
+    smoothed = dict(smoothed)
     log_path = out_dir / "train_log.jsonl"
     bar = None
     if cfg.progress:
@@ -423,10 +458,9 @@ def _run_iterations(cfg: TrainConfig, model, optimizer, criterion, loader, devic
     losses = {}
 
     def log_line():
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"iteration": iteration, "lr": _lr_at(cfg, iteration - 1),
-                                "time": round(time.time() - t0, 2), **losses,
-                                **{f"smoothed_{k}": v for k, v in smoothed.items()}}) + "\n")
+        append_line(log_path, json.dumps({"iteration": iteration, "lr": _lr_at(cfg, iteration - 1),
+                                          "time": round(time.time() - t0, 2), **losses,
+                                          **{f"smoothed_{k}": v for k, v in smoothed.items()}}))
 
     try:
         for images, targets in loader:
@@ -453,10 +487,10 @@ def _run_iterations(cfg: TrainConfig, model, optimizer, criterion, loader, devic
             if (cfg.log_every and iteration % cfg.log_every == 0) or iteration == total:
                 log_line()
             if cfg.snapshot and iteration % cfg.snapshot == 0 and iteration < total:
-                save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
+                save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses, smoothed)
                 if cfg.keep_snapshots:
                     save_training_checkpoint(out_dir / f"iter_{iteration:07d}.pt", model,
-                                             optimizer, iteration, cfg, losses)
+                                             optimizer, iteration, cfg, losses, smoothed)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -465,7 +499,7 @@ def _run_iterations(cfg: TrainConfig, model, optimizer, criterion, loader, devic
             if cfg.log_every and iteration % cfg.log_every:
                 log_line()
             with signals_deferred():   # a second Ctrl-C does not cut the save short
-                save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
+                save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses, smoothed)
             log(f"interrupted: saved {last_path} at iteration {iteration}; continue with "
                 f"cornernet-deploy train --resume {last_path}")
         else:
@@ -482,13 +516,20 @@ def train(cfg: TrainConfig, log=print) -> dict:
     (``losses``: the last batch's; ``smoothed``: the running means the progress bar shows).
 
     Ctrl-C or SIGTERM saves ``last.pt`` at the last completed iteration (resume exactly from it),
-    then raises ``KeyboardInterrupt`` as usual. The steps: ``_settle_request``, the run folder,
-    ``_dataset_and_spec``, the model and ``_restore``, the data stream and the family's recipe
+    then raises ``KeyboardInterrupt`` as usual. The steps: ``_settle_request``, the run folder
+    (``check_output``, held alone by this process, ``prepare_output``), ``_dataset_and_spec``, the model and ``_restore``, the data stream and the family's recipe
     (``runtime.families``: augmentation, targets, loss), ``_run_iterations``, the last checkpoint."""
+    cfg, resume_obj = _settle_request(cfg)
+    out = check_output(cfg)
+    # one run at a time in a folder: a second one would interleave the logs and race for last.pt
+    with exclusive_folder(out, LOCK_FILE, "--output", "training run"):
+        return _train_in(cfg, resume_obj, prepare_output(cfg, out), log)
+
+
+def _train_in(cfg: TrainConfig, resume_obj, out_dir: Path, log) -> dict:
+    """``train`` in its run folder, held by this process."""
     from ..models import build_model
 
-    cfg, resume_obj = _settle_request(cfg)
-    out_dir = prepare_output(cfg)
     coco, spec = _dataset_and_spec(cfg, resume_obj)
     input_hw = tuple(spec.input_size)
     n = len(coco)
@@ -499,16 +540,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(spec).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(log, out_dir / "train.log")
     start = _restore(cfg, model, optimizer, resume_obj, log)
     if resume_obj is None and not cfg.init:
         log(f"training {spec.summary} at {input_hw[0]}x{input_hw[1]} on {n} images of {cfg.data}")
+    # the running means go on from where the resumed run left them (checkpoints of an earlier
+    # version have none: they start again from the first loss)
+    smoothed = dict((resume_obj or {}).get("smoothed") or {})
     if start >= total:
         log(f"nothing to do: the checkpoint is at iteration {start} >= {total}")
         losses = dict(resume_obj.get("losses") or {})
         return {"checkpoint": str(cfg.resume), "iterations": start, "losses": losses,
-                "smoothed": losses, "spec": spec}
+                "smoothed": smoothed or losses, "spec": spec}
     write_text_atomic(out_dir / "config.json", json.dumps(_config_dict(cfg), indent=1))
     border = cfg.border if cfg.border is not None else min(128, max(input_hw) // 4 + 1)
     samples = TrainSamples(coco, spec, input_hw, cfg.seed, augment=cfg.augment, border=border)
@@ -517,9 +560,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                                          num_workers=cfg.workers, persistent_workers=False)
     criterion = family_of(spec).training().loss(spec)
     iteration, losses, smoothed = _run_iterations(cfg, model, optimizer, criterion, loader, device,
-                                                  out_dir, start, total, log)
+                                                  out_dir, start, total, log, smoothed)
     last_path = out_dir / "last.pt"
-    save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses)
+    save_training_checkpoint(last_path, model, optimizer, iteration, cfg, losses, smoothed)
     log(f"saved {last_path} (iteration {iteration})")
     return {"checkpoint": str(last_path), "iterations": iteration, "losses": losses,
             "smoothed": dict(smoothed), "spec": spec}

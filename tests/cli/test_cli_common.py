@@ -113,6 +113,7 @@ def test_sigterm_during_a_write_removes_the_partial_file(tmp_path):
     (common.positive_float, "0", "greater than 0"), (common.positive_float, "nan", "finite"),
     (common.score, "2", r"\[0, 1\]"), (common.score, "-1", r"\[0, 1\]"), (common.score, "nan", "finite"),
     (common.score, "inf", "finite"),
+    (common.seed, "18446744073709551616", r"0 \.\. 2\*\*64 - 1"), (common.seed, "-1", "0 or more"),
 ])
 def test_argument_types_refuse(kind, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
@@ -124,6 +125,7 @@ def test_argument_types_accept():
     assert common.nonnegative_int("0") == 0
     assert common.positive_float("1e-3") == 1e-3
     assert common.score("0") == 0.0 and common.score("1") == 1.0 and common.score("0.25") == 0.25
+    assert common.seed("18446744073709551615") == 2 ** 64 - 1
 
 
 def test_bad_value_is_a_one_line_usage_error(capsys):

@@ -25,7 +25,7 @@ from cornernet_deploy.runtime.detections import Detections
 from cornernet_deploy.runtime.detector import Detector
 from cornernet_deploy.runtime.visualize import _colour, draw_detections
 
-from support import loose, random_tiny, scene
+from support import loose, random_tiny, scene_file
 
 ROOT = Path(__file__).resolve().parents[2]
 torch.set_num_threads(2)
@@ -51,12 +51,6 @@ def tiny_model(path, corner_bias):
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     return {"high": tiny_model(folder / "high.onnx", 2.0), "low": tiny_model(folder / "low.onnx", -1.5)}
-
-
-def scene_file(path, seed=0):
-    """Noise and a rectangle: the tiny random models find 14 to 74 detections in it (seeds < 30)."""
-    assert cv2.imwrite(str(path), scene(seed))
-    return path
 
 
 def cli(capsys, *args):

@@ -169,3 +169,24 @@ def with_metadata(src, dst, change):
     entry.value = json.dumps(change(meta) if callable(change) else {**meta, **change})
     onnx.save(model, str(dst))
     return Path(dst)
+
+
+def scene_file(path, seed=0):
+    """``scene(seed)`` written as an image file (the tiny random models find 14 to 74 detections
+    in it for seeds < 30); returns the path."""
+    assert cv2.imwrite(str(path), scene(seed))
+    return path
+
+
+def shapes_data(root, count=6):
+    """A small shapes dataset for training tests: (annotations.json, images folder)."""
+    from cornernet_deploy.data.shapes import generate_shapes_dataset
+    generate_shapes_dataset(root, count, seed=5, image_size=((60, 90),), num_objects=(1, 3))
+    return root / "annotations.json", root / "images"
+
+
+def tiny_train_argv(ann, images, out, *extra):
+    """`train` of a tiny 2-level CornerNet-Squeeze at 63x63 (seconds per iteration on a CPU)."""
+    return ["train", "--arch", "cornernet-squeeze", "--width", "0.125", "--levels", "2",
+            "--stacks", "1", "--input-size", "63x63", "--data", str(ann), "--images", str(images),
+            "--batch-size", "2", "--output", str(out), "--no-progress", *extra]

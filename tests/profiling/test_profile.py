@@ -263,6 +263,8 @@ def test_profile_cli_onnx_and_torch_side_by_side(tiny_files, tmp_path, capsys):
     (["profile", "cornernet-squeeze", "--threads", "2,-1"], "must be at least 1, got -1"),
     (["profile", "cornernet-squeeze", "--provider", "npu"], "unknown provider 'npu'"),
     (["profile", "cornernet-squeeze", "--plot", "x.jpg"], "ending in .png"),
+    (["profile", "cornernet-squeeze", "--json", "r.png", "--plot", "./r.png"],
+     "--json and --plot both name ./r.png"),
 ])
 def test_profile_cli_one_line_errors(argv, message, capsys):
     assert main(argv) == 2

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from cornernet_deploy.cli import main
-from cornernet_deploy.data.shapes import generate_shapes_dataset
+
+from support import shapes_data, tiny_train_argv
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,15 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(root, 6, seed=5, image_size=((60, 90),), num_objects=(1, 3))
-    return root / "annotations.json", root / "images"
+    return shapes_data(tmp_path_factory.mktemp("shapes"))
 
 
-def args(ann, images, out, *extra):
-    return ["train", "--arch", "cornernet-squeeze", "--width", "0.125", "--levels", "2",
-            "--stacks", "1", "--input-size", "63x63", "--data", str(ann), "--images", str(images),
-            "--batch-size", "2", "--output", str(out), "--no-progress", *extra]
+args = tiny_train_argv
 
 
 def iteration_of(path):
