@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..errors import UserError
 
 __all__ = ["PRECISIONS", "EXPORT_PRECISIONS", "ENGINE_PRECISIONS", "FILE_PRECISIONS",
-           "check_precision"]
+           "COMPUTE_PRECISIONS", "check_precision"]
 
 # Every name the toolkit knows, most precise first.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -18,6 +18,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 EXPORT_PRECISIONS = ("fp32", "fp16")
 # What an export file may record (`quantize` writes int8 Q/DQ models).
 FILE_PRECISIONS = ("fp32", "fp16", "int8")
+# What a backend that chooses its own arithmetic may run a float file in (`--precision`): the torch
+# backend (BF16: CPU autocast), OpenVINO's inference precision hint (where the device has it).
+COMPUTE_PRECISIONS = ("fp32", "bf16", "fp16")
 # What `build` makes TensorRT engines in.
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 
