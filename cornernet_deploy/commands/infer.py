@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_dir, check_output_dir
-from .common import add_device_arguments, plural, positive_int, score
+from .common import add_device_arguments, backend_options, plural, positive_int, score
 
 RESULT_FILES = ("detections.json", "images.json")
 SKIPPED_FILE = "skipped.json"   # only with --skip-unreadable, when something was skipped
@@ -25,8 +25,9 @@ SKIPPED_FILE = "skipped.json"   # only with --skip-unreadable, when something wa
 def add_arguments(parser):
     from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 
-    parser.add_argument("model", help=".onnx from `export`, TensorRT .engine from `build`, or a "
-                                      "checkpoint .pt/.pth/.pkl (runs the PyTorch model; needs torch)")
+    parser.add_argument("model", help=".onnx from `export`, TensorRT .engine from `build`, OpenVINO "
+                                      ".xml, or a checkpoint .pt/.pth/.pkl (runs the PyTorch model; "
+                                      "needs torch)")
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns (hidden "
                                                   "files and subfolders of a folder are skipped)")
     parser.add_argument("--output", default="detections",
@@ -119,7 +120,7 @@ def run(args) -> int:
     out_dir = Path(args.output)
     check_output(out_dir, args.overwrite)
     paths = collect_images(args.images, recursive=args.recursive, note=note)
-    detector = Detector.load(args.model, device=args.device, provider=args.provider)
+    detector = Detector.load(args.model, **backend_options(args))
     results, per_image, skipped = [], [], []
     start = time.perf_counter()
     may_replace = check_replaceable if args.overwrite else None
