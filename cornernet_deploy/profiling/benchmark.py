@@ -220,8 +220,8 @@ class Artifacts:
         return select_calibration_images(self.calib, self.calib_images)
 
     def _onnx_int8(self) -> Path:
-        source = self.get("onnx")
         images = self._calibration()
+        source = self.get("onnx")
         path = self.folder / f"{self.stem}_int8.onnx"
         key = _digest({"step": "quantize", "toolkit": __version__, "source": sha256_file(source),
                        "calibration": [sha256_file(p) for p in images],

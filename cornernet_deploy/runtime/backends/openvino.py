@@ -9,11 +9,14 @@ on OpenVINO's CPU, an Intel GPU or NPU, or AUTO (OpenVINO picks).
 * Precision: a float (fp32) file runs in the inference precision asked for, ``fp32`` (the
   default; set explicitly, since OpenVINO's CPU otherwise picks bf16 on CPUs that have it),
   ``bf16`` or ``fp16``, where the device lists that capability (``OPTIMIZATION_CAPABILITIES``);
-  fp16 and int8 files carry their own precision, their float layers run in fp32.
+  fp16 and int8 files carry their own precision (on the CPU their float layers run in fp32; on a
+  GPU or NPU in the device's default).
 * ``threads``: ``INFERENCE_NUM_THREADS`` of the CPU device; latency hint (one stream), one infer
   request reused, ``run_timed`` is the host clock around it (host memory: no copies).
 * Compiled-model cache: ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/openvino``),
-  OpenVINO's ``CACHE_DIR``: it keys each blob on the model's content, the device and the settings.
+  OpenVINO's ``CACHE_DIR``: it keys each blob on the model's content and the device; on the CPU the
+  threads and the precision hint are applied when a blob is read back (a bf16 model read from a
+  blob an fp32 run wrote computes what a fresh bf16 compile does: tested).
 * An IR keeps the export metadata in its ``rt_info`` (OpenVINO copies ONNX ``metadata_props``
   there); ``save_ir`` writes one from any export.
 
