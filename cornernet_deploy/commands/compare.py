@@ -24,7 +24,7 @@ def add_arguments(parser):
     parser.add_argument("--arch", help="architecture of a checkpoint that records none (official .pkl "
                                        "files are recognised from their keys)")
     parser.add_argument("--tolerance-profile", default="auto", metavar="PROFILE",
-                        help="fp32, bf16, fp16, int8 or auto (default: the lower precision of the two models)")
+                        help="fp32, fp16, bf16, int8 or auto (default: the lower precision of the two models)")
     parser.add_argument("--score-threshold", "--min-score", dest="min_score", type=score, metavar="SCORE",
                         help="count detections from this score (in [0, 1]) up as missed/extra "
                              "(default 0.1)")

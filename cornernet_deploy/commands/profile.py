@@ -24,7 +24,7 @@ def add_arguments(parser):
                         help="ONNX Runtime execution providers for .onnx models: cpu, cuda, tensorrt "
                              "(repeat or comma-separate: one row each; default: from --device)")
     parser.add_argument("--precision", action="append", metavar="P",
-                        help="fp32, bf16 or fp16 (repeat or comma-separate: one row each; torch, "
+                        help="fp32, fp16 or bf16 (repeat or comma-separate: one row each; torch, "
                              "OpenVINO, and ONNX Runtime's TensorRT provider (fp16); other files carry "
                              "their own precision)")
     parser.add_argument("--batch-size", "--batch", dest="batch", type=positive_int, default=1, metavar="N",

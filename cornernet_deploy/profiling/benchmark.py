@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserError
-from ..fileio import sha256_file, write_bytes_atomic, write_text_atomic
+from ..fileio import sha256_file, write_text_atomic
 
 __all__ = ["Format", "FORMATS", "FORMAT_NAMES", "Artifacts", "run_benchmark", "validate_benchmark",
            "benchmark_table", "unavailable_table", "render_plot", "write_plot", "write_json",
@@ -680,12 +680,8 @@ def render_plot(report: dict) -> np.ndarray:
 
 
 def write_plot(path, report: dict) -> None:
-    import cv2
-
-    ok, data = cv2.imencode(".png", render_plot(report))
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the plot as PNG")
-    write_bytes_atomic(path, data.tobytes())
+    from .report import write_png
+    write_png(path, render_plot(report))
 
 
 if __name__ == "__main__":      # the evaluation child (``_run_child``)

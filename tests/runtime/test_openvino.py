@@ -240,6 +240,7 @@ def test_commands_take_openvino_through_the_registry(exports, tmp_path, capsys):
 def test_bf16_is_chosen_by_precision_order():
     assert choose_tolerance(None, ["fp32", "bf16"]).name == "bf16"
     assert choose_tolerance(None, ["bf16", "int8"]).name == "int8"
+    assert choose_tolerance(None, ["fp16", "bf16"]).name == "bf16"     # 8 significant bits to 11
 
 
 @pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()),
