@@ -76,14 +76,15 @@ def run(args) -> int:
         if path:
             check_output_file(path, option)
     check_output_dir(args.artifacts, "--artifacts")
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    def say(message):
+        print(message, file=sys.stderr)
 
     report = run_benchmark(args.model, args.data, args.images, formats=formats, folder=args.artifacts,
                            calib=args.calib, calib_images=args.calib_images, reference=args.reference,
                            threads=args.threads, max_images=args.num_images,
                            timing_images=args.timing_images, warmup=args.warmup, iters=args.iters,
-                           match=args.match_classes, arch=args.arch, progress=say,
-                           eval_progress=not args.quiet)
+                           match=args.match_classes, arch=args.arch,
+                           progress=None if args.quiet else say, eval_progress=not args.quiet)
     out = console()
     out.print(benchmark_table(report))
     missing = unavailable_table(report)
@@ -93,10 +94,9 @@ def run(args) -> int:
     out.print(f"machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs; "
               f"{', '.join(machine['cpu_flags']) or 'no AVX2/AVX-512/AMX flags'}); GPUs: "
               f"{', '.join(g.get('name', '?') for g in machine['gpus']) or 'none seen'}")
-    if args.json:
-        write_json(args.json, report)
-        say(f"wrote {args.json}")
-    if args.plot:
-        write_plot(args.plot, report)
-        say(f"wrote {args.plot}")
+    for path, write in ((args.json, write_json), (args.plot, write_plot)):
+        if path:
+            write(path, report)
+            if not args.quiet:
+                say(f"wrote {path}")
     return 0
