@@ -7,7 +7,8 @@ on OpenVINO's CPU, an Intel GPU or NPU, or AUTO (OpenVINO picks).
   ``--corner-pool onnx`` exports need nothing. Both decodes, uint8-free float inputs and the INT8
   Q/DQ models of ``quantize`` are read as they are (OpenVINO runs Q/DQ convolutions in int8).
 * Precision: a float (fp32) file runs in the inference precision asked for, ``fp32`` (the
-  default; set explicitly, since OpenVINO's CPU otherwise picks bf16 on CPUs that have it),
+  default; set explicitly: OpenVINO documents bf16 as its CPU default where the CPU computes
+  BF16 natively; on the AVX512-BF16 host without AMX this was tested on it compiled f32 anyway),
   ``bf16`` or ``fp16``, where the device lists that capability (``OPTIMIZATION_CAPABILITIES``);
   fp16 and int8 files carry their own precision (on the CPU their float layers run in fp32; on a
   GPU or NPU in the device's default).
