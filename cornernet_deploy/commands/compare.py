@@ -132,9 +132,6 @@ def _pair(text, option: str, allowed, what: str, aliases=None) -> list:
 
 def _backends(text, models) -> list:
     """--backend B (every model B runs) or BA,BB (one per model) -> [backend or None per model]."""
-    from pathlib import Path
-
-    from ..contract.arch import ARCHS
     from ..runtime.backends import registry
 
     names = [info.name for info in registry.all_backends()]
@@ -142,14 +139,7 @@ def _backends(text, models) -> list:
     if not text or "," in str(text):
         return pair
     info = registry.get(pair[0])
-
-    def runs(model):
-        suffix = Path(model).suffix.lower()
-        if not suffix:
-            return info.can("arch_names") and str(model).lower() in ARCHS
-        return suffix in info.suffixes + info.also_opens
-
-    chosen = [pair[0] if runs(m) else None for m in models]
+    chosen = [pair[0] if info.opens(m) else None for m in models]
     if not any(chosen):
         raise UserError(f"--backend {text}: the {info.name} backend runs {info.runs}, and neither "
                         "model is one")

@@ -231,6 +231,15 @@ def test_commands_take_openvino_through_the_registry(exports, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", path, "--backend", "openvino", "--data", "missing.json", "--images", "."]) == 2
     assert capsys.readouterr().err.strip() == "error: missing.json: no such annotation file"
+    checkpoint = str(DEMO_CHECKPOINT)
+    assert main(["compare", checkpoint, checkpoint, "--backend", "openvino", "--quiet"]) == 2
+    assert "the openvino backend runs an OpenVINO IR" in capsys.readouterr().err
+    if "BF16" in CPU_CAPABILITIES:      # one file, two precisions: judged by the bf16 profile
+        assert main(["compare", path, path, "--backend", "openvino", "--precision", "fp32,bf16",
+                     "--quiet", "--json", str(tmp_path / "b.json")]) == 0
+        report = json.loads((tmp_path / "b.json").read_text())
+        assert (report["a"]["precision"], report["b"]["precision"], report["tolerance"]["name"]) == \
+            ("fp32", "bf16", "bf16")
 
 
 # ----------------------------------------------------------------------------------------------

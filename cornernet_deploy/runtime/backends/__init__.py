@@ -74,7 +74,7 @@ def open_backend(model, backend: Optional[str] = None, device: Optional[str] = N
     _check_choice(provider, registry.providers(), "provider")
     natural = registry.backend_for(text)
     info = info if backend else natural
-    if info.name != natural.name and Path(text).suffix.lower() not in info.also_opens:
+    if info.name != natural.name and not info.opens(text):
         raise UserError(f"{text}: the {info.name} backend runs {info.runs}; this is {natural.runs} "
                         f"(backend {natural.name})")
     if provider is not None and provider not in info.providers:

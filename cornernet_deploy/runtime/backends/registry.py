@@ -63,6 +63,15 @@ class BackendInfo:
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
 
+    def opens(self, model) -> bool:
+        """Whether this backend opens ``model``: one of its file kinds, another backend's kind it
+        also opens when asked, or an architecture name (``arch_names``)."""
+        from ...contract.arch import ARCHS
+        suffix = Path(str(model)).suffix.lower()
+        if suffix:
+            return suffix in self.suffixes + self.also_opens
+        return self.can("arch_names") and str(model).lower() in ARCHS
+
 
 _REGISTRY: Dict[str, BackendInfo] = {}
 _discovered = False
