@@ -27,6 +27,7 @@ COMMANDS = {
     "build": "Build a TensorRT engine from an exported ONNX model",
     "profile": "Measure per-stage latency across backends and precisions",
     "compare": "Compare raw heads and detections of two models",
+    "benchmark": "Accuracy and latency of every format this machine can run (backend x precision), in one table",
     "triton": "Write a Triton Inference Server model repository (detections over HTTP/gRPC)",
     "train": "Fine-tune a model on a COCO-format dataset",
     "eval": "COCO mAP of a model on a COCO-format dataset",

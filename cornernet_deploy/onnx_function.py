@@ -1,8 +1,9 @@
 """The standard-op body of the ``cornernet_deploy::CornerPool`` custom op, as an ONNX FunctionProto.
 
-One exported file serves two runtimes: TensorRT maps the custom node to our plugin (the engine
-builder removes this function before parsing so that the plugin always wins), and ONNX Runtime,
-which knows no such op, inlines this function instead.
+One exported file serves several runtimes: TensorRT maps the custom node to our plugin (the engine
+builder removes this function before parsing so that the plugin always wins), ONNX Runtime, which
+knows no such op, inlines this function instead, and for OpenVINO, which uses no model-local
+function, ``expand_corner_pool_nodes`` puts the body in place of every node.
 
 Body: the ``mode`` attribute picks a branch of an ``If``; each branch computes the two directional
 cumulative maxima by log-step doubling (``cur = Max(cur, shift(cur, s))`` for s = 1, 2, 4, ...,
@@ -99,16 +100,65 @@ def attach_corner_pool_function(model: onnx.ModelProto, steps: int) -> None:
     model.functions.append(corner_pool_function(steps, opset))
 
 
+def _drop_unused_domain(model: onnx.ModelProto, domain: str) -> None:
+    if not any(n.domain == domain for n in model.graph.node):
+        for o in list(model.opset_import):
+            if o.domain == domain:
+                model.opset_import.remove(o)
+
+
+def expand_corner_pool_nodes(model: onnx.ModelProto) -> int:
+    """Replace every CornerPool node by the standard-op body its ``mode`` selects, taken from the
+    model's own function (the ``If`` branch named after the mode, with every inner tensor renamed
+    per node), then drop the function. For runtimes that neither know the custom op nor use
+    model-local functions (OpenVINO): ONNX's own inliner is no help there, since the inlined
+    function picks its branch at run time through a string attribute (``LabelEncoder``, string
+    constants), which such runtimes cannot read either. The result computes exactly what the
+    function computes. Returns how many nodes were replaced; ValueError for a custom node without
+    its body."""
+    ours = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    if not ours:
+        return 0
+    function = next((f for f in model.functions if f.domain == DOMAIN and f.name == OP_TYPE), None)
+    if function is None:
+        raise ValueError(f"the model uses {DOMAIN}.{OP_TYPE} but carries no function body for it")
+    branches = {attr.g.name: attr.g for node in function.node if node.op_type == "If"
+                for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH}
+    a, b = function.input
+    replaced = {id(n) for n in ours}
+    nodes = []
+    for k, node in enumerate(model.graph.node):
+        if id(node) not in replaced:
+            nodes.append(node)
+            continue
+        mode = next((attr.s.decode() for attr in node.attribute
+                     if attr.name == CORNER_POOL.mode_attribute), None)
+        if mode not in branches:
+            raise ValueError(f"CornerPool node {node.name!r}: mode {mode!r} is none of {sorted(branches)}")
+        branch = branches[mode]
+        prefix = f"{node.name or k}/"
+        rename = {a: node.input[0], b: node.input[1], branch.output[0].name: node.output[0]}
+        for inner in branch.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(inner)
+            copy.input[:] = [rename.get(t, prefix + t) if t else t for t in inner.input]
+            copy.output[:] = [rename.get(t, prefix + t) for t in inner.output]
+            copy.name = prefix + (inner.name or inner.output[0])
+            nodes.append(copy)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    strip_corner_pool_function(model)
+    _drop_unused_domain(model, DOMAIN)
+    return len(ours)
+
+
 def strip_corner_pool_function(model: onnx.ModelProto) -> int:
     """Remove our function bodies (for TensorRT, so the parser maps every node to the plugin on all
     10.x/11.x versions: up to 10.6 a same-named local function always wins). Returns how many."""
     ours = [f for f in model.functions if f.domain == DOMAIN]
     for f in ours:
         model.functions.remove(f)
-    ml_used = any(n.domain == ML_DOMAIN for n in model.graph.node)
-    for o in list(model.opset_import):
-        if o.domain == ML_DOMAIN and not ml_used:
-            model.opset_import.remove(o)
+    _drop_unused_domain(model, ML_DOMAIN)
     return len(ours)
 
 
@@ -130,10 +180,7 @@ def retarget_corner_pool_to_tensorrt_ep(model: onnx.ModelProto) -> int:
         if node.domain == DOMAIN and node.op_type == OP_TYPE:
             node.domain = TENSORRT_EP_PLUGIN_DOMAIN
             moved += 1
-    if not any(n.domain == DOMAIN for n in model.graph.node):
-        for o in list(model.opset_import):
-            if o.domain == DOMAIN:
-                model.opset_import.remove(o)
+    _drop_unused_domain(model, DOMAIN)
     if moved and not any(o.domain == TENSORRT_EP_PLUGIN_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(TENSORRT_EP_PLUGIN_DOMAIN, 1))
     return moved

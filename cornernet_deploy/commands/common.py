@@ -9,6 +9,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 
 
 def _number(text: str, kind, name: str):
@@ -93,18 +94,36 @@ def option_list(values, allowed, what: str, aliases=None) -> list:
 
 
 def add_device_arguments(parser) -> None:
-    """``--device`` and ``--provider``: where a model runs (``runtime.backends.open_backend``);
-    the choices are what the registered backends offer."""
+    """``--backend``, ``--device``, ``--provider``, ``--precision`` and ``--threads``: how a model
+    runs (``runtime.backends.open_backend``); the choices are what the registered backends offer
+    (``backend_options(args)`` hands them on)."""
     from ..runtime.backends import registry
 
+    names = [info.name for info in registry.all_backends()]
+    parser.add_argument("--backend", metavar="NAME",
+                        help=f"run the model with this backend ({', '.join(names)}; default: the one "
+                             "its file kind calls for, e.g. onnxruntime for .onnx; openvino also "
+                             "runs .onnx files)")
     parser.add_argument("--device", choices=registry.devices(),
                         help="where the model runs (default: its backend's own, e.g. cuda for a "
                              "TensorRT engine, cpu for ONNX Runtime; for an .onnx model, cuda means "
-                             "ONNX Runtime's CUDA provider)")
+                             "ONNX Runtime's CUDA provider; gpu, npu and auto are OpenVINO's)")
     parser.add_argument("--provider", choices=registry.providers(),
                         help="execution provider of a backend that has several (ONNX Runtime: cpu, "
                              "cuda with onnxruntime-gpu, tensorrt with onnxruntime-gpu + TensorRT and "
                              "our corner-pool plugin, engines cached); default: from --device")
+    parser.add_argument("--precision", choices=registry.precisions(),
+                        help="arithmetic of a backend that can choose it for a float file (torch: "
+                             "bf16 on the CPU, fp16 on cuda; OpenVINO: bf16/fp16 where the device has "
+                             "it; ONNX Runtime's TensorRT provider: fp16); other files carry their own")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads of the backend (default: the library's own)")
+
+
+def backend_options(args) -> dict:
+    """The ``open_backend`` keywords of ``add_device_arguments``' options."""
+    return {name: getattr(args, name, None)
+            for name in ("backend", "device", "provider", "precision", "threads")}
 
 
 def plural(count: int, noun: str, nouns: str = "") -> str:
@@ -129,4 +148,6 @@ def model_inputs(models) -> list:
     pairs = []
     for model in models:
         pairs += [("the model", model), ("the model's manifest", manifest_path(model))]
+        if str(model).lower().endswith(".xml"):      # an OpenVINO IR's weights are beside it
+            pairs.append(("the model's weights", Path(model).with_suffix(".bin")))
     return pairs

@@ -23,12 +23,19 @@ def add_arguments(parser):
     parser.add_argument("--arch", help="architecture of a checkpoint that records none (official .pkl "
                                        "files are recognised from their keys)")
     parser.add_argument("--tolerance-profile", default="auto", metavar="PROFILE",
-                        help="fp32, fp16, int8 or auto (default: the lower precision of the two models)")
+                        help="fp32, fp16, bf16, int8 or auto (default: the lower precision of the two models)")
     parser.add_argument("--score-threshold", "--min-score", dest="min_score", type=score, metavar="SCORE",
                         help="count detections from this score (in [0, 1]) up as missed/extra "
                              "(default 0.1)")
+    parser.add_argument("--backend", metavar="B[,B]",
+                        help="backend other than the one a file kind calls for, e.g. openvino for an "
+                             ".onnx model; one value: every model it runs; two: one per model "
+                             "(e.g. onnxruntime,openvino to check OpenVINO against ONNX Runtime on one file)")
+    parser.add_argument("--precision", metavar="P[,P]",
+                        help="arithmetic of a backend that can choose it (torch, openvino: fp32, bf16, "
+                             "fp16); one value: both models; two: one per model (e.g. fp32,bf16)")
     parser.add_argument("--device", metavar="DEVICE",
-                        help="cpu or cuda for the torch/onnxruntime models (default cpu)")
+                        help="where the models run: cpu (default), cuda, or OpenVINO's gpu, npu, auto")
     parser.add_argument("--provider", metavar="P[,P]",
                         help="ONNX Runtime execution provider (cpu, cuda, tensorrt) of the .onnx "
                              "models; two values: one per model (e.g. cpu,tensorrt to check "
@@ -109,6 +116,35 @@ def _providers(text, models):
     return items
 
 
+def _pair(text, option: str, allowed, what: str, aliases=None) -> list:
+    """``OPTION V`` (both models) or ``VA,VB`` (one per model) -> [VA, VB], each checked."""
+    from .common import option_list
+
+    if not text:
+        return [None, None]
+    items = [t.strip().lower() for t in str(text).split(",")]
+    if len(items) not in (1, 2) or not all(items):
+        raise UserError(f"{option} takes one value, or two (one per model); got {text!r}")
+    items = [option_list([item], allowed, what, aliases)[0] for item in items]
+    return items * 2 if len(items) == 1 else items
+
+
+def _backends(text, models) -> list:
+    """--backend B (every model B runs) or BA,BB (one per model) -> [backend or None per model]."""
+    from ..runtime.backends import registry
+
+    names = [info.name for info in registry.all_backends()]
+    pair = _pair(text, "--backend", names, "backend", registry.aliases())
+    if not text or "," in str(text):
+        return pair
+    info = registry.get(pair[0])
+    chosen = [pair[0] if info.opens(m) else None for m in models]
+    if not any(chosen):
+        raise UserError(f"--backend {text}: the {info.name} backend runs {info.runs}, and neither "
+                        "model is one")
+    return chosen
+
+
 def run(args) -> int:
     from ..fileio import check_not_input, check_output_file, write_json_atomic
     from ..profiling.compare import choose_tolerance, compare_backends
@@ -126,14 +162,19 @@ def run(args) -> int:
                         "--json")
     profile = str(args.tolerance_profile).lower()
     choose_tolerance(profile, [])            # validate the name before loading anything
-    providers = _providers(args.provider, (args.model_a, args.model_b))
+    models = (args.model_a, args.model_b)
+    providers = _providers(args.provider, models)
+    backends = _backends(args.backend, models)
+    precisions = _pair(args.precision, "--precision", registry.precisions(), "precision")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     opened = []
     try:
-        for model, provider in zip((args.model_a, args.model_b), providers):
-            say(f"loading {model}" + (f" ({provider})" if provider else ""))
-            opened.append(open_backend(model, device=device, provider=provider, arch=args.arch))
+        for model, backend, provider, precision in zip(models, backends, providers, precisions):
+            chosen = ", ".join(v for v in (backend, provider, precision) if v)
+            say(f"loading {model}" + (f" ({chosen})" if chosen else ""))
+            opened.append(open_backend(model, backend, device=device, precision=precision,
+                                       provider=provider, arch=args.arch))
         a, b = opened
         tolerance = choose_tolerance(profile, [a.precision, b.precision])
         if args.images:

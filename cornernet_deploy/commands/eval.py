@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_device_arguments, model_inputs, plural, positive_int
+from .common import add_device_arguments, backend_options, model_inputs, plural, positive_int
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help=".onnx, TensorRT .engine, or a checkpoint (.pt/.pkl, PyTorch)")
+    parser.add_argument("model", help=".onnx, TensorRT .engine, OpenVINO .xml, or a checkpoint "
+                                      "(.pt/.pkl, PyTorch)")
     parser.add_argument("--data", required=True, help="COCO JSON with images, annotations, categories")
     parser.add_argument("--images", required=True, help="folder holding the dataset's images")
     parser.add_argument("--num-images", "--max-images", dest="num_images", type=positive_int,
@@ -32,7 +33,7 @@ def run(args) -> int:
         check_output_file(args.json, "--json")
         check_not_input(args.json, model_inputs([args.model]) + [("--data", args.data),
                                                                   ("--images", args.images)], "--json")
-    detector = Detector.load(args.model, device=args.device, provider=args.provider)
+    detector = Detector.load(args.model, **backend_options(args))
     metrics = evaluate(detector, args.data, args.images, args.num_images, not args.no_progress,
                        args.match_classes, note=lambda m: tqdm.write(f"note: {m}", file=sys.stderr))
     print(metrics.pop("summary", ""), end="")

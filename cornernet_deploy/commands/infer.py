@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fileio import (atomic_dir, check_not_input, check_output_dir, json_text, name_max, swap_lock,
                       truncate_name)
-from .common import add_device_arguments, model_inputs, nonnegative_int, plural, positive_int, score
+from .common import add_device_arguments, backend_options, model_inputs, nonnegative_int, plural, positive_int, score
 
 RESULT_FILES = ("detections.json", "images.json")
 SKIPPED_FILE = "skipped.json"   # only with --skip-unreadable, when something was skipped
@@ -27,8 +27,9 @@ def add_arguments(parser):
     from ..runtime.preprocess import DEFAULT_MAX_PIXELS
     from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 
-    parser.add_argument("model", help=".onnx from `export`, TensorRT .engine from `build`, or a "
-                                      "checkpoint .pt/.pth/.pkl (runs the PyTorch model; needs torch)")
+    parser.add_argument("model", help=".onnx from `export`, TensorRT .engine from `build`, OpenVINO "
+                                      ".xml, or a checkpoint .pt/.pth/.pkl (runs the PyTorch model; "
+                                      "needs torch)")
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns (hidden "
                                                   "files and subfolders of a folder are skipped)")
     parser.add_argument("--output", default="detections",
@@ -138,7 +139,7 @@ def run(args) -> int:
                     "--output", whole_folder=True)
     check_output(out_dir, args.overwrite)
     name_limit = name_max(out_dir)             # of the drawings' names, known before the work
-    detector = Detector.load(args.model, device=args.device, provider=args.provider)
+    detector = Detector.load(args.model, **backend_options(args))
     results, per_image, skipped = [], [], []
     start = time.perf_counter()
     may_replace = check_replaceable if args.overwrite else None

@@ -15,17 +15,19 @@ def add_arguments(parser):
                         help=".onnx (ONNX Runtime), .engine (TensorRT), or for the torch backend a "
                              "checkpoint (.pt/.pth/.pkl) or an architecture name (random weights)")
     parser.add_argument("--backend", action="append", metavar="NAME",
-                        help="a registered backend: torch, onnxruntime, tensorrt, ... (repeat or "
-                             "comma-separate; default: from each MODEL)")
+                        help="a registered backend: torch, onnxruntime, openvino, tensorrt, ... "
+                             "(repeat or comma-separate: one row each; default: from each MODEL; "
+                             "openvino also runs .onnx files)")
     parser.add_argument("--device", metavar="DEVICE",
-                        help="cpu or cuda (default: cuda for TensorRT, cpu otherwise; for an .onnx "
-                             "model cuda means ONNX Runtime's CUDA provider)")
+                        help="cpu or cuda, or OpenVINO's gpu, npu, auto (default: cuda for TensorRT, "
+                             "cpu otherwise; for an .onnx model cuda means ONNX Runtime's CUDA provider)")
     parser.add_argument("--provider", action="append", metavar="P",
                         help="ONNX Runtime execution providers for .onnx models: cpu, cuda, tensorrt "
                              "(repeat or comma-separate: one row each; default: from --device)")
     parser.add_argument("--precision", action="append", metavar="P",
-                        help="fp32 or fp16 (repeat or comma-separate: one row each; torch, and "
-                             "ONNX Runtime's TensorRT provider; other files carry their own precision)")
+                        help="fp32, fp16 or bf16 (repeat or comma-separate: one row each; torch, "
+                             "OpenVINO, and ONNX Runtime's TensorRT provider (fp16); other files carry "
+                             "their own precision)")
     parser.add_argument("--batch-size", "--batch", dest="batch", type=positive_int, default=1, metavar="N",
                         help="images per iteration (default 1)")
     parser.add_argument("--warmup", type=nonnegative_int, default=3, metavar="N",
@@ -39,7 +41,7 @@ def add_arguments(parser):
     parser.add_argument("--flip", action="store_true",
                         help="add the flipped copy of every image, as the official CornerNet test")
     parser.add_argument("--threads", action="append", metavar="N",
-                        help="CPU threads for torch/onnxruntime (repeat or comma-separate: one row "
+                        help="CPU threads for torch/onnxruntime/openvino (repeat or comma-separate: one row "
                              "each; default: the library's default)")
     parser.add_argument("--arch", help="architecture of a checkpoint that records none")
     parser.add_argument("--layers", action="store_true",

@@ -52,6 +52,11 @@ class Tolerance:
 TOLERANCES: Dict[str, Tolerance] = {
     # FP32 vs FP32 (PyTorch, ONNX Runtime, TensorRT FP32): summation order only
     "fp32": Tolerance("fp32", head_atol=1e-4, head_rtol=1e-4, score_atol=1e-3, min_agreement=1.0),
+    # a BF16 run (OpenVINO's bf16 hint, torch's CPU autocast) vs FP32, measured on the demo model's 200
+    # held-out scenes (benchmarks/RESULTS.md, "BF16 agreement"): heads at most 0.57x this allowance
+    # (random-weight CornerNet, -Squeeze, -Saccade at full size: far less); mean score delta 0.003,
+    # but a near-tied corner pairing moved one detection's score by 0.43; worst 4-image agreement 0.94
+    "bf16": Tolerance("bf16", head_atol=5e-2, head_rtol=5e-2, score_atol=0.5, min_agreement=0.9),
     # anything involving an FP16 network: ~3 decimal digits per op through ~100 layers
     "fp16": Tolerance("fp16", head_atol=5e-2, head_rtol=5e-2, score_atol=5e-2, min_agreement=0.95),
     # an INT8 (Q/DQ) model vs float, measured on the demo model (benchmarks/RESULTS.md, INT8): heads

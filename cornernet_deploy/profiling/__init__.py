@@ -7,7 +7,9 @@ the runtime's backends (``runtime.backends.open_backend``); this package only me
   schema check, plot;
 * ``layers``: TensorRT per-layer times summarised (top layers, the corner-pool plugin's share);
 * ``compare``: raw-head differences and detection agreement of two models, judged by the
-  tolerances of ``contract.agreement``.
+  tolerances of ``contract.agreement``;
+* ``benchmark``: every format of one model this machine can run, prepared (export, quantize,
+  build), evaluated (``evaluation.evaluate``) and timed (``profile``) into one table.
 
 Importing this package (or any of these modules) imports neither torch nor TensorRT: a backend
 imports its framework when it is opened.

@@ -98,11 +98,14 @@ class _Staged:
     """One backend through the real pipeline (``CornerNetPipeline.for_backend``, the Detector's),
     its stages read from the pipeline's ``StageClock``."""
 
-    def __init__(self, backend, batch: int, flip: bool, canvas=None):
+    def __init__(self, backend, batch: int, flip: bool, canvas=None, native: bool = False):
         from ..runtime.pipeline import CornerNetPipeline
 
         self.backend, self.batch, self.flip = backend, int(batch), bool(flip)
-        self.canvas = tuple(backend.input_hw or canvas or backend.spec.input_size)
+        # native: the model's own input size, as the Detector (eval, infer) runs it; a dynamic-size
+        # model then pads each image at scale 1 (no canvas)
+        self.canvas = (tuple(backend.input_hw) if backend.input_hw else None) if native else \
+            tuple(backend.input_hw or canvas or backend.spec.input_size)
         self.network_batch = self.batch * (2 if flip else 1)
         if backend.max_batch is not None:
             if backend.static_batch and self.network_batch != backend.max_batch:
@@ -150,9 +153,11 @@ def _backend_info(backend):
 
 def profile_backends(backends: Sequence, images: Sequence[np.ndarray], *, batch: int = 1,
                     warmup: int = 3, iters: int = 20, flip: bool = False, layers: bool = False,
-                    layer_runs: int = 10, progress: Optional[Callable[[str], None]] = None
-                    ) -> List[RowResult]:
-    """Time every backend on the same batches (interleaved, see the module docstring)."""
+                    layer_runs: int = 10, progress: Optional[Callable[[str], None]] = None,
+                    native: bool = False) -> List[RowResult]:
+    """Time every backend on the same batches (interleaved, see the module docstring).
+    ``native``: each backend gets its own pre-processing, as ``eval`` and ``infer`` run it (a
+    dynamic-size model pads each image at scale 1) instead of the common canvas."""
     if batch < 1:
         raise UserError("--batch must be >= 1")
     if warmup < 0:
@@ -162,7 +167,7 @@ def profile_backends(backends: Sequence, images: Sequence[np.ndarray], *, batch:
     if not images:
         raise UserError("no images to profile on")
     canvas = common_canvas(backends)
-    staged = [_Staged(b, batch, flip, canvas) for b in backends]
+    staged = [_Staged(b, batch, flip, canvas, native) for b in backends]
     rows = [RowResult(b, batch, s.network_batch, {st: [] for st in STAGES}, canvas=s.canvas)
             for b, s in zip(backends, staged)]
     det_counts = [0] * len(backends)
@@ -219,6 +224,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction sets that decide which CPU formats are fast: AVX-512 and AVX2 (FP32), VNNI (INT8
+# dot products), AVX512-BF16 and AMX (BF16/INT8 matrix tiles), AVX512-FP16.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_flags() -> List[str]:
+    """Which of ``CPU_FEATURES`` this CPU has (Linux /proc/cpuinfo; empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [name for name in CPU_FEATURES if name in have]
+    except OSError:
+        pass
+    return []
+
+
 def _gpus() -> List[dict]:
     """GPUs as seen by an already imported torch or the TensorRT backend's cuda-python helper;
     nothing is imported just for this."""
@@ -251,7 +275,8 @@ def environment() -> dict:
                 "numpy": np.__version__}
     for name, dist in (("onnxruntime", "onnxruntime"), ("onnxruntime_gpu", "onnxruntime-gpu"),
                        ("opencv", "opencv-python-headless"), ("opencv_python", "opencv-python"),
-                       ("onnx", "onnx"), ("torch", "torch"), ("tensorrt", "tensorrt"),
+                       ("onnx", "onnx"), ("torch", "torch"), ("openvino", "openvino"),
+                       ("tensorrt", "tensorrt"),
                        ("cuda_python", "cuda-python")):
         v = _version(dist)
         if v:
@@ -270,7 +295,7 @@ def environment() -> dict:
     if trt is not None:
         versions["tensorrt"] = getattr(trt, "__version__", versions.get("tensorrt"))
     machine = {"platform": platform.platform(), "machine": platform.machine(),
-               "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
+               "cpu": cpu_model(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                "gpus": _gpus()}
     return {"machine": machine, "versions": versions}

@@ -10,7 +10,7 @@ import numpy as np
 from ..fileio import write_bytes_atomic, write_json_atomic
 from .stats import STAT_KEYS
 
-__all__ = ["profile_table", "validate_report", "write_json", "write_plot", "fmt_ms", "fmt_ratio",
+__all__ = ["profile_table", "validate_report", "write_json", "write_plot", "write_png", "fmt_ms", "fmt_ratio",
            "STAGE_TITLES"]
 
 STAGE_TITLES = {"preprocess": "preprocess", "h2d": "host to device", "inference": "inference",
@@ -231,10 +231,15 @@ def render_plot(report: dict) -> np.ndarray:
     return img
 
 
-def write_plot(path, report: dict) -> None:
+def write_png(path, image: np.ndarray) -> None:
+    """``image`` (BGR) as a PNG file, written atomically."""
     import cv2
 
-    ok, data = cv2.imencode(".png", render_plot(report))
+    ok, data = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError("OpenCV could not encode the plot as PNG")
     write_bytes_atomic(path, data.tobytes())
+
+
+def write_plot(path, report: dict) -> None:
+    write_png(path, render_plot(report))

@@ -30,10 +30,13 @@ class Detector:
     @classmethod
     def load(cls, path, device: Optional[str] = None, provider: Optional[str] = None,
              precision: Optional[str] = None, threads: Optional[int] = None,
-             backend_options: Optional[dict] = None, **pipeline_options) -> "Detector":
-        """``backend_options``: further keywords of ``open_backend`` (``plugin_library`` ...);
-        ``pipeline_options``: those of ``CornerNetPipeline`` (``test``, ``scales`` ...)."""
-        backend = open_backend(path, device=device, provider=provider, precision=precision,
+             backend_options: Optional[dict] = None, *, backend: Optional[str] = None,
+             **pipeline_options) -> "Detector":
+        """``backend``: a registered backend other than the one the file kind calls for (e.g.
+        ``openvino`` for an .onnx file); ``backend_options``: further keywords of
+        ``open_backend`` (``plugin_library`` ...); ``pipeline_options``: those of
+        ``CornerNetPipeline`` (``test``, ``scales`` ...)."""
+        backend = open_backend(path, backend, device=device, provider=provider, precision=precision,
                                threads=threads, **(backend_options or {}))
         return cls(backend, **pipeline_options)
 

@@ -74,7 +74,7 @@ def open_backend(model, backend: Optional[str] = None, device: Optional[str] = N
     _check_choice(provider, registry.providers(), "provider")
     natural = registry.backend_for(text)
     info = info if backend else natural
-    if info.name != natural.name:
+    if info.name != natural.name and not info.opens(text):
         raise UserError(f"{text}: the {info.name} backend runs {info.runs}; this is {natural.runs} "
                         f"(backend {natural.name})")
     if provider is not None and provider not in info.providers:
@@ -83,8 +83,12 @@ def open_backend(model, backend: Optional[str] = None, device: Optional[str] = N
         raise UserError(f"{text}: --provider chooses the execution provider of {takers[0].runs} and "
                         f"applies to {suffixes} models only")
     if device is not None and device not in info.devices:
-        raise UserError(f"{text}: {info.runs} runs on {' or '.join(info.devices)}: use --device "
-                        f"{info.default_device} (or leave it out)")
+        suffix = Path(text).suffix.lower()
+        others = [i.name for i in registry.all_backends()
+                  if device in i.devices and suffix and suffix in i.also_opens]
+        hint = f", or --backend {others[0]} (it runs such files on {device})" if others else ""
+        raise UserError(f"{text}: the {info.name} backend runs on {' or '.join(info.devices)}: use "
+                        f"--device {info.default_device} (or leave it out){hint}")
     if precision is not None and precision not in info.precisions:
         raise UserError(f"{text}: the {info.name} backend runs {', '.join(info.precisions) or 'the precision a file carries'}, "
                         f"not {precision}")

@@ -310,6 +310,16 @@ def register_plugin_for_provider(trt, library) -> None:
                         f"{CORNER_POOL.plugin_version} for ONNX Runtime's TensorRT provider to find")
 
 
+def device_problem(device: str):
+    """Why ONNX Runtime cannot run on ``device`` here (its provider is not installed), or None."""
+    try:
+        ort = _import_onnxruntime()
+        provider_chain("cpu" if device == "cpu" else "cuda", ort.get_available_providers())
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def _open(model, *, device=None, precision=None, threads=None, provider=None, plugin_library=None,
           cache_dir=None, **_ignored):
     return OnnxRuntimeBackend(model, provider=provider, device=device, precision=precision,
@@ -327,4 +337,5 @@ def _describe(path):
 registry.register(registry.BackendInfo(
     name="onnxruntime", opener=_open, describer=_describe, suffixes=(".onnx",), runs="an .onnx file", aliases=("ort", "onnx"),
     devices=("cpu", "cuda"), default_device="cpu", providers=tuple(EXECUTION_PROVIDERS),
-    precisions=EXPORT_PRECISIONS, capabilities=frozenset({"timed_copies"}), serving="python"))
+    precisions=EXPORT_PRECISIONS, capabilities=frozenset({"timed_copies"}), serving="python",
+    device_check=device_problem))

@@ -4,7 +4,9 @@ name and seed always give the same weights), through the same pipeline as the ex
 For comparisons and profiling only; importing this module imports torch, so the runtime imports
 it lazily (``open_backend`` of a ``.pt``/``.pkl``/``.pth`` file, or an architecture name).
 CPU: ``run_timed`` is the host clock around the network (torch's own threads, or ``threads``
-applied around each call: torch's setting is process-wide). CUDA: everything on the backend's
+applied around each call: torch's setting is process-wide); ``precision="bf16"``: CPU autocast to
+BF16 with channels-last weights and input (fast where the CPU has AVX512-BF16 or AMX; elsewhere
+oneDNN emulates it, slowly). CUDA: everything on the backend's
 own stream, input copied from pinned host memory, outputs copied back into pinned buffers, the
 three stages timed by CUDA events on that stream.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...contract.arch import ARCHS
-from ...contract.precision import EXPORT_PRECISIONS
+from ...contract.precision import COMPUTE_PRECISIONS
 from ...errors import UserError
 from . import registry
 from .base import CUDA_EVENTS, Backend
@@ -43,6 +45,9 @@ class PyTorchBackend(Backend):
         if precision == "fp16" and not str(device).startswith("cuda"):
             raise UserError("fp16 with the torch backend needs --device cuda (PyTorch has no fast "
                             "half-precision convolutions on the CPU)")
+        if precision == "bf16" and str(device).startswith("cuda"):
+            raise UserError("bf16 with the torch backend runs on the CPU (autocast); on a GPU use "
+                            "--precision fp16")
         try:
             spec = spec_from_checkpoint(checkpoint, arch) if checkpoint else get_arch(arch)
         except ValueError as exc:
@@ -59,6 +64,11 @@ class PyTorchBackend(Backend):
         if checkpoint:
             load_checkpoint(net, checkpoint)
         self.net = net.eval().to(self.torch_device, self.dtype)
+        # BF16 on the CPU: weights stay FP32, autocast runs convolutions and matmuls in BF16
+        # (oneDNN's AVX512-BF16 / AMX kernels), channels-last is the layout those kernels take
+        self.autocast = precision == "bf16"
+        if self.autocast:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.path = Path(checkpoint) if checkpoint else None
         self.input_hw = tuple(int(s) for s in input_hw) if input_hw else None
         self.max_batch = max_batch
@@ -90,9 +100,14 @@ class PyTorchBackend(Backend):
         if self.device == "cuda":
             return self.run_timed(batch)[0]
         torch = self.torch
-        with self._threads(), torch.inference_mode():
-            heads = self.net(torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.dtype))
-            return {k: v.float().numpy() for k, v in heads.items()}
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.dtype)
+        autocast = contextlib.nullcontext()
+        if self.autocast:
+            x = x.contiguous(memory_format=torch.channels_last)
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        with self._threads(), torch.inference_mode(), autocast:
+            heads = self.net(x)
+            return {k: v.float().contiguous().numpy() for k, v in heads.items()}
 
     def run_timed(self, batch: np.ndarray):
         if self.device == "cpu":
@@ -122,6 +137,17 @@ class PyTorchBackend(Backend):
         times = {"h2d": e0.elapsed_time(e1), "inference": e1.elapsed_time(e2),
                  "d2h": e2.elapsed_time(e3)}
         return {k: v.numpy().copy() for k, v in outs.items()}, times
+
+
+def device_problem(device: str):
+    """Why the torch backend cannot run on ``device`` here, or None."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return "PyTorch is not installed (pip install 'cornernet-deploy[torch]')"
+    if device == "cuda" and not torch.cuda.is_available():
+        return f"PyTorch {torch.__version__} sees no CUDA GPU"
+    return None
 
 
 def _open(model, *, device=None, precision=None, threads=None, arch=None, input_hw=None, seed=0,
@@ -156,5 +182,5 @@ def _describe(path):
 registry.register(registry.BackendInfo(
     name="torch", opener=_open, describer=_describe, suffixes=(".pt", ".pth", ".pkl"),
     runs="a checkpoint (.pt/.pth/.pkl) or an architecture name", aliases=("pytorch",),
-    devices=("cpu", "cuda"), default_device="cpu", precisions=EXPORT_PRECISIONS,
-    capabilities=frozenset({"arch_names", "timed_copies"})))
+    devices=("cpu", "cuda"), default_device="cpu", precisions=COMPUTE_PRECISIONS,
+    capabilities=frozenset({"arch_names", "timed_copies"}), device_check=device_problem))

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Tuple
 from ...errors import UserError
 
 __all__ = ["BackendInfo", "register", "get", "all_backends", "backend_for", "devices", "providers",
-           "precisions", "aliases", "model_kinds", "describe_kinds"]
+           "precisions", "aliases", "model_kinds", "describe_kinds", "unusable_device"]
 
 # What a backend can do beyond run/run_timed (asked by profile, compare, benchmark, serving):
 #   "timed_copies"   run_timed times h2d and d2h apart (device memory)
@@ -34,12 +34,17 @@ class BackendInfo:
     ``opener(model, *, device, precision, threads, provider, arch, input_hw, seed,
     plugin_library, cache_dir)`` returns a ``base.Backend``; it imports the framework.
     ``suffixes``: the model files it opens (lower case, with the dot); ``runs``: those files in
-    words, for messages; ``devices``/``providers``/``precisions``: what ``--device``,
+    words, for messages; ``also_opens``: suffixes of another backend's files that this one opens
+    too when asked for by name (``--backend``; OpenVINO reads ``.onnx``);
+    ``devices``/``providers``/``precisions``: what ``--device``,
     ``--provider`` and ``--precision`` may ask of it (``precisions`` empty: files carry their own
     and the option is refused); ``default_device``; ``serving``: how ``triton`` serves such a
     file (``"python"``: the network runs inside the Python model; ``"tensorrt_plan"``: a TensorRT
     model of its own; None: not servable); ``describer(path) -> (ModelMetadata or ArchSpec,
     [(field, text)])``: what ``info`` shows of such a file, read without running it.
+    ``device_check(device)``: why ``device`` cannot be used on this machine, in one line (None: it
+    can); imports the framework, so it is asked only where a command must know before opening a
+    model (None: not known until a model is opened).
     """
 
     name: str
@@ -55,9 +60,20 @@ class BackendInfo:
     serving: Optional[str] = None
     file_noun: str = "model"   # what its files are called in messages ("engine" ...)
     describer: Optional[Callable] = None
+    also_opens: Tuple[str, ...] = ()
+    device_check: Optional[Callable[[str], Optional[str]]] = None
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
+
+    def opens(self, model) -> bool:
+        """Whether this backend opens ``model``: one of its file kinds, another backend's kind it
+        also opens when asked, or an architecture name (``arch_names``)."""
+        from ...contract.arch import ARCHS
+        suffix = Path(str(model)).suffix.lower()
+        if suffix:
+            return suffix in self.suffixes + self.also_opens
+        return self.can("arch_names") and str(model).lower() in ARCHS
 
 
 _REGISTRY: Dict[str, BackendInfo] = {}
@@ -142,6 +158,22 @@ def precisions() -> Tuple[str, ...]:
 def model_kinds() -> Dict[str, str]:
     """File suffix -> backend name."""
     return {s: info.name for info in all_backends() for s in info.suffixes}
+
+
+def unusable_device(device: str) -> Optional[str]:
+    """Why no backend can use ``device`` on this machine (one line), or None when one can (or a
+    backend cannot tell before a model is opened)."""
+    reasons = []
+    for info in all_backends():
+        if device not in info.devices:
+            continue
+        if info.device_check is None:
+            return None
+        reason = info.device_check(device)
+        if reason is None:
+            return None
+        reasons.append(f"{info.name}: {reason}")
+    return "; ".join(reasons) or f"no backend runs on '{device}'"
 
 
 def describe_kinds() -> str:

@@ -230,6 +230,18 @@ def tensorrt_available():
     return True, getattr(trt, "__version__", "?")
 
 
+def device_problem(device: str):
+    """Why TensorRT cannot run here (not installed, no GPU), or None."""
+    from ..cuda import gpu_status
+    from ..tensorrt_common import import_tensorrt
+    try:
+        import_tensorrt("Runtime")
+    except UserError as exc:
+        return str(exc)
+    ok, why = gpu_status()
+    return None if ok else why
+
+
 def _open(model, *, device=None, precision=None, plugin_library=None, **_ignored):
     engine = TensorRTBackend(model, plugin_library=plugin_library)
     if precision and precision != engine.precision:
@@ -268,4 +280,4 @@ registry.register(registry.BackendInfo(
     name="tensorrt", opener=_open, describer=_describe, suffixes=(".engine", ".plan", ".trt"), runs="a TensorRT .engine",
     aliases=("trt",), devices=("cuda",), default_device="cuda", precisions=EXPORT_PRECISIONS,
     capabilities=frozenset({"timed_copies", "layer_profile"}), serving="tensorrt_plan",
-    file_noun="engine"))
+    file_noun="engine", device_check=device_problem))
