@@ -91,14 +91,14 @@ class PyTorchBackend(Backend):
             return self.run_timed(batch)[0]
         torch = self.torch
         with self._threads(), torch.inference_mode():
-            heads = self.net(torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.dtype))
+            heads = self.net(torch.from_numpy(self.network_batch(batch)).to(self.dtype))
             return {k: v.float().numpy() for k, v in heads.items()}
 
     def run_timed(self, batch: np.ndarray):
         if self.device == "cpu":
             return super().run_timed(batch)
         torch = self.torch
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = self.network_batch(batch)
         if self._pinned_in is None or self._pinned_in.shape != batch.shape:
             self._pinned_in = torch.empty(batch.shape, dtype=torch.float32).pin_memory()
         self._pinned_in.numpy()[...] = batch          # host staging copy (not a device stage)
