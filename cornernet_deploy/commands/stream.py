@@ -76,50 +76,6 @@ def add_arguments(parser):
     add_device_arguments(parser)
 
 
-class _Outputs:
-    """Per stream: the JSON Lines writer and (opened at its first frame) the video writer."""
-
-    def __init__(self, folder: Path, states, video_format, category_ids, with_video: bool):
-        from ..runtime.streams.outputs import JsonLinesWriter
-        self.folder, self.format, self.category_ids = folder, video_format, category_ids
-        self.names = [f"{s.index}-{s.spec.name}" for s in states]
-        self.states = states
-        self.with_video = with_video
-        self.jsonl = [JsonLinesWriter(folder / f"{name}.jsonl") for name in self.names]
-        self.videos = [None] * len(states)
-
-    def write(self, result, detections, drawing) -> None:
-        from ..runtime.streams.outputs import VideoWriter, frame_record
-        k = result.stream
-        if self.jsonl[k] is None:
-            return
-        if drawing is not None:
-            if self.videos[k] is None:
-                h, w = drawing.shape[:2]
-                self.videos[k] = VideoWriter(self.folder / f"{self.names[k]}.{self.format}",
-                                             self.states[k].fps, self.states[k].size or (w, h), self.format)
-            self.videos[k].write(drawing)
-        self.jsonl[k].write(frame_record(result.source, k, result.index, result.timestamp, result.captured,
-                                         detections, self.category_ids))
-
-    def close(self, k: int) -> None:
-        if self.jsonl[k] is not None:
-            self.jsonl[k].close()
-            self.jsonl[k] = None
-        if self.videos[k] is not None:
-            self.videos[k].close()
-
-    def close_all(self) -> None:
-        for k in range(len(self.names)):
-            self.close(k)
-
-    def files(self, k: int) -> list:
-        out = [self.folder / f"{self.names[k]}.jsonl"]
-        if self.videos[k] is not None:
-            out.insert(0, self.videos[k].path)
-        return out
-
-
 class _Progress:
     """One line on stderr: rewritten in place on a terminal, every few seconds elsewhere."""
 
@@ -172,8 +128,7 @@ def run(args) -> int:
     from ..fileio import write_text_atomic
     from ..runtime.detector import Detector
     from ..runtime.streams import StreamRun, default_batch_size, parse_source
-    from ..runtime.streams.outputs import SUMMARY_FILE, check_output_folder
-    from ..runtime.visualize import draw_detections
+    from ..runtime.streams.outputs import SUMMARY_FILE, StreamOutputs, check_output_folder
 
     def note(message):
         sys.stderr.write(("\n" if progress.tty and progress.enabled else "") + f"note: {message}\n")
@@ -210,14 +165,13 @@ def run(args) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for path in stale:                      # an earlier run's files (--overwrite), now that this one runs
             path.unlink(missing_ok=True)
-        outputs = _Outputs(folder, run_.states, args.video_format, detector.category_ids, not args.no_video)
+        outputs = StreamOutputs(folder, run_.states, detector.category_ids, args.score_threshold,
+                                None if args.no_video else args.video_format, args.vis_score_threshold)
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, on_signal)
         for result in run_:
             t0 = time.perf_counter_ns()
-            drawing = (draw_detections(result.image, result.detections, args.vis_score_threshold)
-                       if outputs.with_video else None)
-            outputs.write(result, result.detections.filter(args.score_threshold), drawing)
+            outputs.write(result)
             run_.record_output((time.perf_counter_ns() - t0) / 1e6)
             progress.tick()
     finally:

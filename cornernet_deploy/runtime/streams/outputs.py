@@ -20,7 +20,8 @@ import numpy as np
 from ...errors import UserError
 from ..detections import Detections
 
-__all__ = ["VIDEO_FORMATS", "JsonLinesWriter", "VideoWriter", "frame_record", "check_output_folder"]
+__all__ = ["VIDEO_FORMATS", "JsonLinesWriter", "VideoWriter", "StreamOutputs", "frame_record",
+           "check_output_folder"]
 
 # container -> FourCC OpenCV's FFmpeg writes with the PyPI wheel (checked: mp4v and MJPG encode;
 # avc1/H264/X264 do not)
@@ -97,6 +98,56 @@ class VideoWriter:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+
+
+class StreamOutputs:
+    """What the ``stream`` command writes for ``states`` (``StreamRun.states``) into ``folder``:
+    per stream ``N-NAME.jsonl`` (detections from ``score_threshold`` up) and, with a
+    ``video_format``, ``N-NAME.<format>`` (detections from ``vis_score_threshold`` drawn; opened
+    at the stream's first frame, at the source's frame rate and size)."""
+
+    def __init__(self, folder, states, category_ids, score_threshold: float = 0.0,
+                 video_format: Optional[str] = "mp4", vis_score_threshold: float = 0.5):
+        self.folder = Path(folder)
+        self.states, self.category_ids = states, category_ids
+        self.score_threshold, self.vis_score_threshold = score_threshold, vis_score_threshold
+        self.format = video_format
+        self.names = [f"{s.index}-{s.spec.name}" for s in states]
+        self.jsonl = [JsonLinesWriter(self.folder / f"{name}.jsonl") for name in self.names]
+        self.videos: list = [None] * len(states)
+
+    def write(self, result) -> None:
+        """One ``FrameResult``: its JSON line, and its drawing into the stream's video."""
+        from ..visualize import draw_detections
+        k = result.stream
+        if self.jsonl[k] is None:
+            return
+        if self.format is not None:
+            drawing = draw_detections(result.image, result.detections, self.vis_score_threshold)
+            if self.videos[k] is None:
+                h, w = drawing.shape[:2]
+                self.videos[k] = VideoWriter(self.folder / f"{self.names[k]}.{self.format}",
+                                             self.states[k].fps, self.states[k].size or (w, h), self.format)
+            self.videos[k].write(drawing)
+        self.jsonl[k].write(frame_record(result.source, k, result.index, result.timestamp, result.captured,
+                                         result.detections.filter(self.score_threshold), self.category_ids))
+
+    def close(self, k: int) -> None:
+        if self.jsonl[k] is not None:
+            self.jsonl[k].close()
+            self.jsonl[k] = None
+        if self.videos[k] is not None:
+            self.videos[k].close()
+
+    def close_all(self) -> None:
+        for k in range(len(self.names)):
+            self.close(k)
+
+    def files(self, k: int) -> list:
+        out = [self.folder / f"{self.names[k]}.jsonl"]
+        if self.videos[k] is not None:
+            out.insert(0, self.videos[k].path)
+        return out
 
 
 def _ours(entry: Path) -> bool:
