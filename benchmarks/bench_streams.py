@@ -19,7 +19,10 @@ in rotating order (so load on a shared machine hits every variant alike):
 * ``pipelined uint8``: as ``pipelined`` with the uint8-input export.
 
 Then the pre-processing stage alone (``pipeline.prepare`` of every frame) with uint8 against float
-input, interleaved. Before timing, the script checks that every variant gives the same detections
+input, interleaved. Besides wall-clock frames per second, every variant's process CPU time per
+frame is printed: on a machine shared with other jobs the wall-clock ratios move with their load,
+the CPU time per frame much less; pipelined minus network-only CPU time is the host work that has
+to fit beside the network (on a second core) for the stream to keep the network's pace. Before timing, the script checks that every variant gives the same detections
 for every frame. Printed: frames per second (median over rounds) and the ratios, each naming what
 it is against; per-round ratios are computed within the round.
 """
@@ -168,6 +171,7 @@ def main(argv=None) -> int:
         "pipelined uint8": lambda folder: _count(run_pipelined(pipe8, [video], folder, category_ids, 1)),
     }
     fps = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}         # process CPU ms (all threads) per frame
     stage_means = {name: [] for name in variants}
     names = list(variants)
     for r in range(args.rounds):
@@ -175,9 +179,10 @@ def main(argv=None) -> int:
         for name in order:
             folder = work / f"r{r}-{name.replace(' ', '_')}"
             folder.mkdir()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             count, stats = variants[name](folder)
             fps[name].append(count / (time.perf_counter() - t0))
+            cpu[name].append((_cpu_seconds() - c0) * 1000 / count)
             if stats:
                 stage_means[name].append(stats)
         print(f"round {r + 1}: " + ", ".join(f"{n} {fps[n][-1]:.1f} fps" for n in names))
@@ -195,15 +200,15 @@ def main(argv=None) -> int:
         return statistics.median(x / y for x, y in zip(fps[a], fps[b]))
 
     med = {n: statistics.median(v) for n, v in fps.items()}
-    print("\nframes per second (median of rounds):")
+    print("\nframes per second (median of rounds); CPU ms per frame (all threads of the process):")
     for n in names:
         extra = ""
         if stage_means[n]:
             s = stage_means[n][-1]
-            extra = ("  [last round, ms per frame: decode {decode:.1f}, preprocess {preprocess:.1f}, network "
+            extra = ("  [last round, ms per frame: read {read:.1f}, preprocess {preprocess:.1f}, network "
                      "{network:.1f}, postprocess {postprocess:.1f}, frames per network call "
                      "{frames_per_network_call:.2f}]").format(**s)
-        print(f"  {n:16s} {med[n]:7.1f}{extra}")
+        print(f"  {n:16s} {med[n]:7.1f} fps  {statistics.median(cpu[n]):6.1f} CPU ms{extra}")
     ratios = {
         "pipelined / network-only": ratio("pipelined", "network"),
         "pipelined / sequential": ratio("pipelined", "sequential"),
@@ -215,13 +220,24 @@ def main(argv=None) -> int:
     print("\nratios (median of per-round ratios; > 1: the first is faster):")
     for k, v in ratios.items():
         print(f"  {k:52s} {v:.3f}")
+    host = statistics.median(cpu["pipelined"]) - statistics.median(cpu["network"])
+    print(f"\nhost work beside the network (pipelined CPU ms per frame - network-only): {host:.1f} ms, "
+          f"against {statistics.median(cpu['network']):.1f} ms of network: "
+          + ("it fits on a second idle core" if host < statistics.median(cpu["network"]) else
+             "more than the network: the host side cannot hide behind it"))
     pf, pu = statistics.median(prep["float32"]), statistics.median(prep["uint8"])
     print(f"\npre-processing stage (pipeline.prepare, ms per frame, median of {args.rounds}): float32 input "
           f"{pf:.3f}, uint8 input {pu:.3f}; float32 / uint8 = {pf / pu:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"fps": fps, "ratios": ratios, "prepare_ms": prep,
+        Path(args.json).write_text(json.dumps({"fps": fps, "cpu_ms": cpu, "ratios": ratios, "prepare_ms": prep,
                                                "stages": stage_means}, indent=1))
     return 0
+
+
+def _cpu_seconds() -> float:
+    import os
+    t = os.times()
+    return t.user + t.system
 
 
 def _count(result):

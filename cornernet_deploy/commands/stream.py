@@ -100,7 +100,7 @@ class _Progress:
         def ms(name):
             value = stats.mean(name, recent=True)
             return "-" if value is None else f"{value:.1f}"
-        line = (f"frames {self.frames} | {fps:.1f} fps | dropped {dropped} | ms/frame: decode {ms('decode')} "
+        line = (f"frames {self.frames} | {fps:.1f} fps | dropped {dropped} | ms/frame: read {ms('read')} "
                 f"pre {ms('preprocess')} net {ms('network')} post {ms('postprocess')} out {ms('output')} "
                 f"| latency {ms('latency')} ms")
         if self.tty:
@@ -147,6 +147,7 @@ def run(args) -> int:
                      drop=not args.no_drop, max_frames=args.max_frames, timeout=args.timeout,
                      reconnect=args.reconnect, note=lambda m: note(m),
                      on_stream_end=lambda state: outputs.close(state.index) if outputs else None)
+    run_.owned.append(detector)
     progress = _Progress(run_, not args.no_progress)
     stopped_by = []
 
@@ -183,8 +184,11 @@ def run(args) -> int:
         progress.end()
         seconds = time.monotonic() - start
         if outputs is not None:
-            write_text_atomic(folder / SUMMARY_FILE, json.dumps(
-                _summary(run_, outputs, seconds, stopped_by[0] if stopped_by else None), indent=1))
+            try:
+                write_text_atomic(folder / SUMMARY_FILE, json.dumps(
+                    _summary(run_, outputs, seconds, stopped_by[0] if stopped_by else None), indent=1))
+            except OSError as exc:      # e.g. the disk filled up: the streams' own files are closed
+                note(f"could not write {folder / SUMMARY_FILE} ({exc.strerror or exc})")
     failed = [s for s in run_.states if s.status in ("truncated", "lost", "failed")]
     for s in failed:
         print(f"error: {s.message}", file=sys.stderr)
@@ -194,7 +198,7 @@ def run(args) -> int:
         print(f"stream {s.index} {s.spec.text}: {plural(s.processed, 'frame')} processed, {s.dropped} dropped, "
               f"{s.status} -> {files}")
     stats = run_.stats
-    means = ", ".join(f"{name} {stats.mean(name):.1f}" for name in ("decode", "preprocess", "network", "postprocess",
+    means = ", ".join(f"{name} {stats.mean(name):.1f}" for name in ("read", "preprocess", "network", "postprocess",
                                                                     "output") if stats.mean(name) is not None)
     print(f"{plural(total, 'frame')} of {plural(len(run_.states), 'stream')} in {seconds:.1f} s "
           f"({total / max(seconds, 1e-9):.1f} fps); mean ms per frame: {means}; summary: {folder / SUMMARY_FILE}")

@@ -141,6 +141,8 @@ class SinglePass(Family):
         return _ScaledInputs(tensors, metas, bool(flip))
 
     def network(self, pipeline, prepared, clock=None):
+        # only the backend calls: the decode is post-processing (``finish``), so that a
+        # concurrent runner overlaps it with the next network call
         stage = clock.stage if clock is not None else _no_stage
         with stage("preprocess"):
             groups: Dict[tuple, List[tuple]] = {}    # one run per input size (dynamic models)
@@ -149,14 +151,15 @@ class SinglePass(Family):
                     groups.setdefault(tensor.shape, []).append((i, k))
             stacked = [(keys, np.stack([prepared[i].tensors[k] for i, k in keys]))
                        for keys in groups.values()]
-        dets: List[List[Optional[np.ndarray]]] = [[None] * len(p.tensors) for p in prepared]
+        outputs: List[List[Optional[dict]]] = [[None] * len(p.tensors) for p in prepared]
         for keys, tensors in stacked:
-            out, _ = pipeline.run_decoded(tensors, need_atts=False, clock=clock)
-            for (i, k), d in zip(keys, out):
-                dets[i][k] = d
-        return dets
+            out = pipeline.run_network(tensors, clock)
+            for row, (i, k) in enumerate(keys):
+                outputs[i][k] = {name: value[row:row + 1] for name, value in out.items()}
+        return outputs
 
-    def finish(self, pipeline, prepared, dets):
+    def finish(self, pipeline, prepared, outputs):
+        dets = [pipeline.decode(out, meta.input_hw)[0] for out, meta in zip(outputs, prepared.metas)]
         parts = []
         step = 2 if prepared.flip else 1
         for k in range(0, len(dets), step):

@@ -263,6 +263,11 @@ class CornerNetPipeline:
             return {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    def decode(self, outputs: Mapping[str, np.ndarray], input_hw) -> np.ndarray:
+        """The official decode of the outputs of inputs of ``input_hw``: ``[M, num_dets, 8]`` in
+        output-map units."""
+        return decode_outputs(outputs, self.test, self.spec.output_size(tuple(input_hw)))
+
     def run_decoded(self, tensors: np.ndarray, need_atts: bool, clock: Optional[StageClock] = None):
         """``run_network`` then the decode: ``(dets [M, num_dets, 8] in output-map units,
         [att0 ..] or None)`` (the attention maps only with ``need_atts``)."""
@@ -271,7 +276,7 @@ class CornerNetPipeline:
             empty = np.zeros((0, self.test.num_dets, 8), np.float32)
             return empty, ([] if need_atts else None)
         outputs = self.run_network(tensors, clock)
-        dets = decode_outputs(outputs, self.test, self.spec.output_size(tensors.shape[2:]))
+        dets = self.decode(outputs, tensors.shape[2:])
         atts = None
         if need_atts:
             names = [f"att{j}" for j in range(self.spec.levels)]   # one per hourglass level

@@ -44,13 +44,23 @@ def detect_streams(model, sources: Sequence, *, batch_size: Optional[int] = None
     from ..detector import Detector
     from ..pipeline import CornerNetPipeline
 
+    owned = None
     if isinstance(model, CornerNetPipeline):
         pipeline = model
     elif isinstance(model, Detector):
         pipeline = model.pipeline
     else:
-        pipeline = Detector.load(model, device=device, provider=provider, threads=threads,
-                                 backend_options=backend_options).pipeline
+        owned = Detector.load(model, device=device, provider=provider, threads=threads,
+                              backend_options=backend_options)
+        pipeline = owned.pipeline
     if batch_size is None:
         batch_size = default_batch_size(pipeline, len(sources))
-    return StreamRun(pipeline, sources, batch_size=batch_size, **options)
+    try:
+        run = StreamRun(pipeline, sources, batch_size=batch_size, **options)
+    except BaseException:
+        if owned is not None:
+            owned.close()
+        raise
+    if owned is not None:
+        run.owned.append(owned)          # the model it opened goes when the run is closed
+    return run

@@ -36,8 +36,10 @@ from .sources import SourceSpec, VideoSource, parse_source
 
 __all__ = ["StreamRun", "StreamState", "FrameResult", "StageStats", "STAGE_NAMES"]
 
-# the per-frame stages the runner times (ms); "output" is what the caller reports (its own work)
-STAGE_NAMES = ("decode", "preprocess", "network", "postprocess", "output", "latency")
+# the per-frame stages the runner times (ms): "read" is decoding (a live source's read also waits
+# for its next frame), "network" a network call's time per frame of its batch, "output" what the
+# caller reports (its own work), "latency" from a frame's decode to its delivery
+STAGE_NAMES = ("read", "preprocess", "network", "postprocess", "output", "latency")
 
 
 @dataclass
@@ -241,6 +243,7 @@ class StreamRun:
         self._error: Optional[BaseException] = None
         self._started = False
         self.started_at: Optional[float] = None
+        self.owned: list = []                # what close() also closes (detect_streams' detector)
 
     # -- control ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -259,6 +262,8 @@ class StreamRun:
             t.join(timeout=10)
         for source in self.sources:
             source.close()
+        while self.owned:
+            self.owned.pop().close()
 
     def __enter__(self) -> "StreamRun":
         return self
@@ -360,7 +365,7 @@ class StreamRun:
                         self._classify_end(source, state)
                     break
                 now = time.perf_counter_ns()
-                self.stats.add("decode", (now - t0) / 1e6)
+                self.stats.add("read", (now - t0) / 1e6)
                 item = _Frame(k, index, source.position(), time.time(), now, frame)
                 index += 1
                 state.decoded += 1
