@@ -260,3 +260,40 @@ def test_a_stream_that_dies_is_retried_then_given_up(demo_exports, tmp_path):
     assert took < 2 * 2 + 0.5 + 1 + 15               # bounded: timeouts + backoff, with slack for load
     assert stream["status"] == "lost" and 3 <= stream["frames_processed"] == len(lines(jsonl))
     assert stream["frames_processed"] + stream["frames_dropped"] == stream["frames_decoded"] < 100
+
+
+def test_kill_9_leaves_whole_json_lines_and_a_playable_mkv(demo_exports, tmp_path):
+    long = write_lossless(tmp_path / "long.mkv", moving_scenes(10, (192, 256), seed=8) * 30)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "cornernet_deploy.cli", "stream", str(demo_exports["float32"]),
+                                str(long), "--output", str(out), "--threads", "1", "--no-progress",
+                                "--video-format", "mkv"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        jsonl = out / "0-long.jsonl"
+        wait_for(lambda: jsonl.is_file() and jsonl.read_text().count("\n") >= 40, 180, "forty JSON lines")
+        process.kill()
+        assert process.wait(30) == -signal.SIGKILL
+    finally:
+        stop(process)
+    records = lines(jsonl)                         # whole lines only, every one valid JSON
+    assert jsonl.read_text().endswith("\n") and [r["frame"] for r in records] == list(range(len(records)))
+    assert not (out / "summary.json").exists()
+    assert 0 < len(decode_all(out / "0-long.mkv")) <= len(records)     # plays up to where it was cut
+
+
+def test_overwrite_replaces_only_an_earlier_stream_run(demo_exports, tmp_path, capsys):
+    clip = write_lossless(tmp_path / "c.mkv", moving_scenes(3))
+    out = tmp_path / "out"
+    args = ["stream", demo_exports["float32"], clip, "--output", out, "--no-progress"]
+    assert cli(capsys, *args)[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    rc, _, err = cli(capsys, *args, "--max-frames", "2")
+    assert rc == 2 and "folder is not empty; pass --overwrite" in err[0]
+    assert len(lines(out / "0-c.jsonl")) == 3                  # untouched
+    assert cli(capsys, *args, "--max-frames", "2", "--overwrite")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == before and len(lines(out / "0-c.jsonl")) == 2
+    (out / "notes.txt").write_text("mine")
+    rc, _, err = cli(capsys, *args, "--overwrite")
+    assert rc == 2 and "holds files a stream run does not write (notes.txt)" in err[0]
+    assert (out / "notes.txt").read_text() == "mine" and len(lines(out / "0-c.jsonl")) == 2
