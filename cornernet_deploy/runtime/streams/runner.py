@@ -235,10 +235,11 @@ class StreamRun:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._buffer = _FrameBuffer(self.states, queue_size, self._abort)
-        depth = 2 * self.batch_size          # enough prepared frames to fill the next batch
-        self._prepared: queue.Queue = queue.Queue(depth)
-        self._ran: queue.Queue = queue.Queue(depth)
-        self._results: queue.Queue = queue.Queue(depth)
+        # the next batch is prepared while one runs; past the network, a batch's worth is enough
+        # (every frame held between the stages adds to a live stream's latency)
+        self._prepared: queue.Queue = queue.Queue(2 * self.batch_size)
+        self._ran: queue.Queue = queue.Queue(self.batch_size)
+        self._results: queue.Queue = queue.Queue(self.batch_size)
         self._threads: List[threading.Thread] = []
         self._error: Optional[BaseException] = None
         self._started = False
