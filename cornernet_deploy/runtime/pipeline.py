@@ -259,8 +259,8 @@ class CornerNetPipeline:
                 raise TypeError(f"run() must return a dict of named outputs, got "
                                 f"{type(outputs).__name__}")
             parts.append({k: np.asarray(v)[:real] for k, v in outputs.items()})
-        if not parts:
-            return {}
+        if len(parts) <= 1:
+            return parts[0] if parts else {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def decode(self, outputs: Mapping[str, np.ndarray], input_hw) -> np.ndarray:

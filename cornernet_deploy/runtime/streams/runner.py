@@ -235,11 +235,12 @@ class StreamRun:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._buffer = _FrameBuffer(self.states, queue_size, self._abort)
-        # the next batch is prepared while one runs; past the network, a batch's worth is enough
-        # (every frame held between the stages adds to a live stream's latency)
+        # Upstream of the network (the slowest stage) frames wait, so that queue is short: the next
+        # batch is prepared while one runs. Downstream the stages are faster and their queues stay
+        # empty; their slack only keeps a momentarily slow writer from stalling the network.
         self._prepared: queue.Queue = queue.Queue(2 * self.batch_size)
-        self._ran: queue.Queue = queue.Queue(self.batch_size)
-        self._results: queue.Queue = queue.Queue(self.batch_size)
+        self._ran: queue.Queue = queue.Queue(4 * self.batch_size)
+        self._results: queue.Queue = queue.Queue(4 * self.batch_size)
         self._threads: List[threading.Thread] = []
         self._error: Optional[BaseException] = None
         self._started = False
