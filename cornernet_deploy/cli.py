@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "Export a checkpoint to ONNX (corner pooling as a custom op or standard ops)",
     "quantize": "Calibrate an FP32 ONNX export into an INT8 (Q/DQ) model for TensorRT and ONNX Runtime",
     "infer": "Run a model (.onnx, TensorRT .engine or checkpoint) on images and write detections",
+    "stream": "Run a model on videos, cameras and RTSP/HTTP streams: annotated videos, JSON Lines",
     "plugin": "Build the TensorRT corner-pool plugin library",
     "build": "Build a TensorRT engine from an exported ONNX model",
     "profile": "Measure per-stage latency across backends and precisions",

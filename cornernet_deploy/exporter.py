@@ -18,8 +18,8 @@ import torch.nn as nn
 
 from . import __version__
 from .contract.arch import COCO_MEAN_BGR, COCO_STD_BGR, ArchSpec, get_arch, parse_hw
-from .contract.metadata import (DECODES, INPUT_NAME, RAW_OUTPUTS, build_metadata, check_class_name,
-                                output_names)
+from .contract.metadata import (DECODES, INPUT_DTYPES, INPUT_NAME, RAW_OUTPUTS, build_metadata,
+                                check_class_name, output_names)
 from .contract.op import EXPORT_CORNER_POOL
 from .contract.precision import EXPORT_PRECISIONS
 from .errors import UserError
@@ -54,19 +54,41 @@ def _topk_corners(heat, tag, off, k: int, kernel: int):
     return scores, inds, tags, offs
 
 
+class PixelInput(nn.Module):
+    """The runtime's normalisation inside the graph (``export --input uint8``): uint8 BGR pixels
+    -> Cast -> Div 255 -> Sub mean -> Div std, all float32, in that order.
+
+    Bit-identical to the runtime's float path (``runtime.preprocess.normalize``: float32 of
+    float64 ``x/255``, then float32 ``-mean``, ``/std``): IEEE division and subtraction are exactly
+    rounded, and for the 256 values of a byte the float32 quotient ``x/255`` equals the float64
+    one rounded to float32 (checked for all of them in tests/export/test_pixel_input.py)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1))
+
+    def forward(self, pixels):
+        return (pixels.to(torch.float32) / 255.0 - self.mean) / self.std
+
+
 class ExportWrapper(nn.Module):
     """Turns the model's dict of heads into the flat, named outputs of the ONNX contract.
 
     ``half``: the network runs in FP16 between a float32 input and float32 outputs (the form a
     strongly typed TensorRT build needs). The in-graph decode (sigmoid, peak suppression, top-K)
     then runs on float32 heat maps, so the corner ranking is not decided in half precision.
+    ``pixels``: a ``PixelInput`` in front: the graph takes uint8 pixels and normalises them (in
+    float32, before any half-precision cast).
     """
 
-    def __init__(self, model: CornerNet, decode: str, half: bool = False):
+    def __init__(self, model: CornerNet, decode: str, half: bool = False, pixels: PixelInput | None = None):
         super().__init__()
-        self.model, self.decode, self.half = model, decode, half
+        self.model, self.decode, self.half, self.pixels = model, decode, half, pixels
 
     def forward(self, image):
+        if self.pixels is not None:
+            image = self.pixels(image)
         heads = self.model(image.half() if self.half else image)
         heads = {k: v.float() for k, v in heads.items()}
         atts = [heads[f"att{i}"] for i in range(self.model.spec.levels) if f"att{i}" in heads]
@@ -172,6 +194,7 @@ class ExportPlan:
     decode: str
     precision: str
     output: Path
+    input_dtype: str = "float32"
 
     @property
     def output_names(self) -> list:
@@ -209,15 +232,17 @@ class ExportPlan:
 
     def metadata(self) -> dict:
         return build_metadata(self.spec, self.input_hw, None if self.dynamic_batch else self.batch,
-                              self.decode, self.corner_pool, self.precision, self.dynamic_size)
+                              self.decode, self.corner_pool, self.precision, self.dynamic_size,
+                              self.input_dtype)
 
 
 def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None, input_size, batch: int,
                 dynamic_batch: bool, dynamic_size: bool | None, opset: int, corner_pool: str,
-                decode: str, precision: str) -> ExportPlan:
+                decode: str, precision: str, input_dtype: str = "float32") -> ExportPlan:
     """Check every choice (one-line UserErrors) and resolve the sizes, before the model is built."""
     _one_of(corner_pool, EXPORT_CORNER_POOL, "--corner-pool")
     _one_of(decode, DECODES, "--decode")
+    _one_of(input_dtype, INPUT_DTYPES, "--input")
     _one_of(precision, EXPORT_PRECISIONS, "precision")
     check_opset(opset)
     if batch < 1:
@@ -237,6 +262,7 @@ def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None
         spec = model.spec
     for name in spec.class_names:           # what the metadata refuses, refused before the trace
         check_class_name(name, f"{checkpoint or 'the model'}: class name")
+    family_of(spec).check_input_dtype(input_dtype)
     if dynamic_size is None:
         dynamic_size = family_of(spec).default_dynamic_size(requested_hw)
     input_hw = requested_hw or tuple(spec.input_size)
@@ -247,7 +273,7 @@ def plan_export(arch: str | None, checkpoint, output, *, model: CornerNet | None
         check_not_input(output, [("--checkpoint", checkpoint)])
     return ExportPlan(spec=spec, input_hw=input_hw, dynamic_size=bool(dynamic_size), batch=int(batch),
                       dynamic_batch=bool(dynamic_batch), opset=int(opset), corner_pool=corner_pool,
-                      decode=decode, precision=precision, output=Path(output))
+                      decode=decode, precision=precision, output=Path(output), input_dtype=input_dtype)
 
 
 def load_network(plan: ExportPlan, checkpoint, progress) -> CornerNet:
@@ -288,16 +314,18 @@ def trace_to_onnx(plan: ExportPlan, model: CornerNet, progress):
     steps = plan.doubling_steps
     for pool in model.corner_pools():
         pool.export_mode, pool.export_steps = plan.corner_pool, steps
-    wrapper = ExportWrapper(model, plan.decode, half=plan.precision == "fp16").eval()
+    pixels = PixelInput(COCO_MEAN_BGR, COCO_STD_BGR) if plan.input_dtype == "uint8" else None
+    wrapper = ExportWrapper(model, plan.decode, half=plan.precision == "fp16", pixels=pixels).eval()
     h, w = plan.input_hw
     try:
-        dummy = verification_batch(plan.batch, plan.input_hw)
+        dummy = verification_batch(plan.batch, plan.input_hw, plan.input_dtype)
     except (RuntimeError, MemoryError):
         raise UserError(f"not enough memory for a {plan.batch}x3x{h}x{w} input; "
                         "choose a smaller --input-size") from None
     _log(progress, f"tracing {spec.name} at {h}x{w}, batch "
                    f"{'dynamic' if plan.dynamic_batch else plan.batch}, corner pool '{plan.corner_pool}', "
-                   f"decode '{plan.decode}'")
+                   f"decode '{plan.decode}', input {plan.input_dtype}"
+                   + (" (normalised in the graph)" if plan.input_dtype == "uint8" else ""))
     buffer = io.BytesIO()
     try:
         # The TorchScript exporter is the one that honours autograd-Function symbolics (our custom
@@ -359,14 +387,16 @@ def report_verification(report: dict, progress) -> None:
 def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model: CornerNet | None = None,
                 input_size=None, batch: int = 1, dynamic_batch: bool = False,
                 dynamic_size: bool | None = None, opset: int = MIN_OPSET, corner_pool: str = "plugin",
-                decode: str = "none", precision: str = "fp32", verify: bool = True,
-                progress=print) -> ExportResult:
+                decode: str = "none", precision: str = "fp32", input_dtype: str = "float32",
+                verify: bool = True, progress=print) -> ExportResult:
     """Export a model to ONNX. ``model`` (already loaded) or ``arch``/``checkpoint`` give the network.
 
     ``corner_pool``: "plugin" (one ``cornernet_deploy::CornerPool`` node per fused pool, with a
     standard-op function body so plain ONNX Runtime runs the same file) or "onnx" (standard ops).
     ``decode``: "none" (raw heads) or "graph" (sigmoid, peak suppression, top-K and gathers in the
     graph). ``precision`` "fp16" exports a half-precision network with float32 input/outputs.
+    ``input_dtype`` "uint8": the network takes raw BGR pixels and normalises them itself
+    (``PixelInput``; the runtime then only resizes and pads); "float32": normalised input.
     ``dynamic_size`` None: the official test pipeline (the family's ``default_dynamic_size``);
     False with no ``input_size``: fixed at the architecture's input size; ``input_size`` with a
     dynamic size is the size the graph is traced and verified at.
@@ -378,7 +408,8 @@ def export_onnx(arch: str | None = None, checkpoint=None, output=None, *, model:
     start = time.perf_counter()
     plan = plan_export(arch, checkpoint, output, model=model, input_size=input_size, batch=batch,
                        dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, opset=opset,
-                       corner_pool=corner_pool, decode=decode, precision=precision)
+                       corner_pool=corner_pool, decode=decode, precision=precision,
+                       input_dtype=input_dtype)
     if model is None:
         model = load_network(plan, checkpoint, progress)
     check_finite_weights(model, str(checkpoint) if checkpoint else "the model")
@@ -414,18 +445,18 @@ class VerificationError(UserError):
     """The exported graph does not compute what the PyTorch model computes (within tolerance)."""
 
 
-def verification_batch(batch: int, input_hw) -> torch.Tensor:
-    """The traced and verified input: generated shapes scenes (``data.shapes``), normalised as the
-    runtime does. Image-like input gives a trained model confident detections to compare, which
-    random noise does not."""
+def verification_batch(batch: int, input_hw, input_dtype: str = "float32") -> torch.Tensor:
+    """The traced and verified input: generated shapes scenes (``data.shapes``) as the runtime
+    feeds them (normalised, or the pixels for a uint8-input export). Image-like input gives a
+    trained model confident detections to compare, which random noise does not."""
     from .data.shapes import render_scene
-    from .runtime.preprocess import normalize
+    from .runtime.preprocess import network_input
     h, w = input_hw
     images = []
     for k in range(batch):
         scene, _, _ = render_scene(k, image_size=(h, w), num_objects=(2, 5),
                                    min_size=max(4, min(h, w) // 10), max_size=max(8, min(h, w) // 2))
-        images.append(normalize(scene, COCO_MEAN_BGR, COCO_STD_BGR))
+        images.append(network_input(scene, COCO_MEAN_BGR, COCO_STD_BGR, input_dtype))
     return torch.from_numpy(np.stack(images))
 
 

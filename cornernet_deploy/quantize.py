@@ -105,7 +105,8 @@ class _CalibrationReader:
     """Batches of pre-processed calibration images for ONNX Runtime's calibrators.
 
     The pre-processing is the runtime's (``runtime.preprocess.preprocess`` at scale 1 with the
-    model's input size, mean and std). A static-batch model gets full batches (the last one padded
+    model's input size, mean, std and input dtype: uint8 pixels for an export that normalises in
+    its graph). A static-batch model gets full batches (the last one padded
     with black canvases, the value the model already sees around every image).
     ``__len__``/``set_range`` let ``quantize_static`` feed one batch per calibrator call.
     """
@@ -129,7 +130,7 @@ class _CalibrationReader:
         self.pos = self.start
 
     def tensors(self, k: int) -> np.ndarray:
-        from .runtime.preprocess import ImageConversionWarning, load_image, normalize, preprocess
+        from .runtime.preprocess import ImageConversionWarning, load_image, network_input, preprocess
 
         arrays = []
         for path in self.batches[k]:
@@ -141,11 +142,12 @@ class _CalibrationReader:
                     raise UserError(f"calibration image {exc}") from None
             self.converted += any(issubclass(w.category, ImageConversionWarning) for w in caught)
             x, _ = preprocess(image, self.spec, 1.0, self.metadata.input_hw, self.metadata.mean,
-                              self.metadata.std)
+                              self.metadata.std, self.metadata.input_dtype)
             arrays.append(x)
         h = max(a.shape[1] for a in arrays)
         w = max(a.shape[2] for a in arrays)
-        black = normalize(np.zeros((h, w, 3), np.uint8), self.metadata.mean, self.metadata.std)
+        black = network_input(np.zeros((h, w, 3), np.uint8), self.metadata.mean, self.metadata.std,
+                              self.metadata.input_dtype)
         batch = np.repeat(black[None], self.batch, axis=0)  # short batches: black canvases
         for i, a in enumerate(arrays):  # a dynamic-size model with a static batch > 1: pad right/bottom
             batch[i, :, :a.shape[1], :a.shape[2]] = a

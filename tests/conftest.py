@@ -23,3 +23,19 @@ def official_keys():
     """Official state-dict key names, shapes and dtypes per architecture (see tests/data)."""
     with gzip.open(DATA / "official_state_dict_keys.json.gz", "rt") as f:
         return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def demo_exports(tmp_path_factory):
+    """The bundled demo model exported with a dynamic size and batch: ``float32`` (normalised
+    input) and ``uint8`` (pixels, normalised in the graph); shared by the stream tests."""
+    pytest.importorskip("torch")
+    from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+    from cornernet_deploy.exporter import export_onnx
+    root = tmp_path_factory.mktemp("demo_exports")
+    out = {}
+    for dtype in ("float32", "uint8"):
+        out[dtype] = root / f"demo_{dtype}.onnx"
+        export_onnx(checkpoint=DEMO_CHECKPOINT, output=out[dtype], dynamic_size=True, dynamic_batch=True,
+                    input_dtype=dtype, verify=False, progress=None)
+    return out

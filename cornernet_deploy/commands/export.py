@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..contract.arch import ARCHS
+from ..contract.metadata import INPUT_DTYPES
 from ..contract.precision import EXPORT_PRECISIONS
 from .common import positive_int, require_torch
 
@@ -53,6 +54,11 @@ def add_arguments(parser):
                         help="graph: sigmoid, peak suppression and top-K inside the model")
     parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default=None,
                         help="fp16: half-precision network (for strongly typed TensorRT builds)")
+    parser.add_argument("--input", dest="input_dtype", choices=INPUT_DTYPES, default=None,
+                        help="uint8: the network takes raw BGR pixels and normalises them in the graph "
+                             "(bit-identical; a quarter of the bytes to copy to the GPU, no normalisation "
+                             "on the CPU); float32 (default): normalised input. CornerNet and "
+                             "CornerNet-Squeeze only")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the ONNX Runtime vs PyTorch comparison")
 
@@ -73,9 +79,9 @@ def run(args) -> int:
         check_output_file(args.output, "--output")
     apply_preset(args, "export/presets.json", args.preset,
                  defaults=dict(batch=1, dynamic_batch=False, corner_pool="plugin", decode="none",
-                               precision="fp32"))
+                               precision="fp32", input_dtype="float32"))
     result = export_onnx(args.arch, args.checkpoint, args.output, input_size=args.input_size,
                          batch=args.batch, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
                          opset=args.opset, corner_pool=args.corner_pool, decode=args.decode,
-                         precision=args.precision, verify=args.verify)
+                         precision=args.precision, input_dtype=args.input_dtype, verify=args.verify)
     return 0 if result.path.exists() else 1

@@ -23,9 +23,9 @@ from .op import EXPORT_CORNER_POOL
 from .precision import PRECISIONS
 
 __all__ = ["METADATA_KEY", "METADATA_FORMAT", "RAW_OUTPUTS", "GRAPH_OUTPUTS", "DECODES",
-           "INPUT_NAME", "ModelMetadata", "output_names", "build_metadata", "parse_metadata",
-           "read_metadata", "check_class_name", "check_tensor_name", "printable", "output_shapes",
-           "check_graph_outputs"]
+           "INPUT_NAME", "INPUT_DTYPES", "ModelMetadata", "output_names", "build_metadata",
+           "parse_metadata", "read_metadata", "check_class_name", "check_tensor_name", "printable",
+           "output_shapes", "check_graph_outputs"]
 
 # The metadata_props key under which an export carries its description.
 METADATA_KEY = "cornernet_deploy"
@@ -37,6 +37,9 @@ RAW_OUTPUTS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_off", "br_off")
 GRAPH_OUTPUTS = ("tl_scores", "tl_inds", "tl_tags", "tl_offs",
                  "br_scores", "br_inds", "br_tags", "br_offs")
 DECODES = ("none", "graph")
+# What the network's input holds: "float32" normalised pixels ((x/255 - mean)/std, computed by the
+# runtime), or "uint8" raw BGR pixels that the graph itself casts and normalises (export --input).
+INPUT_DTYPES = ("float32", "uint8")
 # how the file computes corner pooling (op.EXPORT_CORNER_POOL), or the eager torch model
 CORNER_POOL_FORMS = EXPORT_CORNER_POOL + ("reference",)
 
@@ -78,14 +81,15 @@ def check_tensor_name(name, where: str = "tensor name") -> str:
     return name
 
 
-def build_metadata(spec: ArchSpec, input_hw, batch, decode, corner_pool, precision, dynamic_size) -> dict:
+def build_metadata(spec: ArchSpec, input_hw, batch, decode, corner_pool, precision, dynamic_size,
+                   input_dtype: str = "float32") -> dict:
     """The metadata dict of an export (or of the torch backend's model)."""
     from .. import __version__
     for name in spec.class_names:
         check_class_name(name)
     return {
         "format": METADATA_FORMAT, "toolkit_version": __version__, "arch": spec.name,
-        "spec": spec_to_dict(spec), "input_name": INPUT_NAME,
+        "spec": spec_to_dict(spec), "input_name": INPUT_NAME, "input_dtype": input_dtype,
         "input_hw": None if dynamic_size else list(input_hw), "batch": batch,
         "channel_order": "BGR", "mean": list(COCO_MEAN_BGR), "std": list(COCO_STD_BGR),
         "stride": spec.stride, "class_names": list(spec.class_names),
@@ -103,6 +107,7 @@ class ModelMetadata:
     raw: dict
     spec: ArchSpec
     input_name: str
+    input_dtype: str                 # "float32" (normalised) | "uint8" (pixels, normalised in-graph)
     input_hw: Optional[tuple]        # fixed (H, W), or None for a dynamic-size model
     batch: Optional[int]             # fixed batch, or None for a dynamic batch
     mean: tuple
@@ -298,6 +303,7 @@ def parse_metadata(raw, source="the model") -> ModelMetadata:
     input_name = meta.get("input_name", INPUT_NAME)
     if not isinstance(input_name, str) or not _TENSOR_NAME.match(input_name):
         check.fail(f"has input_name {input_name!r}; expected a plain tensor name")
+    input_dtype = check.choice(meta.get("input_dtype", "float32"), "input_dtype", INPUT_DTYPES)
     input_hw = _hw(check, meta.get("input_hw"))
     if input_hw is not None:
         try:
@@ -334,7 +340,8 @@ def parse_metadata(raw, source="the model") -> ModelMetadata:
     quantization = meta.get("quantization")
     if quantization is not None and not isinstance(quantization, Mapping):
         check.fail("has a 'quantization' that is not an object")
-    return ModelMetadata(raw=meta, spec=spec, input_name=input_name, input_hw=input_hw, batch=batch,
+    return ModelMetadata(raw=meta, spec=spec, input_name=input_name, input_dtype=input_dtype,
+                         input_hw=input_hw, batch=batch,
                          mean=mean, std=std, class_names=tuple(names), category_ids=ids,
                          decode=decode, outputs=tuple(outputs), corner_pool=corner_pool,
                          precision=precision, quantization=dict(quantization) if quantization else None)

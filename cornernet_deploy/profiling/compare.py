@@ -81,8 +81,6 @@ def compare_backends(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
     """Compare backend ``b`` against ``a`` on ``images``; returns the report dict (``passed``,
     ``failures`` (one line each), ``heads``, ``detections`` ...). ``native``: each model gets its
     own pre-processing (see the module docstring)."""
-    from ..runtime.preprocess import preprocess
-
     canvas = _check_compatible(a, b, native)
     min_score = tolerance.min_score if min_score is None else float(min_score)
     raw = a.decode == "none" and b.decode == "none"
@@ -102,9 +100,9 @@ def compare_backends(a, b, images: Sequence[np.ndarray], tolerance: Tolerance,
     for k, image in enumerate(images):
         heads_agree = False
         if raw:
-            xa, _ = preprocess(image, a.spec, 1.0, canvas_a, a.mean, a.std)
-            same_input = canvas_a == canvas_b and (tuple(a.mean), tuple(a.std)) == (tuple(b.mean), tuple(b.std))
-            xb = xa if same_input else preprocess(image, b.spec, 1.0, canvas_b, b.mean, b.std)[0]
+            xa, _ = pipe_a.preprocess(image)
+            same_input = canvas_a == canvas_b and (a.mean, a.std, a.input_dtype) == (b.mean, b.std, b.input_dtype)
+            xb = xa if same_input else pipe_b.preprocess(image)[0]
             if xa.shape == xb.shape:
                 out_a, out_b = pipe_a.run_network(xa[None]), pipe_b.run_network(xb[None])
                 if set(out_a) != set(out_b):

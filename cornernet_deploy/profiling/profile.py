@@ -131,10 +131,8 @@ class _Staged:
 
     def network_input(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """One network batch as the pipeline feeds it (for TensorRT's per-layer profile)."""
-        from ..runtime.preprocess import preprocess
-        b = self.backend
-        return np.stack([preprocess(images[j % len(images)], b.spec, 1.0, self.pipeline.network_hw or self.canvas,
-                                    b.mean, b.std)[0] for j in range(self.network_batch)])
+        return np.stack([self.pipeline.preprocess(images[j % len(images)])[0]
+                         for j in range(self.network_batch)])
 
 
 def common_canvas(backends: Sequence):

@@ -13,6 +13,12 @@ CornerNet / CornerNet-Squeeze follow ``cornernet_inference`` (``core/test/corner
 the network calls in batches the model accepts (``run_network``, ``run_decoded``) and the stage
 clock the profiler reads (``StageClock``), so profiling and comparing time and run this code,
 not a copy of it.
+
+The work is split into three stages the family implements: ``prepare`` (pre-process one image),
+``network`` (run any number of prepared images, batched across them), ``finish`` (post-process
+one image). ``batch`` runs them one after another; the streams runtime (``runtime/streams``) runs
+them concurrently on separate threads, batching frames of several streams in one ``network``.
+Both run the same methods.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from ..errors import UserError
 from .decode import decode_outputs
 from .detections import Detections
 from .families import family_of
+from .preprocess import ImageMeta, preprocess
 
 __all__ = ["CornerNetPipeline", "StageClock", "NonFiniteOutput", "check_finite_outputs",
            "OFFICIAL_MULTI_SCALE", "STAGES"]
@@ -120,6 +127,11 @@ class CornerNetPipeline:
     zero-padded; default: true when the metadata's ``batch`` is set and equals ``max_batch``).
     ``test`` overrides the spec's ``TestConfig``. ``scales``/``merge``/``weight_exp``: official
     multi-scale testing (``OFFICIAL_MULTI_SCALE``); ``nms_nt`` the linear/hard soft-NMS threshold.
+    The network input is normalised float32, or (metadata ``input_dtype`` "uint8": the export
+    normalises inside its graph) the resized, zero-padded uint8 pixels.
+
+    Thread-safety: ``prepare``, ``network`` and ``finish`` may run concurrently, each on its own
+    thread (the streams runtime); ``network`` is the only one that calls the backend.
     """
 
     def __init__(self, spec_or_meta: Union[ArchSpec, ModelMetadata, Mapping, str], run: RunFn, *,
@@ -146,6 +158,11 @@ class CornerNetPipeline:
         self.class_names = tuple(class_names if class_names is not None
                                  else (meta.class_names if meta else spec.class_names))
         self.category_ids = tuple(meta.category_ids if meta else spec.category_ids)
+        self.input_dtype = meta.input_dtype if meta else "float32"
+        if self.input_dtype != "float32" and (self.mean, self.std) != (meta.mean, meta.std):
+            raise UserError(f"the model normalises its {self.input_dtype} input inside its graph with "
+                            f"mean {list(meta.mean)}, std {list(meta.std)}; they cannot be changed here")
+        self.family.check_input_dtype(self.input_dtype)
         if len(self.class_names) != spec.num_classes:
             raise UserError(f"{len(self.class_names)} class names for a model with "
                             f"{spec.num_classes} classes")
@@ -200,23 +217,51 @@ class CornerNetPipeline:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
         images = list(images)
-        flip = self.test.flip if flip is None else bool(flip)
-        self.family.check_flip(flip)
+        flip = self.resolve_flip(flip)
         results: List[Detections] = []
         step = self.max_images_per_step
         for start in range(0, len(images), step):
-            results.extend(self.family.detect(self, images[start:start + step], flip, clock))
-        for dets in results:   # finite outputs may still overflow to inf when scaled back
-            if not (np.isfinite(dets.boxes).all() and np.isfinite(dets.scores).all()):
-                raise NonFiniteOutput("the network's outputs decode to boxes or scores that are not "
-                                      "finite numbers (values beyond float32 range); no detections "
-                                      "are made from them")
+            results.extend(self.family.detect(self, images[start:start + step], flip, clock, start))
         return results
+
+    # -- the stages (``batch`` runs them in turn; the streams runtime concurrently) ----------------
+    def resolve_flip(self, flip: Optional[bool]) -> bool:
+        """``flip`` or the model's test setting; UserError for a family without flip test."""
+        flip = self.test.flip if flip is None else bool(flip)
+        self.family.check_flip(flip)
+        return flip
+
+    def prepare(self, image: np.ndarray, flip: bool, name: str = "image"):
+        """Pre-processing stage: one image (HxWx3 uint8 BGR) -> what ``network`` takes.
+        ``flip``: as resolved by ``resolve_flip``; ``name`` names the image in errors."""
+        return self.family.prepare(self, image, flip, name)
+
+    def network(self, prepared: Sequence, clock: Optional[StageClock] = None) -> list:
+        """Network stage: prepared images (of any callers or streams) through the model, in as
+        few calls as it takes; one result per prepared image, for ``finish``."""
+        return self.family.network(self, list(prepared), clock)
+
+    def finish(self, prepared, result) -> Detections:
+        """Post-processing stage of one image. ``NonFiniteOutput`` if finite outputs still decode
+        to boxes or scores beyond float32's range once scaled back to the image."""
+        dets = self.family.finish(self, prepared, result)
+        if not (np.isfinite(dets.boxes).all() and np.isfinite(dets.scores).all()):
+            raise NonFiniteOutput("the network's outputs decode to boxes or scores that are not "
+                                  "finite numbers (values beyond float32 range); no detections "
+                                  "are made from them")
+        return dets
+
+    def preprocess(self, image: np.ndarray, scale: float = 1.0) -> Tuple[np.ndarray, ImageMeta]:
+        """One test scale of ``image`` as this model's network takes it (its input size, mean,
+        std and input dtype): ``(tensor 3xHxW, meta)``."""
+        return preprocess(image, self.spec, scale, self.input_hw, self.mean, self.std,
+                          input_dtype=self.input_dtype)
 
     # ------------------------------------------------------------------------------------
     def run_network(self, tensors: np.ndarray, clock: Optional[StageClock] = None) -> Dict[str, np.ndarray]:
-        """``run`` on ``tensors`` [M, 3, H, W] in batches the model takes (split to
-        ``max_batch``, a static batch zero-padded); the outputs of all M, concatenated."""
+        """``run`` on ``tensors`` [M, 3, H, W] (float32, or uint8 for a pixel-input model) in
+        batches the model takes (split to ``max_batch``, a static batch zero-padded); the outputs
+        of all M, concatenated."""
         m = tensors.shape[0]
         step = self.max_batch or max(m, 1)
         parts = []
@@ -224,9 +269,9 @@ class CornerNetPipeline:
             batch = tensors[start:start + step]
             real = batch.shape[0]
             if self.static_batch and real < self.max_batch:
-                pad = np.zeros((self.max_batch - real,) + batch.shape[1:], np.float32)
+                pad = np.zeros((self.max_batch - real,) + batch.shape[1:], batch.dtype)
                 batch = np.concatenate([batch, pad])
-            batch = np.ascontiguousarray(batch, dtype=np.float32)
+            batch = np.ascontiguousarray(batch)
             if clock is None:
                 outputs = self.run(batch)
             else:
@@ -242,9 +287,15 @@ class CornerNetPipeline:
                 raise TypeError(f"run() must return a dict of named outputs, got "
                                 f"{type(outputs).__name__}")
             parts.append({k: np.asarray(v)[:real] for k, v in outputs.items()})
-        if not parts:
-            return {}
+        if len(parts) <= 1:
+            return parts[0] if parts else {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def decode(self, outputs: Mapping[str, np.ndarray], input_hw) -> np.ndarray:
+        """The official decode of the outputs of inputs of ``input_hw``: ``[M, num_dets, 8]`` in
+        output-map units. ``NonFiniteOutput`` if an output holds NaN or infinity."""
+        check_finite_outputs(outputs)
+        return decode_outputs(outputs, self.test, self.spec.output_size(tuple(input_hw)))
 
     def run_decoded(self, tensors: np.ndarray, need_atts: bool, clock: Optional[StageClock] = None):
         """``run_network`` then the decode: ``(dets [M, num_dets, 8] in output-map units,
@@ -254,8 +305,7 @@ class CornerNetPipeline:
             empty = np.zeros((0, self.test.num_dets, 8), np.float32)
             return empty, ([] if need_atts else None)
         outputs = self.run_network(tensors, clock)
-        check_finite_outputs(outputs)
-        dets = decode_outputs(outputs, self.test, self.spec.output_size(tensors.shape[2:]))
+        dets = self.decode(outputs, tensors.shape[2:])
         atts = None
         if need_atts:
             names = [f"att{j}" for j in range(self.spec.levels)]   # one per hourglass level

@@ -16,6 +16,11 @@ to a BGR uint8 image of ``H x W`` (as ``cv2.imread`` returns it):
    **BGR order**; the padding becomes ``-mean/std``. CHW float32.
 5. The flip test adds the canvas mirrored along the width (``flip_tensor``).
 
+A model exported with ``--input uint8`` computes step 4 inside its graph (cast, ``/255``,
+``-mean``, ``/std`` in float32, in that order: bit-identical to the table of ``normalize``, see
+``exporter.PixelInput``); its input is the uint8 canvas of step 3 as CHW (``network_input``), so
+the padding is 0 and becomes ``-mean/std`` in the graph, as in the official pipeline.
+
 Fixed-size models (static ONNX/TensorRT engines, input ``H0 x W0``): the scale is shrunk just
 enough that the scaled image fits (``s' = min(s, H0/H, W0/W)``), and the image is placed in the
 ``H0 x W0`` canvas by the same centring rule. This is identical to the official pipeline whenever
@@ -40,7 +45,7 @@ from cornernet_deploy.runtime.image_header import declared_size
 
 __all__ = ["ImageMeta", "ImageConversionWarning", "ImageTooLarge", "DEFAULT_MAX_PIXELS", "load_image",
            "decode_image", "check_image", "check_pixel_count", "out_of_memory", "padded_size", "crop_image",
-           "normalize", "preprocess", "flip_tensor"]
+           "normalize", "network_input", "preprocess", "flip_tensor"]
 
 # The most pixels an image may have unless the caller says otherwise (``infer --max-pixels``, the
 # served model's ``max_pixels``; 0 = no limit): 50 megapixels takes a 48 MP camera's photos and
@@ -296,6 +301,18 @@ def normalize(canvas_u8: np.ndarray, mean=COCO_MEAN_BGR, std=COCO_STD_BGR) -> np
     return out
 
 
+def network_input(canvas_u8: np.ndarray, mean=COCO_MEAN_BGR, std=COCO_STD_BGR,
+                  input_dtype: str = "float32") -> np.ndarray:
+    """An HxWx3 uint8 BGR canvas as the network takes it: 3xHxW normalised float32
+    (``normalize``), or for a model whose graph normalises (``input_dtype`` "uint8") the pixels
+    themselves, 3xHxW uint8."""
+    if input_dtype == "uint8":
+        return np.ascontiguousarray(canvas_u8.transpose(2, 0, 1))
+    if input_dtype != "float32":
+        raise ValueError(f"unknown network input dtype {input_dtype!r}")
+    return normalize(canvas_u8, mean, std)
+
+
 def normalize_float(chw: np.ndarray, mean=COCO_MEAN_BGR, std=COCO_STD_BGR) -> np.ndarray:
     """3xHxW values in [0, 1] (any float dtype) -> float32 ``(x - mean) / std`` in float32."""
     mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
@@ -305,8 +322,9 @@ def normalize_float(chw: np.ndarray, mean=COCO_MEAN_BGR, std=COCO_STD_BGR) -> np
 
 def preprocess(image: np.ndarray, spec: ArchSpec, scale: float = 1.0,
                input_hw: Optional[Sequence[int]] = None, mean=COCO_MEAN_BGR, std=COCO_STD_BGR,
-               ) -> Tuple[np.ndarray, ImageMeta]:
-    """One test scale of the official pre-processing: returns ``(tensor 3xHxW float32, meta)``.
+               input_dtype: str = "float32") -> Tuple[np.ndarray, ImageMeta]:
+    """One test scale of the official pre-processing: returns ``(tensor 3xHxW, meta)``, the
+    tensor float32 normalised, or uint8 pixels for ``input_dtype`` "uint8" (``network_input``).
 
     ``input_hw=None`` (dynamic-size model): the input is the padded size of the scaled image
     (``padded_size(h', spec.size_multiple)``), as the official code. ``input_hw=(H0, W0)`` (fixed
@@ -343,7 +361,7 @@ def preprocess(image: np.ndarray, spec: ArchSpec, scale: float = 1.0,
     else:
         resized = image
     canvas, border, _ = crop_image(resized, (new_h // 2, new_w // 2), (inp_h, inp_w))
-    tensor = normalize(canvas, mean, std)
+    tensor = network_input(canvas, mean, std, input_dtype)
     ratios = np.array([out_h / inp_h, out_w / inp_w], dtype=np.float32)
     meta = ImageMeta(
         image_hw=(int(height), int(width)), scale=s, scaled_hw=(new_h, new_w),

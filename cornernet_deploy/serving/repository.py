@@ -54,7 +54,7 @@ RESERVED_NAMES = ("README.md", "Dockerfile", "requirements.txt", REPOSITORY_MANI
 DEFAULT_MAX_BATCH = 8
 DEFAULT_DELAY_US = 2000
 
-_TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
+_TRITON_DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "uint8": "TYPE_UINT8"}
 
 
 @dataclass
@@ -115,7 +115,8 @@ def tensorrt_model_config(name: str, manifest: EngineManifest, instances: int, d
     outputs = output_shapes(manifest.metadata, hw)
     return (
         f'name: "{name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {max_batch}\n'
-        "input [\n" + _tensor(manifest.input_name, "float32", batch_dims + [3, *hw]) + "\n]\n"
+        "input [\n" + _tensor(manifest.input_name, manifest.metadata.input_dtype, batch_dims + [3, *hw])
+        + "\n]\n"
         "output [\n" + ",\n".join(_tensor(n, t, batch_dims + d) for n, t, d in outputs) + "\n]\n"
         + (_dynamic_batching(delay_us) if max_batch > 1 else "")
         + f"instance_group [ {{ kind: KIND_GPU count: {int(instances)} }} ]\n")

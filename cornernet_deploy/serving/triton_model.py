@@ -49,7 +49,7 @@ OUTPUTS = ("NUM_DETECTIONS", "BOXES", "SCORES", "CLASSES")
 
 class TritonNetworkBackend(Backend):
     """The TensorRT model ``NAME_net`` of this server behind the runtime's backend interface:
-    ``run(batch NCHW float32) -> {output name: array}`` is one BLS request."""
+    ``run(batch NCHW) -> {output name: array}`` is one BLS request."""
 
     name = "triton-bls"
 
@@ -71,7 +71,7 @@ class TritonNetworkBackend(Backend):
     def run(self, batch: np.ndarray) -> dict:
         request = pb_utils.InferenceRequest(
             model_name=self.model_name, requested_output_names=self.output_names,
-            inputs=[pb_utils.Tensor(self.input_name, np.ascontiguousarray(batch, np.float32))],
+            inputs=[pb_utils.Tensor(self.input_name, self.network_batch(batch))],
             preferred_memory=self._memory)
         response = request.exec()
         if response.has_error():

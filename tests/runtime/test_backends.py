@@ -186,7 +186,8 @@ def test_describe_and_shapes_follow_the_export(tiny):
     d = fixed.describe()
     assert d == {"label": "fixed.onnx [onnxruntime/cpu/fp32, 1 thr]", "model": str(tiny / "fixed.onnx"),
                  "backend": "onnxruntime", "provider": "cpu", "device": "cpu", "precision": "fp32",
-                 "arch": "cornernet-squeeze", "num_classes": 3, "decode": "none", "input_hw": [127, 127],
+                 "arch": "cornernet-squeeze", "num_classes": 3, "decode": "none", "input_dtype": "float32",
+                 "input_hw": [127, 127],
                  "static_batch": 2, "threads": 1, "timing": "perf_counter_ns"}
     json.dumps(d)
     ref = open_backend("cornernet-squeeze")

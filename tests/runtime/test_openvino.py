@@ -47,6 +47,7 @@ def exports(tmp_path_factory):
         "onnx-graph": dict(corner_pool="onnx", decode="graph"),
         "fixed-dynamic-batch": dict(input_size=(255, 255), dynamic_size=False, dynamic_batch=True),
         "fp16": dict(precision="fp16"),
+        "uint8": dict(input_dtype="uint8"),    # the network normalises raw pixels in its graph
     }
     for name, options in kinds.items():
         export_onnx(checkpoint=DEMO_CHECKPOINT, output=d / f"{name}.onnx", verify=False, progress=None,
@@ -62,7 +63,7 @@ def exports(tmp_path_factory):
 
 
 KINDS = ["plugin-none", "plugin-graph", "onnx-none", "onnx-graph", "fixed-dynamic-batch", "fp16",
-         "int8", "saccade"]
+         "uint8", "int8", "saccade"]
 # two implementations of one file agree to summation order in float; an fp16 network to fp16
 # rounding; OpenVINO runs the Q/DQ convolutions in int8 where ONNX Runtime's CPU runs them in
 # float between the quantize/dequantize steps, so they agree as an INT8 model agrees with float
@@ -75,6 +76,7 @@ def test_openvino_computes_what_onnxruntime_computes(exports, kind, tmp_path):
     with open_backend(path) as a, open_backend(path, "openvino", cache_dir=tmp_path) as b:
         assert (b.name, b.device, b.precision) == ("openvino", "cpu", a.precision)
         assert (b.input_hw, b.max_batch, b.decode) == (a.input_hw, a.max_batch, a.decode)
+        assert b.input_dtype == a.input_dtype == ("uint8" if kind == "uint8" else "float32")
         images = scenes() if a.spec.num_classes == 3 else \
             [np.random.default_rng(i).integers(0, 255, (200, 260, 3), dtype=np.uint8) for i in range(2)]
         report = compare_backends(a, b, images, TOLERANCES[PROFILE.get(kind, "fp32")])
@@ -118,6 +120,9 @@ def test_ir_written_from_an_export_opens_with_its_metadata(exports, tmp_path, ca
         assert b.name == "openvino" and b.metadata == a.metadata
         report = compare_backends(a, b, scenes(2), TOLERANCES["fp32"])
     assert report["passed"], report["failures"]
+    assert main(["info", str(xml)]) == 0          # info reads the IR's metadata without compiling it
+    shown = capsys.readouterr().out
+    assert "OpenVINO IR" in shown and "rectangle, ellipse, triangle" in shown
     assert main(["infer", str(xml), "--output", str(tmp_path / "dets"), "--no-progress"] +
                 [str(p) for p in sorted((exports / "calib").iterdir())[:2]]) == 0
     assert json.loads((tmp_path / "dets" / "images.json").read_text())[0]["detections"] > 0

@@ -15,7 +15,8 @@ SCRIPT = textwrap.dedent("""
     from cornernet_deploy.runtime import CornerNetPipeline, soft_nms, pair_corners, topk_corners
     from cornernet_deploy.runtime.decode import decode
     from cornernet_deploy.runtime.preprocess import preprocess
-    from cornernet_deploy.runtime import saccade, postprocess, detections, pipeline
+    from cornernet_deploy.runtime import saccade, postprocess, detections, pipeline, visualize
+    from cornernet_deploy.runtime.streams import detect_streams, runner, sources, outputs
     from cornernet_deploy.contract.arch import get_arch
 
     rng = np.random.RandomState(0)
@@ -61,7 +62,9 @@ def test_runtime_sources_do_not_mention_torch_imports():
     (the files of the torch-free pipeline and the backends other than PyTorch's)."""
     mine = ["__init__.py", "preprocess.py", "decode.py", "postprocess.py", "pipeline.py",
             "detections.py", "saccade.py", "detector.py", "backends/__init__.py", "backends/base.py",
-            "backends/onnxruntime.py", "backends/tensorrt.py", "soft_nms_compiled.py"]
+            "backends/onnxruntime.py", "backends/tensorrt.py", "soft_nms_compiled.py", "families.py",
+            "visualize.py", "streams/__init__.py", "streams/sources.py", "streams/runner.py",
+            "streams/outputs.py"]
     for name in mine:
         tree = ast.parse(open(os.path.join(RUNTIME, name)).read())
         for node in ast.walk(tree):

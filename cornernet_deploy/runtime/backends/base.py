@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ...contract.metadata import ModelMetadata, parse_metadata
+from ...errors import UserError
 
 __all__ = ["Backend", "HOST_CLOCK", "CUDA_EVENTS", "now_ns", "ms_between", "Timings"]
 
@@ -35,7 +36,8 @@ def ms_between(start_ns: int, end_ns: int) -> float:
 
 
 class Backend:
-    """A loaded model: ``run(batch NCHW float32) -> {output name: array}``."""
+    """A loaded model: ``run(batch NCHW) -> {output name: array}``; the batch is float32
+    normalised, or uint8 pixels for an export that normalises in its graph (``input_dtype``)."""
 
     name = "?"
     timing = HOST_CLOCK
@@ -81,6 +83,23 @@ class Backend:
         return self.model_metadata.decode
 
     @property
+    def input_dtype(self) -> str:
+        """What the network's input holds: "float32" (normalised) or "uint8" (pixels)."""
+        return self.model_metadata.input_dtype
+
+    def network_batch(self, batch) -> np.ndarray:
+        """``batch`` as the network takes it: contiguous, of its input dtype. Normalised floats
+        for a pixel-input model (or pixels for a float-input one) are refused: they would run
+        and give wrong detections without a word."""
+        batch = np.asarray(batch)
+        pixels = self.input_dtype == "uint8"
+        if (batch.dtype == np.uint8) != pixels:
+            raise UserError(f"{self.model} takes {self.input_dtype} input "
+                            f"({'uint8 pixels, normalised in its graph' if pixels else 'normalised pixels'}); "
+                            f"got a {batch.dtype} batch")
+        return np.ascontiguousarray(batch, np.uint8 if pixels else np.float32)
+
+    @property
     def model(self) -> str:
         """The model as the user named it: a file, or an architecture name (random weights)."""
         return str(self.path) if self.path is not None else self.arch
@@ -98,7 +117,7 @@ class Backend:
             "label": self.label, "model": self.model, "backend": self.name,
             "provider": self.provider, "device": self.device, "precision": self.precision,
             "arch": self.spec.name, "num_classes": self.spec.num_classes, "decode": self.decode,
-            "input_hw": list(self.input_hw) if self.input_hw else None,
+            "input_dtype": self.input_dtype, "input_hw": list(self.input_hw) if self.input_hw else None,
             "static_batch": self.max_batch if self.static_batch else None,
             "threads": self.threads, "timing": self.timing,
         }

@@ -1,5 +1,8 @@
 """ONNX Runtime backend: the CPU, CUDA or TensorRT execution provider.
 
+The input is the export's (``input_dtype``: normalised float32, or uint8 pixels that the graph
+normalises: a quarter of the bytes to copy to the GPU).
+
 * ``cpu`` (default): ``session.run`` on host arrays; ``run_timed`` is the host clock around it.
 * ``cuda`` (``onnxruntime-gpu``): input and outputs bound on the GPU with ``io_binding``: the input
   is copied to the device once, the outputs stay there until they are copied back, and
@@ -45,6 +48,7 @@ from .base import Backend, ms_between, now_ns
 __all__ = ["OnnxRuntimeBackend", "EXECUTION_PROVIDERS", "provider_chain", "default_cache_dir",
            "register_plugin_for_provider", "check_tensorrt_provider", "TENSORRT_PROVIDER_MIN_VERSION"]
 
+_ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}   # input dtype -> ORT's type
 EXECUTION_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                        "tensorrt": "TensorrtExecutionProvider"}
 _INSTALL = {
@@ -155,6 +159,10 @@ class OnnxRuntimeBackend(Backend):
                             self.model_metadata, path)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0].type          # "tensor(float)", "tensor(uint8)"
+        if graph_input != _ORT_TYPES[self.input_dtype]:
+            raise UserError(f"{path}: its metadata says the network takes {self.input_dtype} input, "
+                            f"but its graph input is {graph_input}")
         shape = self.session.get_inputs()[0].shape
         self.input_hw = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
@@ -206,7 +214,7 @@ class OnnxRuntimeBackend(Backend):
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> dict:
-        batch = np.ascontiguousarray(batch, np.float32)
+        batch = self.network_batch(batch)
         if self.device != "cpu":
             return self.run_timed(batch)[0]
         with _allocation_failures_as_memory_error():
@@ -217,7 +225,7 @@ class OnnxRuntimeBackend(Backend):
         if self.device == "cpu":
             return super().run_timed(batch)
         ort, sess = self._ort, self.session
-        batch = np.ascontiguousarray(batch, np.float32)
+        batch = self.network_batch(batch)
         binding = sess.io_binding()
         t0 = now_ns()
         x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device_id)

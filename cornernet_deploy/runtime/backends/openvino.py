@@ -212,8 +212,7 @@ class OpenVinoBackend(Backend):
         return precision
 
     def run(self, batch: np.ndarray) -> dict:
-        batch = np.ascontiguousarray(batch, np.float32)
-        self.request.infer({0: batch})
+        self.request.infer({0: self.network_batch(batch)})
         return {name: self.request.get_output_tensor(i).data.copy()
                 for i, name in enumerate(self.output_names)}
 

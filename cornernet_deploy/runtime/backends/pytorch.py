@@ -100,7 +100,7 @@ class PyTorchBackend(Backend):
         if self.device == "cuda":
             return self.run_timed(batch)[0]
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.dtype)
+        x = torch.from_numpy(self.network_batch(batch)).to(self.dtype)
         autocast = contextlib.nullcontext()
         if self.autocast:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -113,7 +113,7 @@ class PyTorchBackend(Backend):
         if self.device == "cpu":
             return super().run_timed(batch)
         torch = self.torch
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = self.network_batch(batch)
         if self._pinned_in is None or self._pinned_in.shape != batch.shape:
             self._pinned_in = torch.empty(batch.shape, dtype=torch.float32).pin_memory()
         self._pinned_in.numpy()[...] = batch          # host staging copy (not a device stage)

@@ -139,7 +139,10 @@ class TensorRTBackend(Backend):
                             "--min-batch 1 to run smaller batches)")
         self._set_input_shape(batch.shape)
         inp = self.buffers[self.input_name]
-        data = np.ascontiguousarray(batch, dtype=inp["dtype"])
+        data = self.network_batch(batch)
+        if data.dtype != inp["dtype"]:
+            raise UserError(f"{self.path}: the engine's input is {inp['dtype']}, its manifest says "
+                            f"{self.input_dtype}; rebuild it with `cornernet-deploy build`")
         inp["host"][: data.nbytes] = data.view(np.int8).reshape(-1)
         if events:
             check(rt.cudaEventRecord(self._events[0], self.stream))
