@@ -34,10 +34,12 @@ EXPECTED = {
     "export": ["export/demo_topk.onnx"],
     "infer": ["detections/detections.json", "detections/images.json"],
     "python-api": [],
+    "stream": ["clip.mp4", "streams/0-clip.mp4", "streams/0-clip.jsonl", "streams/summary.json"],
     "eval": ["runs/demo_model/data/val/annotations.json", "eval.json"],
     "quantize": ["runs/demo_model/data/train/annotations.json", "demo_output/demo_model_int8.onnx"],
     "compare": ["compare.json"],
     "profile": ["profile.json", "profile.png"],
+    "benchmark": ["bench.json"],
     "triton": ["triton_repo/README.md", "triton_repo/shapes/config.pbtxt",
                "triton_repo/shapes/1/model.onnx"],
     "train": ["runs/tiny/last.pt", "runs/tiny/config.json", "runs/tiny/train_log.jsonl"],
@@ -157,3 +159,12 @@ def test_the_readme_examples_run_on_the_demo_model(tmp_path):
     assert [r["precision"] for r in report["results"]] == ["fp32", "fp32", "int8"]
     drawings = [im["drawing"] for im in json.loads((clone / "detections/images.json").read_text())]
     assert drawings and all((clone / "detections" / d).is_file() for d in drawings)
+    # the stream: every frame of the 50-frame clip, one JSON line each
+    summary = json.loads((clone / "streams/summary.json").read_text())
+    assert [(s["status"], s["frames_processed"]) for s in summary["streams"]] == [("ended", 50)]
+    assert len((clone / "streams/0-clip.jsonl").read_text().splitlines()) == 50
+    # the benchmark: its three formats in order, the reference runs, each row runs or says why not
+    bench = json.loads((clone / "bench.json").read_text())
+    assert [r["format"] for r in bench["rows"]] == ["onnxruntime-fp32", "openvino-fp32", "openvino-int8"]
+    assert bench["settings"]["reference"] == "onnxruntime-fp32" and bench["rows"][0]["status"] == "ok"
+    assert all(r["status"] == "ok" or r["reason"] for r in bench["rows"])
