@@ -5,6 +5,8 @@ repository carries for how to start and call it.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import UserError
 from .common import nonnegative_int, positive_int, score
 
@@ -42,11 +44,19 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing repository")
 
 
+def _serving(model) -> str | None:
+    """How ``triton`` serves this kind of file (``BackendInfo.serving``), None for an unknown kind."""
+    from ..runtime.backends import registry
+    kind = registry.model_kinds().get(Path(model).suffix.lower())
+    return registry.get(kind).serving if kind else None
+
+
 def run(args) -> int:
     from ..serving.repository import DEFAULT_DELAY_US, write_repository
 
-    if args.model.lower().endswith(".onnx") and args.plugin:
-        raise UserError("--plugin is for engines; an ONNX model runs without the TensorRT plugin")
+    if args.plugin and _serving(args.model) == "python":
+        raise UserError(f"--plugin is for engines; {args.model} runs inside the Python model, without "
+                        "the TensorRT plugin")
     if args.no_dynamic_batching:
         delay = None
     else:

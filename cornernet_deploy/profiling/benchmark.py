@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserError
-from ..fileio import sha256_file, write_text_atomic
+from ..fileio import sha256_file, write_json_atomic, write_text_atomic
 
 __all__ = ["Format", "FORMATS", "FORMAT_NAMES", "Artifacts", "run_benchmark", "validate_benchmark",
            "benchmark_table", "unavailable_table", "render_plot", "write_plot", "write_json",
@@ -569,7 +569,7 @@ def validate_benchmark(report: dict) -> None:
 
 def write_json(path, report: dict) -> None:
     validate_benchmark(report)
-    write_text_atomic(path, json.dumps(report, indent=1) + "\n")
+    write_json_atomic(path, report, indent=1)      # strict JSON: a non-finite number is null
 
 
 def _mb(n) -> str:

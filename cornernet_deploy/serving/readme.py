@@ -93,7 +93,9 @@ def repository_readme(*, name: str, net_name: Optional[str], model: Path, metada
         lines += [
             f"`{plugin_file}` holds the corner-pool TensorRT plugin the engine needs. The TensorRT",
             "backend loads it with `--backend-config=tensorrt,plugins=PATH` (several: separated by `;`),",
-            "before it loads any engine. Triton's custom-operations page also documents",
+            "before it loads any engine. It is a `--static-registration` build: the backend only",
+            "`dlopen`s the library, and this build registers its creator with TensorRT as it loads.",
+            "Triton's custom-operations page also documents",
             f"`LD_PRELOAD=/models/{plugin_file} tritonserver ...`, which preloads it into every process",
             "the server starts, the Python-backend stubs included; the backend option keeps it to the",
             "TensorRT backend.",

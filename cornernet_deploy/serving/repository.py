@@ -143,7 +143,26 @@ def _plugin_library(manifest: EngineManifest, plugin) -> Path:
         path = recorded if manifest.plugin_library and recorded.is_file() else find_plugin_library(
             tensorrt_major=manifest.tensorrt_major)
     verify_plugin_library(path, manifest.plugin_sha256, "the plugin library")
+    check_loads_in_triton(path)
     return path
+
+
+def check_loads_in_triton(path: Path) -> None:
+    """UserError unless the plugin library registers its creator when it is merely loaded, with the
+    full TensorRT library: Triton's TensorRT backend opens each ``plugins=`` entry with a plain
+    ``dlopen`` (tensorrt_backend ``src/tensorrt.cc`` -> ``OpenLibraryHandle``) and never asks the
+    library for its creators, so the default build would load and register nothing, and the engine
+    would fail to deserialize in the server."""
+    from ..runtime.plugin_library import registers_on_load
+    registers_with = registers_on_load(path)
+    if registers_with is not None and registers_with.startswith("libnvinfer.so"):
+        return
+    why = (f"registers its creator with {registers_with}, not the full TensorRT (libnvinfer) that Triton "
+           "runs" if registers_with else "registers its creator only when TensorRT's loadLibrary asks it "
+           "(the default build), and Triton's TensorRT backend only dlopens plugin libraries")
+    raise UserError(f"the plugin library {path} {why}: build it with `cornernet-deploy plugin build "
+                    "--static-registration` (TensorRT installed, to link libnvinfer), build the engine "
+                    "with that library (`cornernet-deploy build ... --plugin LIB`), then run triton again")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,12 +9,31 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def fake_plugin_bytes(text: bytes) -> bytes:
-    """What the Triton generator accepts as our plugin library without loading it: an ELF shared
-    object header (e_type ET_DYN) and the TensorRT version tag of plugins/cornernetDeployPlugins.cpp.
-    For tests where the library is copied, never loaded (the real libraries: test_plugin_compile.py)."""
-    header = b"\x7fELF\x02\x01\x01" + bytes(9) + (3).to_bytes(2, "little")
-    return header + b"\0cornernet_deploy_tensorrt_headers=10.3.0\0" + text
+def fake_plugin_bytes(text: bytes, needed=("libnvinfer.so.10",)) -> bytes:
+    """What the Triton generator accepts as our plugin library without loading it: a 64-bit ELF
+    shared object (e_type ET_DYN) whose dynamic section lists ``needed`` (DT_NEEDED; the default is
+    what a ``plugin build --static-registration`` library links, () the default build), carrying the
+    TensorRT version tag of plugins/cornernetDeployPlugins.cpp. For tests where the library is
+    copied, never loaded (the real libraries: tests/plugins/test_plugin_compile.py)."""
+    import struct
+
+    body = b"\0cornernet_deploy_tensorrt_headers=10.3.0\0" + text
+    dynstr = b"\0"
+    dynamic = b""
+    for name in needed:
+        dynamic += struct.pack("<qQ", 1, len(dynstr))          # DT_NEEDED, offset into .dynstr
+        dynstr += name.encode() + b"\0"
+    dynamic += struct.pack("<qQ", 0, 0)                          # DT_NULL
+    dynstr_at = 64 + len(body)
+    dynamic_at = dynstr_at + len(dynstr)
+    sections_at = dynamic_at + len(dynamic)
+
+    def section(kind, offset, size, link=0):                    # Elf64_Shdr
+        return struct.pack("<IIQQQQIIQQ", 0, kind, 0, 0, offset, size, link, 0, 0, 0)
+    sections = section(0, 0, 0) + section(3, dynstr_at, len(dynstr)) + section(6, dynamic_at, len(dynamic), 1)
+    header = (b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 3, 0x3E, 1, 0, 0,
+                                                               sections_at, 0, 64, 0, 0, 64, 3, 0))
+    return header + body + dynstr + dynamic + sections
 
 
 def random_tiny(arch, seed=0, num_classes=1):

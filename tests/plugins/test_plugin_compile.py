@@ -448,7 +448,7 @@ def test_static_registration_build_registers_under_our_namespace(static_registra
 # ---- ONNX Runtime's TensorRT provider route ---------------------------------------------------------------
 # What the provider does (onnxruntime/core/providers/tensorrt/tensorrt_execution_provider_custom_ops.cc, and
 # the strings of the onnxruntime-gpu 1.21.1 / 1.22.0 / 1.26.0 / 1.27.0 / 1.31.1 wheels' provider library;
-# docs/notes-trt-crosscheck.md): dlopen every trt_extra_plugin_lib_paths entry, nothing more; then list the
+# docs/tensorrt.md, "ONNX Runtime's TensorRT provider"): dlopen every trt_extra_plugin_lib_paths entry, nothing more; then list the
 # registry - getPluginCreatorList() up to 1.21 (IPluginV2 creators only), getAllCreators() from 1.22 on,
 # keeping the kinds "PLUGIN CREATOR_V1" and "PLUGIN CREATOR_V3ONE" - and declare each name as a trt.plugins
 # op. TensorRT's ONNX parser then asks getCreator(op_type, plugin_version, plugin_namespace) of the node.

@@ -1,8 +1,10 @@
 """`benchmark` on the demo model with a small generated dataset: every CPU row runs and its AP is
 what `eval` gives for that file; the rows that cannot run say why; artifacts are reused while
 their inputs are unchanged; bad input is one line and exit 2."""
+import filecmp
 import json
 import re
+import shutil
 
 import cv2
 import pytest
@@ -131,7 +133,8 @@ def _one_line_error(capsys, argv):
 
 
 @pytest.mark.parametrize("case", ["no dataset", "other classes", "unknown format", "absent device",
-                                  "unknown reference", "not a model"])
+                                  "unknown reference", "not a model", "json is the annotations",
+                                  "plot is the json"])
 def test_bad_input_is_one_line_and_exit_2(case, data, tmp_path, capsys):
     ann, images = str(data / "val" / "annotations.json"), str(data / "val" / "images")
     model = str(DEMO_CHECKPOINT)
@@ -156,6 +159,14 @@ def test_bad_input_is_one_line_and_exit_2(case, data, tmp_path, capsys):
     elif case == "unknown reference":
         extra = ["--reference", "fastest"]
         message = "unknown format 'fastest' for --reference"
+    elif case == "json is the annotations":
+        ann = str(tmp_path / "ann.json")
+        shutil.copy(data / "val" / "annotations.json", ann)
+        extra = ["--json", ann]
+        message = "--json"
+    elif case == "plot is the json":
+        extra = ["--json", str(tmp_path / "r.png"), "--plot", str(tmp_path / "r.png")]
+        message = "the plot would replace the report"
     else:
         model = str(tmp_path / "x.engine")
         (tmp_path / "x.engine").write_bytes(b"x")
@@ -164,6 +175,8 @@ def test_bad_input_is_one_line_and_exit_2(case, data, tmp_path, capsys):
                                        "--artifacts", str(tmp_path / "a"), "--quiet", *extra])
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "a").exists()                    # refused before any work
+    if case == "json is the annotations":
+        assert "--data" in err and filecmp.cmp(ann, data / "val" / "annotations.json", shallow=False)
 
 
 def test_a_missing_data_option_is_a_usage_error(capsys):

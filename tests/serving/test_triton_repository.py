@@ -235,6 +235,29 @@ def test_plugin_that_is_not_the_engines_is_refused(demo_onnx, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("needed, why", [
+    ((), "registers its creator only when TensorRT's loadLibrary asks it"),
+    (("libnvinfer_lean.so.10",), "registers its creator with libnvinfer_lean.so.10, not the full TensorRT"),
+])
+def test_a_plugin_build_that_triton_cannot_register_is_refused(demo_onnx, tmp_path, capsys, needed, why):
+    """Triton's TensorRT backend dlopens `plugins=` libraries (tensorrt_backend src/tensorrt.cc,
+    OpenLibraryHandle: dlopen(RTLD_NOW | RTLD_LOCAL)) and never calls getCreators: only a build that
+    registers itself with libnvinfer on load gives the server the creator the engine needs."""
+    engine, manifest = fake_engine(tmp_path, onnx_metadata(demo_onnx))
+    Path(manifest["plugin_library"]).write_bytes(fake_plugin_bytes(b"plugin library", needed))
+    manifest["plugin_sha256"] = None
+    Path(str(engine).replace(".engine", ".manifest.json")).write_text(json.dumps(manifest))
+    code, err = run_cli([engine, "--repo", tmp_path / "r"], capsys)
+    assert code == 2 and why in err and "plugin build --static-registration" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_plugin_option_is_refused_for_files_served_without_tensorrt(demo_onnx, tmp_path, capsys):
+    code, err = run_cli([demo_onnx, "--repo", tmp_path / "r", "--plugin", tmp_path / "x.so"], capsys)
+    assert code == 2 and "--plugin is for engines" in err and "runs inside the Python model" in err
+
+
 def test_existing_directories_are_kept_unless_ours_and_overwrite(demo_onnx, tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -17,7 +17,7 @@ normalises: a quarter of the bytes to copy to the GPU).
   declares every registered creator as an op of the ``trt.plugins`` domain (IPluginV3 creators
   such as ours from 1.22 on: ``check_tensorrt_provider``), and the session gets a copy of the
   model whose CornerPool nodes are in that domain and whose standard-op function body is removed
-  (``onnx_function.retarget_corner_pool_to_tensorrt_ep``). docs/notes-trt-crosscheck.md says
+  (``onnx_function.retarget_corner_pool_to_tensorrt_ep``). docs/tensorrt.md ("ONNX Runtime's TensorRT provider") says
   what of this was checked against which sources. Engines and the timing cache are kept
   in ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/onnxruntime-tensorrt``; a folder per
   model file content, since the provider's own cache key ignores the weights). ``precision="fp16"``
@@ -56,7 +56,7 @@ _INSTALL = {
             "and cuDNN versions that release was built for)",
     "tensorrt": "pip install 'onnxruntime-gpu>=1.22' and the tensorrt its TensorRT provider was built for "
                 "(in place of onnxruntime; 1.22-1.26: CUDA 12 builds, 1.27 on: CUDA 13, all with "
-                "TensorRT 10; docs/notes-trt-crosscheck.md)",
+                "TensorRT 10; docs/tensorrt.md, \"ONNX Runtime's TensorRT provider\")",
 }
 # The first ONNX Runtime whose TensorRT provider lists IPluginV3 creators (IPluginRegistry::
 # getAllCreators; up to 1.21 it calls getPluginCreatorList, which lists IPluginV2 creators only).

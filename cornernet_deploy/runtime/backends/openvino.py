@@ -4,7 +4,7 @@ on OpenVINO's CPU, an Intel GPU or NPU, or AUTO (OpenVINO picks).
 * Corner pooling: OpenVINO neither knows our ``cornernet_deploy::CornerPool`` node nor uses the
   model-local function that carries its body, so each node is replaced by the standard-op body of
   its mode before OpenVINO reads the model (``onnx_function.expand_corner_pool_nodes``); the
-  ``--corner-pool onnx`` exports need nothing. Both decodes, uint8-free float inputs and the INT8
+  ``--corner-pool onnx`` exports need nothing. Both decodes, float and uint8 (``--input uint8``) inputs and the INT8
   Q/DQ models of ``quantize`` are read as they are (OpenVINO runs Q/DQ convolutions in int8).
 * Precision: a float (fp32) file runs in the inference precision asked for, ``fp32`` (the
   default; set explicitly: OpenVINO documents bf16 as its CPU default where the CPU computes
