@@ -1,6 +1,8 @@
 """The OpenVINO backend against ONNX Runtime (an independent implementation of the same files) for
 every export kind, its IR, its options and one-line errors, and BF16 within the measured profile."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -19,9 +21,10 @@ torch = pytest.importorskip("torch", reason="the exports are made from PyTorch m
 from cornernet_deploy.commands.demo import DEMO_CHECKPOINT  # noqa: E402
 from cornernet_deploy.profiling.compare import compare_backends  # noqa: E402
 from cornernet_deploy.profiling.profile import cpu_flags  # noqa: E402
-from cornernet_deploy.runtime.backends.openvino import save_ir  # noqa: E402
+from cornernet_deploy.runtime.backends.openvino import save_ir, signal_stack_kept  # noqa: E402
 
-CPU_CAPABILITIES = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+with signal_stack_kept():     # a bare Core leaves the test process a dangling signal stack
+    CPU_CAPABILITIES = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def scenes(n=3):
@@ -147,7 +150,8 @@ def test_ir_errors_are_one_line(exports, tmp_path):
 
 
 def _absent(device):
-    return device.upper() not in {d.split(".")[0] for d in ov.Core().available_devices}
+    with signal_stack_kept():
+        return device.upper() not in {d.split(".")[0] for d in ov.Core().available_devices}
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -220,6 +224,36 @@ def test_onnx_files_still_open_in_onnxruntime_unless_asked(exports):
         open_backend(exports / "plugin-none.onnx", "tensorrt")
     with pytest.raises(UserError, match="the openvino backend runs an OpenVINO IR"):
         open_backend(DEMO_CHECKPOINT, "openvino")
+
+
+CTRL_C_AFTER_OPENVINO = """
+import ctypes, os, signal, sys, time
+from cornernet_deploy.cli import main
+from cornernet_deploy.runtime.backends.openvino import _SignalStack
+libc = ctypes.CDLL(None)
+def stack():
+    s = _SignalStack()
+    assert libc.sigaltstack(None, ctypes.byref(s)) == 0
+    return (s.ss_sp, s.ss_flags, s.ss_size)
+before = stack()
+assert main(["compare", sys.argv[1], sys.argv[1], "--backend", "openvino", "--quiet"]) == 0
+assert stack() == before, (stack(), before)
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack is read through Linux's libc")
+def test_ctrl_c_after_openvino_is_an_interrupt_not_a_crash(exports):
+    """OpenVINO 2026.4.1's CPU plugin pointed the thread's alternate signal stack at memory it
+    unmapped with its Core: the next Ctrl-C crashed the process with SIGSEGV (seen in the suite:
+    pytest died at the first test that sent itself SIGINT after the OpenVINO tests)."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_AFTER_OPENVINO, str(exports / "plugin-none.onnx")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("interrupted"), (done.returncode, done.stderr[-2000:])
 
 
 def test_commands_take_openvino_through_the_registry(exports, tmp_path, capsys):

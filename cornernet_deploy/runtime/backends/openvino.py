@@ -21,11 +21,21 @@ on OpenVINO's CPU, an Intel GPU or NPU, or AUTO (OpenVINO picks).
 * An IR keeps the export metadata in its ``rt_info`` (OpenVINO copies ONNX ``metadata_props``
   there); ``save_ir`` writes one from any export.
 
+* Signals: OpenVINO's CPU plugin points the calling thread's alternate signal stack at memory of
+  its own when it starts, and that memory is unmapped when the plugin is unloaded with its last
+  ``Core``; the next Ctrl-C or SIGTERM on that thread then crashed the process (SIGSEGV, openvino
+  2026.4.1, after ``compare --backend openvino``). Every entry point here keeps the thread's own
+  alternate stack (``signal_stack_kept``).
+
 No torch; ``onnx`` is imported only to read an .onnx file.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -38,7 +48,8 @@ from ...errors import UserError
 from . import registry
 from .base import Backend
 
-__all__ = ["OpenVinoBackend", "DEVICES", "save_ir", "default_cache_dir", "device_problem"]
+__all__ = ["OpenVinoBackend", "DEVICES", "save_ir", "default_cache_dir", "device_problem",
+           "signal_stack_kept"]
 
 # our device names -> OpenVINO's
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
@@ -51,6 +62,39 @@ _INSTALL = "pip install 'cornernet-deploy[openvino]'"
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "cornernet_deploy" / "openvino"
+
+
+class _SignalStack(ctypes.Structure):      # stack_t of <signal.h> on Linux (x86-64, aarch64)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_ONSTACK = 1
+
+
+@contextlib.contextmanager
+def signal_stack_kept():
+    """The calling thread's alternate signal stack (``sigaltstack``) as it was before the block,
+    whatever OpenVINO set inside it (see the module doc). Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(before)) != 0 or before.ss_flags & _SS_ONSTACK:
+        yield                    # cannot read it, or running on it (inside a handler): leave it
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)   # SS_DISABLE in ss_flags disables it again
+
+
+def _keeps_signal_stack(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with signal_stack_kept():
+            return function(*args, **kwargs)
+    return wrapper
 
 
 def _import_openvino():
@@ -74,6 +118,7 @@ def _present(core) -> list:
     return [ours for ours, theirs in DEVICES.items() if theirs in names]
 
 
+@_keeps_signal_stack
 def device_problem(device: str) -> Optional[str]:
     """Why OpenVINO cannot use ``device`` here (one line), or None."""
     try:
@@ -125,6 +170,7 @@ def read_model(core, path) -> "tuple[object, ModelMetadata]":
     return _read_onnx(core, path)
 
 
+@_keeps_signal_stack
 def save_ir(model_path, output) -> Path:
     """Write the OpenVINO IR (``output`` .xml and its .bin) of an .onnx export (any corner-pool
     form) or of another IR; weights stay FP32 (no compression to FP16), the export metadata goes
@@ -146,6 +192,7 @@ def save_ir(model_path, output) -> Path:
 class OpenVinoBackend(Backend):
     name = "openvino"
 
+    @_keeps_signal_stack
     def __init__(self, path, device: Optional[str] = None, precision: Optional[str] = None,
                  threads: Optional[int] = None, cache_dir=None):
         ov = _import_openvino()
@@ -221,6 +268,7 @@ class OpenVinoBackend(Backend):
         self.compiled = None
 
 
+@_keeps_signal_stack
 def _describe(path):
     """An IR's export metadata (read by OpenVINO, not compiled) and its operation count."""
     model, meta = _read_ir(_import_openvino().Core(), Path(path))
