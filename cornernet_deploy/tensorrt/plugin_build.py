@@ -246,7 +246,10 @@ def python_nvinfer_library() -> Optional[Path]:
 
 def cmake_configure_command(cmake: Path, source_dir: Path, build_dir: Path, headers: TensorRTHeaders,
                             nvcc: Path, cuda_archs: Optional[str] = None,
-                            static_registration: bool = False, extra: Iterable[str] = ()) -> list[str]:
+                            static_registration: bool = False, extra: Iterable[str] = (),
+                            tensorrt_root=None) -> list[str]:
+    """``tensorrt_root``: the ``--tensorrt-root`` given, where a static-registration build finds
+    libnvinfer (its lib/ or lib64/; CMake would otherwise look under $TENSORRT_ROOT only)."""
     cmd = [str(cmake), "-S", str(source_dir), "-B", str(build_dir),
            f"-DTENSORRT_INCLUDE_DIR={headers.include_dir}",
            f"-DCMAKE_CUDA_COMPILER={nvcc}",
@@ -255,6 +258,8 @@ def cmake_configure_command(cmake: Path, source_dir: Path, build_dir: Path, head
         cmd.append(f"-DCMAKE_CUDA_ARCHITECTURES={normalize_cuda_archs(cuda_archs)}")
     if static_registration:
         cmd.append("-DCORNERNET_DEPLOY_STATIC_REGISTRATION=ON")
+        if tensorrt_root:
+            cmd.append(f"-DTENSORRT_ROOT={Path(tensorrt_root).expanduser()}")
     cmd.extend(extra)
     return cmd
 
@@ -309,7 +314,7 @@ def build_plugin(tensorrt_root=None, cuda_archs: Optional[str] = None, build_dir
         if nvinfer:  # e.g. a pip-installed TensorRT; otherwise CMake searches the system
             extra.append(f"-DNVINFER_LIBRARY={nvinfer}")
     _run_logged(cmake_configure_command(cmake, source_dir, build_dir, headers, nvcc, archs,
-                                        static_registration, extra), log_path, "CMake configure")
+                                        static_registration, extra, tensorrt_root), log_path, "CMake configure")
     build_cmd = [str(cmake), "--build", str(build_dir), "--target", "cornernet_deploy_plugins",
                  "--parallel", str(jobs or max(1, min(4, os.cpu_count() or 1)))]
     _run_logged(build_cmd, log_path, "CMake build")

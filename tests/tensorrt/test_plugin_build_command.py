@@ -136,6 +136,10 @@ def test_configure_command_passes_headers_compiler_and_archs(tmp_path):
     assert "-DCMAKE_CUDA_COMPILER=/cuda/bin/nvcc" in cmd
     assert "-DCMAKE_CUDA_ARCHITECTURES=87" in cmd
     assert "-DCORNERNET_DEPLOY_STATIC_REGISTRATION=ON" in cmd
+    assert not any(a.startswith("-DTENSORRT_ROOT=") for a in cmd)      # $TENSORRT_ROOT, if any, is CMake's
+    rooted = plugin_build.cmake_configure_command(Path("cmake"), tmp_path, tmp_path, headers, Path("nvcc"),
+                                                  static_registration=True, tensorrt_root=tmp_path / "trt")
+    assert f"-DTENSORRT_ROOT={tmp_path / 'trt'}" in rooted   # where CMake looks for libnvinfer to link
     no_arch = plugin_build.cmake_configure_command(Path("cmake"), tmp_path, tmp_path, headers, Path("nvcc"))
     assert not any(a.startswith("-DCMAKE_CUDA_ARCHITECTURES") for a in no_arch)  # CMakeLists default
 
