@@ -24,6 +24,9 @@ from pathlib import Path
 from .errors import UserError, warn
 
 # errors of a write that the disk or filesystem refuses, whatever the program does
+# The image files a folder argument stands for (infer, eval, quantize's calibration folders): the
+# readers list them (runtime/images.py), and no output may replace one (check_not_input).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 # staging names keep this many bytes of the target's name, so that a target whose name is
 # near the filesystem's limit (255 bytes) still has a staging name
@@ -313,8 +316,6 @@ def check_not_input(output, inputs, option: str = "--output", whole_folder: bool
     ``whole_folder``: the output is a folder the run replaces (or empties), which may then hold
     no input at any depth. ``label``: how the message names the output, for an output the
     user did not name (default: the option and the path)."""
-    from .runtime.images import IMAGE_SUFFIXES
-
     out = Path(output)
     head = label or f"{option} {out}:"
     other = option if label else ("folder" if whole_folder else "file")

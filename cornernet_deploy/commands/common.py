@@ -131,15 +131,6 @@ def plural(count: int, noun: str, nouns: str = "") -> str:
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
-def require_torch(purpose: str) -> None:
-    """One line instead of a traceback where a command needs the export/training extras."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from ..errors import UserError
-        raise UserError(f"{purpose} needs PyTorch: pip install 'cornernet-deploy[torch]'") from None
-
-
 def model_inputs(models) -> list:
     """``(what, path)`` pairs of the files that MODEL arguments read, for
     ``fileio.check_not_input``: each file and the manifest an engine has beside it."""

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, require_torch
 from ..fileio import atomic_files, check_not_input, check_output_dir, json_text
 from ..runtime.visualize import DRAW_SCORE_THRESHOLD
 from .common import console as make_console
-from .common import nonnegative_int, positive_int, require_torch
+from .common import nonnegative_int, positive_int
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSET_DIR / "demo_squeeze_shapes.pt"

@@ -1,11 +1,11 @@
 """``cornernet-deploy export``: checkpoint -> ONNX (see ``cornernet_deploy.exporter``)."""
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import UserError, require_torch
 from ..contract.arch import ARCHS
 from ..contract.metadata import INPUT_DTYPES
 from ..contract.precision import EXPORT_PRECISIONS
-from .common import positive_int, require_torch
+from .common import positive_int
 
 SIZE_RULE = ("sides k*M-1 with M = output stride x 2^levels: 128 for cornernet and "
              "cornernet-squeeze, 32 for cornernet-saccade; fewer levels, smaller M: a 3-level "

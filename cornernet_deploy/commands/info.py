@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..contract.arch import ARCHS, get_arch
-from ..errors import UserError
-from .common import require_torch
+from ..errors import UserError, require_torch
 
 
 def add_arguments(parser):

@@ -1,9 +1,9 @@
 """``cornernet-deploy train``: train or fine-tune on a COCO-format dataset (official recipe)."""
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import UserError, require_torch
 from ..contract.arch import ARCHS
-from .common import nonnegative_int, positive_float, positive_int, require_torch, seed
+from .common import nonnegative_int, positive_float, positive_int, seed
 
 RESUME_NOTE = "with --resume: the interrupted run's value when not given"
 

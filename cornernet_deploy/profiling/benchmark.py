@@ -198,7 +198,7 @@ class Artifacts:
     def _onnx(self) -> Path:
         if self._export_precision == "fp32":
             return Path(self.model)
-        from ..commands.common import require_torch
+        from ..errors import require_torch
         require_torch("exporting the checkpoint for the ONNX formats")
         path = self.folder / f"{self.stem}.onnx"
         key = _digest({"step": "export", "toolkit": __version__, "inputs": self._source_inputs(),
@@ -358,7 +358,7 @@ def model_classes(model, arch=None):
     if not registry.backend_for(path).can("arch_names"):    # the backend of checkpoints
         raise UserError(f"{text}: benchmark prepares the formats from a checkpoint (.pt/.pth/.pkl), an "
                         "architecture name or an FP32 .onnx export")
-    from ..commands.common import require_torch
+    from ..errors import require_torch
     require_torch("benchmarking a checkpoint")
     from ..models.checkpoint import spec_from_checkpoint
     try:

@@ -10,8 +10,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+from ..fileio import IMAGE_SUFFIXES
 
 Note = Optional[Callable[[str], None]]
 
