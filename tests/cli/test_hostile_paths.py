@@ -2,6 +2,7 @@
 are devices, pipes or links, and a closed pipe on stdout."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -97,3 +98,27 @@ def test_an_output_link_that_loops_is_refused_before_the_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err == f"error: --output {args[-1]}: a symbolic link that leads to itself (a loop); " \
                       "remove it or give another path", err
+
+
+def test_quotes_substitutions_and_dot_dot_in_paths_are_only_names(tmp_path, capsys):
+    """Shell syntax in file and folder names is never interpreted (no shell is involved) and `..`
+    resolves as a path step (issue 21, held in the hostile run: keep it so)."""
+    pytest.importorskip("torch", reason="the export is made from the bundled checkpoint")
+    import cv2
+
+    from cornernet_deploy.commands.demo import DEMO_CHECKPOINT
+    from cornernet_deploy.data.shapes import render_scene
+
+    odd = tmp_path / "it's \"odd\" $(touch pwned) `touch pwned2`; ls"
+    (odd / "sub").mkdir(parents=True)
+    model = odd / "sub" / ".." / "m $(id) 'q' \"dq\".onnx"
+    assert main(["export", "--checkpoint", str(DEMO_CHECKPOINT), "--output", str(model), "--no-verify"]) == 0
+    assert (odd / "m $(id) 'q' \"dq\".onnx").is_file()
+    image = odd / "img $(id) \"q\"; rm -rf x.png"
+    assert cv2.imwrite(str(image), render_scene(1, image_size=((96, 128),))[0])
+    results = odd / "sub" / "res $(id) 'q'"
+    assert main(["infer", str(model), str(image), "--output", str(results)]) == 0
+    detections = json.loads((results / "detections.json").read_text())
+    images = json.loads((results / "images.json").read_text())
+    assert detections and images[0]["file_name"].endswith(image.name)
+    assert not list(tmp_path.rglob("pwned*")) and not (Path.cwd() / "pwned").exists()

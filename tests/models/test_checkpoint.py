@@ -157,3 +157,22 @@ def test_a_spec_written_by_a_newer_toolkit_still_loads(tmp_path, arch):
     metadata = build_metadata(model.spec, model.spec.input_size, 1, "none", "plugin", "fp32", False)
     metadata["spec"]["a_field_of_version_9"] = [1, 2]
     assert parse_metadata(metadata).spec == model.spec
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_checkpoints_of_other_float_types_load_as_float32(tmp_path, dtype):
+    """fp16/bf16/fp64 checkpoints (a half-precision fine-tune, a double export) load into the float32
+    model: each weight is the file's value converted to float32, and the model runs."""
+    torch.manual_seed(3)
+    src = tiny(levels=2, stacks=1)               # initialised weights: outputs of a sane scale
+    state = {k: (v.to(dtype) if v.dtype.is_floating_point else v) for k, v in src.state_dict().items()}
+    torch.save(state, tmp_path / "typed.pth")
+    dst = tiny(levels=2, stacks=1)
+    load_checkpoint(dst, tmp_path / "typed.pth")
+    for k, v in dst.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert v.dtype == torch.float32
+            assert torch.equal(v, state[k].float()), k      # exactly the file's value, widened or rounded once
+    with torch.no_grad():
+        heads = dst.eval()(torch.zeros(1, 3, 63, 63))
+    assert all(torch.isfinite(h).all() for h in heads.values())
