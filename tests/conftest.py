@@ -3,6 +3,7 @@ tensorrt, plugins, profiling, serving, train, cli, data; docs checks README.md a
 import gzip
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,13 @@ sys.path.insert(0, str(TESTS / "helpers"))
 
 # The machine running CI has few cores; keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# A shell without job control starts background commands with SIGINT ignored (`scripts/test.sh &`
+# from a script, nohup, some CI runners), and Python then installs no Ctrl-C handler: the tests
+# of what Ctrl-C does (in this process, and in the commands they start, which inherit an ignored
+# signal but not a handler) would test an environment instead of the toolkit.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
