@@ -55,11 +55,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..fileio import check_not_input, check_output_dir, check_output_file
+    from ..fileio import check_output_dir
     from ..profiling.benchmark import (FORMAT_NAMES, benchmark_table, run_benchmark, select_formats,
                                        unavailable_table, write_json, write_plot)
     from ..runtime.backends import registry
-    from .common import console, model_inputs, option_list
+    from .common import check_report_outputs, console, model_inputs, option_list
 
     names = option_list(args.formats, FORMAT_NAMES, "format")
     devices = option_list(args.device, registry.devices(), "device")
@@ -74,12 +74,7 @@ def run(args) -> int:
         raise UserError(f"--plot writes a PNG image: give a file name ending in .png, not {args.plot}")
     inputs = (model_inputs([args.model]) + [("--data", args.data), ("--images", args.images)]
               + [("--calib", folder) for folder in args.calib or []])
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
-        if path:
-            check_output_file(path, option)
-            check_not_input(path, inputs, option)
-    if args.json and args.plot and Path(args.json).resolve() == Path(args.plot).resolve():
-        raise UserError(f"--json and --plot both name {args.json}: the plot would replace the report")
+    check_report_outputs(args.json, args.plot, inputs)
     check_output_dir(args.artifacts, "--artifacts")
     def say(message):
         print(message, file=sys.stderr)

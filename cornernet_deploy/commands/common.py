@@ -142,3 +142,17 @@ def model_inputs(models) -> list:
         if str(model).lower().endswith(".xml"):      # an OpenVINO IR's weights are beside it
             pairs.append(("the model's weights", Path(model).with_suffix(".bin")))
     return pairs
+
+
+def check_report_outputs(json_path, plot_path, inputs) -> None:
+    """``--json`` and ``--plot`` of a reporting command (profile, benchmark): each a writable file
+    that is none of ``inputs`` (``fileio.check_not_input`` pairs), and not both the same file."""
+    from ..errors import UserError
+    from ..fileio import check_not_input, check_output_file
+
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path:
+            check_output_file(path, option)
+            check_not_input(path, inputs, option)
+    if json_path and plot_path and os.path.realpath(json_path) == os.path.realpath(plot_path):
+        raise UserError(f"--json and --plot both name {plot_path}: the plot would replace the report")

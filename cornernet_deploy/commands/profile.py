@@ -3,7 +3,6 @@ precisions, side by side (see ``cornernet_deploy.profiling``)."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -72,12 +71,11 @@ def _threads(values):
 def run(args) -> int:
     import sys
 
-    from ..fileio import check_not_input, check_output_file
     from ..profiling.profile import (build_report, common_canvas, generated_images, load_images,
                                      profile_backends)
     from ..profiling.report import layer_table, profile_table, write_json, write_plot
     from ..runtime.backends import open_backend, registry
-    from .common import console, model_inputs, option_list
+    from .common import check_report_outputs, console, model_inputs, option_list
 
     names = [info.name for info in registry.all_backends()]
     backends = option_list(args.backend, names, "backend", registry.aliases())
@@ -89,12 +87,7 @@ def run(args) -> int:
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot writes a PNG image: give a file name ending in .png, not {args.plot}")
     inputs = model_inputs(args.models) + [("--images", args.images)]
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
-        if path:
-            check_output_file(path, option)
-            check_not_input(path, inputs, option)
-    if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
-        raise UserError(f"--json and --plot both name {args.plot}: the chart would replace the report")
+    check_report_outputs(args.json, args.plot, inputs)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     opened = []
