@@ -134,6 +134,30 @@ def test_http_mpegts_stream_from_ffmpeg(demo_exports, clip, served_truth, tmp_pa
     assert _served_frames_match(records, clip["frames"], served_truth)
 
 
+def test_a_password_in_a_url_is_used_but_never_shown_or_written(demo_exports, clip, tmp_path, capsys):
+    need(have_ffmpeg(), "no ffmpeg")
+    secret = "s3cret-Pw"
+    with http_ts_server(clip["mp4"], realtime=False) as (url, _):
+        given = url.replace("http://", f"http://viewer:{secret}@") + "/feed?token=" + secret
+        rc, out, err = cli(capsys, "stream", demo_exports["float32"], given, "--output", tmp_path / "out",
+                           "--reconnect", "0", "--no-drop", "--threads", "1", "--no-progress")
+    assert rc == 0, err
+    shown = url.replace("http://", "http://viewer:***@") + "/feed?token=***"
+    records = lines(next((tmp_path / "out").glob("*.jsonl")))
+    assert len(records) == 20 and all(r["source"] == shown for r in records)       # it was read
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["streams"][0]["source"] == shown
+    files = list((tmp_path / "out").iterdir())
+    assert not [p.name for p in files if secret in p.name or "viewer" in p.name]
+    assert not [p.name for p in files if secret.encode() in p.read_bytes()]
+    assert secret not in out + "".join(err) and shown in out
+    # and a URL that cannot be opened says which, without its password
+    with silent_server() as port:
+        rc, _, err = cli(capsys, "stream", demo_exports["float32"], f"rtsp://admin:{secret}@127.0.0.1:{port}/x",
+                         "--timeout", "1", "--reconnect", "0", "--output", tmp_path / "o2")
+    assert rc == 2 and err == [f"error: rtsp://admin:***@127.0.0.1:{port}/x: cannot open the stream within 1 s "
+                               "(unreachable, refused, or not a video stream)"], err
+
+
 def test_a_live_source_faster_than_the_network_drops_its_oldest_frames(demo_exports, tmp_path, capsys):
     need(have_ffmpeg(), "no ffmpeg")
     frames = moving_scenes(120, (384, 512), seed=50)           # 4x the network work of the clip above

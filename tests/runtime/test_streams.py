@@ -31,12 +31,36 @@ def test_parse_source_tells_files_cameras_urls_and_pipelines(tmp_path):
     url = parse_source("rtsp://user:secret@10.0.0.5:554/live/main")
     assert (url.kind, url.live, url.reconnects) == ("url", True, True)
     assert "secret" not in url.name and url.name == "rtsp-10.0.0.5-554-live-main"
+    # the connection gets the password; what is shown or written does not
+    assert url.target == "rtsp://user:secret@10.0.0.5:554/live/main"
+    assert url.text == "rtsp://user:***@10.0.0.5:554/live/main" and "secret" not in repr(url)
     gst = parse_source("v4l2src ! videoconvert ! appsink")
     assert (gst.kind, gst.live) == ("gstreamer", True)
     for text, message in (("missing.mp4", "missing.mp4: no such file"), ("gopher://x/y", "unknown URL scheme 'gopher'"),
                           (str(tmp_path), "is a folder"), ("", "empty source")):
         with pytest.raises(UserError, match=message):
             parse_source(text)
+
+
+@pytest.mark.parametrize("given, shown", [
+    ("rtsp://admin:p@ss:w0rd@cam.local/ch1", "rtsp://admin:***@cam.local/ch1"),     # "@" unencoded
+    ("rtsp://admin:pw@cam/stream?x=a@b", "rtsp://admin:***@cam/stream?x=a@b"),       # "@" in the query
+    ("http://viewer:@cam/feed", "http://viewer:***@cam/feed"),
+    ("rtsp://cam/cam/realmonitor?channel=1&user=admin&password=pw1&subtype=0",
+     "rtsp://cam/cam/realmonitor?channel=1&user=admin&password=***&subtype=0"),
+    ("https://cdn/live.m3u8?Token=abc&start=5", "https://cdn/live.m3u8?Token=***&start=5"),
+    ("rtspsrc location=rtsp://u:pw@cam/x user-id=u user-pw=hunter2 ! decodebin ! appsink",
+     "rtspsrc location=rtsp://u:***@cam/x user-id=u user-pw=*** ! decodebin ! appsink"),
+    ("rtsp://user@cam/live", "rtsp://user@cam/live"),                               # no password
+    ("udp://239.0.0.1:1234", "udp://239.0.0.1:1234"),
+])
+def test_passwords_in_sources_are_hidden_wherever_they_are_shown(given, shown):
+    spec = parse_source(given)
+    assert (spec.text, spec.target) == (shown, given)
+    for secret in ("p@ss:w0rd", "pw1", "abc", "hunter2", ":pw@"):
+        assert secret not in spec.name and (secret not in given or secret not in spec.text)
+    if "@" in given.split("/")[2]:                          # a URL's user name stays out of file names
+        assert given.split("//")[1].split(":")[0].split("@")[0] not in spec.name
 
 
 @pytest.fixture(scope="module")

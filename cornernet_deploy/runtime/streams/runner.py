@@ -70,10 +70,11 @@ class StreamState:
 
 @dataclass
 class FrameResult:
-    """One processed frame: ``stream`` (index of its source), ``source`` (as given), ``index``
-    (its place in the source, counting dropped frames too), ``timestamp`` (seconds into the
-    stream), ``captured`` (UNIX time it was decoded), the frame (HxWx3 uint8 BGR) and its
-    detections (boxes in the frame's pixels); ``latency_ms`` from decode to delivery."""
+    """One processed frame: ``stream`` (index of its source), ``source`` (as given, any password
+    shown as ``***``), ``index`` (its place in the source, counting dropped frames too),
+    ``timestamp`` (seconds into the stream), ``captured`` (UNIX time it was decoded), the frame
+    (HxWx3 uint8 BGR) and its detections (boxes in the frame's pixels); ``latency_ms`` from
+    decode to delivery."""
 
     stream: int
     source: str

@@ -17,7 +17,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -25,24 +25,34 @@ import numpy as np
 
 from ...errors import UserError
 
-__all__ = ["SourceSpec", "VideoSource", "parse_source", "opencv_has_gstreamer", "quiet_opencv"]
+__all__ = ["SourceSpec", "VideoSource", "parse_source", "hide_credentials", "opencv_has_gstreamer",
+           "quiet_opencv"]
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "mms")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CAMERA_PATH = re.compile(r"^/dev/video\d+$")
+# a URL's password (``scheme://user:PASSWORD@host``: up to the authority's last "@", so an
+# unencoded "@" in the password is hidden too), secrets in its query (``?password=...``, as some
+# IP cameras take them) and GStreamer's rtspsrc ``user-pw=PASSWORD``
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*):[^/?#\s]*@")
+_QUERY_SECRET = re.compile(r"([?&;](?:password|passwd|pwd|pass|token|access_token|secret|key|"
+                           r"signature|sig|auth)=)[^&;#\s]*", re.IGNORECASE)
+_GST_PASSWORD = re.compile(r"(\buser-pw\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s!]+)")
 # a frame rate outside this range is a container's placeholder, not a rate
 _FPS_RANGE = (0.5, 1000.0)
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """What a source is: ``kind`` file | camera | url | gstreamer; ``target`` what OpenCV opens;
-    ``live``: frames come at the source's pace whether or not they are read (they may be dropped
-    when the network falls behind); ``name``: a short name for output files."""
+    """What a source is: ``text`` the source as given with any password hidden (what messages,
+    JSON Lines and summaries show: camera URLs often carry one); ``kind`` file | camera | url |
+    gstreamer; ``target`` what OpenCV opens (password kept; left out of ``repr``); ``live``:
+    frames come at the source's pace whether or not they are read (they may be dropped when the
+    network falls behind); ``name``: a short name for output files."""
 
     text: str
     kind: str
-    target: Union[str, int]
+    target: Union[str, int] = field(repr=False)
     live: bool
     name: str
 
@@ -56,6 +66,13 @@ def _safe_name(text: str) -> str:
     return name[:60]
 
 
+def hide_credentials(text: str) -> str:
+    """``text`` with every URL password and rtspsrc ``user-pw`` replaced by ``***`` (the user name
+    stays: it tells which account was used)."""
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    return _GST_PASSWORD.sub(r"\1***", _QUERY_SECRET.sub(r"\1***", text))
+
+
 def parse_source(text) -> SourceSpec:
     """The ``SourceSpec`` of a command-line source (see the module docstring); a missing file is
     a one-line ``UserError``."""
@@ -65,17 +82,18 @@ def parse_source(text) -> SourceSpec:
     if not text.strip():
         raise UserError("empty source name")
     if "!" in text:
-        return SourceSpec(text, "gstreamer", text, True, "gstreamer")
+        return SourceSpec(hide_credentials(text), "gstreamer", text, True, "gstreamer")
     match = _URL.match(text)
     if match:
         scheme = match.group(1).lower()
         if scheme == "file":
             return parse_source(text[len("file://"):])
         if scheme not in URL_SCHEMES:
-            raise UserError(f"{text}: unknown URL scheme '{scheme}' (OpenCV's FFmpeg reads "
+            raise UserError(f"{hide_credentials(text)}: unknown URL scheme '{scheme}' (OpenCV's FFmpeg reads "
                             f"{', '.join(URL_SCHEMES)})")
-        rest = text[match.end():].split("@")[-1]       # never put credentials into a file name
-        return SourceSpec(text, "url", text, True, _safe_name(f"{scheme}-{rest}"))
+        shown = hide_credentials(text)
+        host_and_path = re.sub(r"^[^/?#]*@", "", shown[match.end():])   # no user name in a file name
+        return SourceSpec(shown, "url", text, True, _safe_name(f"{scheme}-{host_and_path}"))
     if text.isdigit() and not Path(text).exists():
         return SourceSpec(text, "camera", int(text), True, f"camera{int(text)}")
     if _CAMERA_PATH.match(text):
