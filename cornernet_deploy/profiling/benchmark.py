@@ -53,6 +53,7 @@ MEMORY_METHOD = ("peak resident set size (Linux VmHWM, else getrusage ru_maxrss)
                  "activations and the evaluation's detections; memory.baseline_mib is the same "
                  "process without a model")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+SIZE_METRICS = ("APs", "APm", "APl")    # null where the dataset has no objects of that size
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,13 @@ def _digest(payload) -> str:
 class Artifacts:
     """The files the formats run, made on first use and kept in ``folder`` with a record of the
     inputs each was made from (``artifacts.json``); ``get(kind)`` returns the path or raises the
-    UserError that says why there is none (the same error again on every call)."""
+    UserError that says why there is none (the same error again on every call). A file there
+    that the record does not name (a user's own export under an artifact's name) is never
+    replaced: ``check_folder`` refuses it before any work; a recorded one that changed since is
+    made again."""
 
     MANIFEST = "artifacts.json"
+    NEEDS = {"onnx-int8": "onnx", "engine-fp32": "onnx", "engine-fp16": "onnx", "engine-int8": "onnx-int8"}
 
     def __init__(self, model, folder, *, calib=None, calib_images: int = 100, arch=None,
                  progress=None):
@@ -147,6 +152,47 @@ class Artifacts:
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
+
+    def _manifest_is_ours(self) -> bool:
+        """No record yet, or one this class wrote (not a file of the user's by that name)."""
+        path = self.folder / self.MANIFEST
+        if not (path.exists() or path.is_symlink()):
+            return True
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and all(isinstance(e, dict) and "inputs_sha256" in e
+                                              for e in data.values())
+
+    def path(self, kind: str) -> Optional[Path]:
+        """Where ``kind`` is made; None where nothing is (the model itself, a checkpoint)."""
+        if kind == "onnx":
+            return None if self._export_precision == "fp32" else self.folder / f"{self.stem}.onnx"
+        if kind == "onnx-int8":
+            return self.folder / f"{self.stem}_int8.onnx"
+        if kind.startswith("engine-"):
+            return self.folder / f"{self.stem}_{kind[len('engine-'):]}.engine"
+        return None
+
+    def check_folder(self, kinds) -> None:
+        """Refuse, before any work, a folder holding a file under a name that ``kinds`` (and what
+        they are made from) would be written to, where the record names no such file."""
+        where = f"--artifacts {self.folder}"
+        if not self._manifest_is_ours():
+            raise UserError(f"{where}: holds a {self.MANIFEST} that benchmark did not write; give "
+                            "another folder")
+        todo = set()
+        for kind in kinds:
+            while kind:
+                todo.add(kind)
+                kind = self.NEEDS.get(kind)
+        recorded = self._manifest()
+        for kind in sorted(todo):
+            path = self.path(kind)
+            if path is not None and (path.exists() or path.is_symlink()) and path.name not in recorded:
+                raise UserError(f"{where}: {path.name} is there but was not made by benchmark, which "
+                                "would replace it; give another folder or move the file")
 
     def _record(self, path: Path, key: str) -> None:
         manifest = self._manifest()
@@ -200,7 +246,7 @@ class Artifacts:
             return Path(self.model)
         from ..errors import require_torch
         require_torch("exporting the checkpoint for the ONNX formats")
-        path = self.folder / f"{self.stem}.onnx"
+        path = self.path("onnx")
         key = _digest({"step": "export", "toolkit": __version__, "inputs": self._source_inputs(),
                        "settings": {"corner_pool": "plugin", "decode": "none", "size": "family default"}})
 
@@ -222,7 +268,7 @@ class Artifacts:
     def _onnx_int8(self) -> Path:
         images = self._calibration()
         source = self.get("onnx")
-        path = self.folder / f"{self.stem}_int8.onnx"
+        path = self.path("onnx-int8")
         key = _digest({"step": "quantize", "toolkit": __version__, "source": sha256_file(source),
                        "calibration": [sha256_file(p) for p in images],
                        "settings": {"method": "minmax", "num_images": self.calib_images}})
@@ -236,7 +282,7 @@ class Artifacts:
     def _engine(self, precision: str, source_kind: str) -> Path:
         from ..tensorrt.builder import build_engine
         source = self.get(source_kind)
-        path = self.folder / f"{self.stem}_{precision}.engine"
+        path = self.path(f"engine-{precision}")
         key = _digest({"step": "build", "toolkit": __version__, "source": sha256_file(source),
                        "precision": precision})
         return self._make(path, key, lambda out: build_engine(source, out, precision=precision,
@@ -444,6 +490,7 @@ def run_benchmark(model, data, images, *, formats: Sequence[Format] = FORMATS, f
     gt, image_ids = check_dataset(model, data, images, match, arch)
     artifacts = Artifacts(model, folder, calib=calib, calib_images=calib_images, arch=arch,
                           progress=progress)
+    artifacts.check_folder([fmt.source for fmt in formats])
     rows: List[dict] = []
     for fmt in formats:
         row = {"format": fmt.name, "title": fmt.title, "backend": fmt.backend, "device": fmt.device,
@@ -557,8 +604,11 @@ def validate_benchmark(report: dict) -> None:
         _check_keys(row, _OK_ROW, where, problems)
         for m in METRICS:
             v = (row.get("metrics") or {}).get(m)
-            if not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0:   # pycocotools: -1 = no such objects
-                problems.append(f"{where}.metrics.{m}: expected a number in [-1, 1]")
+            if v is None and m in SIZE_METRICS:         # eval: no objects of that size in the data
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                problems.append(f"{where}.metrics.{m}: expected a number in [0, 1]"
+                                + (" or null" if m in SIZE_METRICS else ""))
         for stage in ("preprocess", "inference", "postprocess", "end_to_end"):
             s = (row.get("stages") or {}).get(stage)
             if not isinstance(s, dict) or not all(isinstance(s.get(k), (int, float)) for k in ("median", "p90")):
@@ -601,7 +651,8 @@ def benchmark_table(report: dict):
             return f"{fmt_ms(x['median'])} / {fmt_ms(x['p90'])}" if x else "-"
 
         table.add_row(Text(row["format"] + (" (ref)" if row["format"] == ref else "")),
-                      _mb(row.get("file_bytes")), *(f"{m[k]:.4f}" for k in ("AP", "AP50", "APs", "APm", "APl")),
+                      _mb(row.get("file_bytes")),
+                      *("-" if m[k] is None else f"{m[k]:.4f}" for k in ("AP", "AP50", "APs", "APm", "APl")),
                       f"{d['AP']:+.2f}", f"{d['AP50']:+.2f}", lat("end_to_end"), lat("inference"),
                       f"{row['throughput_ips']:.1f}", f"{row['peak_rss_mib']:.0f}", f"{row['speedup']:.2f}x")
     return table

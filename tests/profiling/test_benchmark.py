@@ -5,6 +5,7 @@ import filecmp
 import json
 import re
 import shutil
+from pathlib import Path
 
 import cv2
 import pytest
@@ -123,6 +124,60 @@ def test_artifacts_are_reused_while_their_inputs_are_unchanged(benchmarked, data
     # no calibration images: the INT8 rows are not run, and say why
     with pytest.raises(Exception, match="no calibration images: give --calib"):
         Artifacts(DEMO_CHECKPOINT, tmp_path / "fresh").get("onnx-int8")
+
+
+def test_a_size_range_without_objects_is_null_as_eval_writes_it(benchmarked, data, tmp_path, capsys):
+    """A dataset without small objects: pycocotools gives APs -1 (no such ground truth); eval
+    writes null, and the benchmark's JSON and table must take that (it was a traceback)."""
+    _, out, _ = benchmarked
+    ann = json.loads((data / "val" / "annotations.json").read_text())
+    ann["annotations"] = [a for a in ann["annotations"] if a["area"] >= 32 ** 2]
+    assert ann["annotations"]
+    (tmp_path / "no_small.json").write_text(json.dumps(ann))
+    export = out / "artifacts" / "demo_squeeze_shapes.onnx"
+    capsys.readouterr()
+    assert main(["benchmark", str(export), "--data", str(tmp_path / "no_small.json"), "--images",
+                 str(data / "val" / "images"), "--formats", "onnxruntime-fp32", "--artifacts",
+                 str(tmp_path / "a"), "--threads", "1", "--iters", "1", "--warmup", "0", "--timing-images",
+                 "1", "--json", str(tmp_path / "b.json"), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    assert row["metrics"]["APs"] is None and 0 < row["metrics"]["AP"] <= 1
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    gt = COCO(str(tmp_path / "no_small.json"))
+    # the independent truth of "no objects of that size": pycocotools' own -1
+    evaluator = COCOeval(gt, gt.loadRes([dict(a, score=1.0) for a in gt.dataset["annotations"]]), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert evaluator.stats[3] == -1
+    line = next(x for x in table.splitlines() if x.startswith("│ onnxruntime-fp32"))
+    cells = [c.strip() for c in line.strip("│ ").split("│")]
+    assert cells[4] == "-" and float(cells[5]) == pytest.approx(row["metrics"]["APm"], abs=1e-4)
+
+
+@pytest.mark.parametrize("case", ["own export", "own int8", "own record"])
+def test_a_file_the_benchmark_did_not_make_is_never_replaced(case, benchmarked, data, tmp_path, capsys):
+    _, out, _ = benchmarked
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model, formats = DEMO_CHECKPOINT, "onnxruntime-fp32"
+    if case == "own export":                 # the export benchmark would make of the checkpoint
+        mine = folder / "demo_squeeze_shapes.onnx"
+    elif case == "own int8":                 # an FP32 export kept beside the user's own INT8 model
+        model = shutil.copy(out / "artifacts" / "demo_squeeze_shapes.onnx", folder / "net.onnx")
+        mine, formats = folder / "net_int8.onnx", "onnxruntime-int8"
+    else:
+        mine = folder / "artifacts.json"
+    mine.write_text("the user's own file\n")
+    rc, err = _one_line_error(capsys, ["benchmark", str(model), "--data", str(data / "val" / "annotations.json"),
+                                       "--images", str(data / "val" / "images"), "--calib",
+                                       str(data / "calib" / "images"), "--formats", formats,
+                                       "--artifacts", str(folder), "--quiet"])
+    assert rc == 2 and err.startswith(f"error: --artifacts {folder}: ") and mine.name in err, err
+    assert "\n" not in err and mine.read_text() == "the user's own file\n"
+    assert sorted(p.name for p in folder.iterdir()) == sorted({mine.name, Path(model).name} - {DEMO_CHECKPOINT.name})
 
 
 def _one_line_error(capsys, argv):
