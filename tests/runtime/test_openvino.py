@@ -193,6 +193,23 @@ def test_precisions_follow_the_file_and_the_device(exports, tmp_path):
         assert b.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
 
 
+def test_a_default_cache_that_cannot_be_made_warns_and_compiles_without_one(exports, tmp_path, monkeypatch,
+                                                                              capsys):
+    """A read-only home or container: the default cache is only a speed-up, so the model still
+    runs (and computes what ONNX Runtime does); a cache asked for by name is an error."""
+    (tmp_path / "home-is-a-file").write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-is-a-file"))
+    capsys.readouterr()
+    with open_backend(exports / "onnx-none.onnx") as a, open_backend(exports / "onnx-none.onnx", "openvino") as b:
+        err = capsys.readouterr().err.strip().splitlines()
+        assert b.cache_dir is None
+        report = compare_backends(a, b, scenes(), TOLERANCES["fp32"])
+    assert report["passed"], report["failures"]
+    assert len(err) == 1 and err[0].startswith("warning: OpenVINO's model cache ") and "without a cache" in err[0]
+    with pytest.raises(UserError, match="OpenVINO's model cache .*: Not a directory"):
+        open_backend(exports / "onnx-none.onnx", "openvino", cache_dir=tmp_path / "home-is-a-file" / "c")
+
+
 def test_threads_and_the_compiled_model_cache(exports, tmp_path):
     cache = tmp_path / "cache"
     with open_backend(exports / "onnx-none.onnx", "openvino", threads=1, cache_dir=cache) as b:

@@ -14,7 +14,8 @@ on OpenVINO's CPU, an Intel GPU or NPU, or AUTO (OpenVINO picks).
   GPU or NPU in the device's default).
 * ``threads``: ``INFERENCE_NUM_THREADS`` of the CPU device; latency hint (one stream), one infer
   request reused, ``run_timed`` is the host clock around it (host memory: no copies).
-* Compiled-model cache: ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/openvino``),
+* Compiled-model cache: ``cache_dir`` (default ``$XDG_CACHE_HOME/cornernet_deploy/openvino``;
+  where that cannot be made or written, a warning and no cache: it only saves compile time),
   OpenVINO's ``CACHE_DIR``: it keys each blob on the model's content and the device; on the CPU the
   threads and the precision hint are applied when a blob is read back (a bf16 model read from a
   blob an fp32 run wrote computes what a fresh bf16 compile does: tested).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import sys
@@ -44,7 +46,7 @@ import numpy as np
 
 from ...contract.metadata import METADATA_KEY, ModelMetadata, parse_metadata
 from ...contract.precision import COMPUTE_PRECISIONS
-from ...errors import UserError
+from ...errors import UserError, warn
 from . import registry
 from .base import Backend
 
@@ -220,9 +222,16 @@ class OpenVinoBackend(Backend):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.cache_dir, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "not writable")
             core.set_property({"CACHE_DIR": str(self.cache_dir)})
         except OSError as exc:
-            raise UserError(f"OpenVINO's model cache {self.cache_dir}: {exc.strerror}") from None
+            if cache_dir:                   # asked for by name: a mistake to report
+                raise UserError(f"OpenVINO's model cache {self.cache_dir}: {exc.strerror}") from None
+            # the default one is only a speed-up (a read-only home, a container): run without it
+            warn(f"OpenVINO's model cache {self.cache_dir}: {exc.strerror}; compiling without a "
+                 "cache (set XDG_CACHE_HOME to a writable folder to keep compiled models)")
+            self.cache_dir = None
         try:
             self.compiled = core.compile_model(model, DEVICES[self.device], config)
         except RuntimeError as exc:
