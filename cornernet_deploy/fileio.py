@@ -39,6 +39,13 @@ _LOCK_RECORD = 64       # bytes of "PID HOST" in a lock file (exclusive_folder),
 _LEGACY_STAGING = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """The toolkit's folder of the user's cache (``$XDG_CACHE_HOME/cornernet_deploy``, else
+    ``~/.cache/cornernet_deploy``), with ``parts`` below it; not created here."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "cornernet_deploy", *parts)
+
+
 def truncate_name(name: str, max_bytes: int) -> str:
     """``name`` cut to at most ``max_bytes`` bytes of UTF-8, at a character boundary."""
     raw = os.fsencode(name)

@@ -35,13 +35,13 @@ from typing import Callable, Optional
 
 from ..contract.op import CORNER_POOL, PLUGIN_LIBRARY_NAME, PLUGIN_VERSION_TAG
 from ..errors import UserError, warn
-from ..fileio import sha256_file
+from ..fileio import sha256_file, user_cache_dir
 from .tensorrt_common import tensorrt_major
 
 __all__ = ["PLUGIN_ENV", "PLUGIN_LIBRARY_NAME", "default_library_dir", "major_dir_name",
            "find_plugin_library", "built_plugin_libraries", "plugin_library_tensorrt_version",
            "check_library_matches", "verify_plugin_library", "load_plugin_library", "needed_libraries",
-           "registers_on_load", "importable_tensorrt_version", "checkout_root", "cache_dir"]
+           "registers_on_load", "importable_tensorrt_version", "checkout_root"]
 
 PLUGIN_ENV = "CORNERNET_DEPLOY_PLUGIN"
 _CREATOR = (CORNER_POOL.plugin_name, CORNER_POOL.plugin_version, CORNER_POOL.plugin_namespace)
@@ -56,16 +56,11 @@ def checkout_root() -> Optional[Path]:
     return root if (root / "plugins" / "CMakeLists.txt").is_file() else None
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cornernet_deploy"
-
-
 def default_library_dir() -> Path:
     """Where ``plugin build`` puts its libraries, one ``tensorrt-<major>/`` folder per TensorRT
     major: ``<checkout>/build/lib``, or outside a checkout ``$XDG_CACHE_HOME/cornernet_deploy/lib``."""
     root = checkout_root()
-    return (root / "build" / "lib") if root else cache_dir() / "lib"
+    return (root / "build" / "lib") if root else user_cache_dir("lib")
 
 
 def major_dir_name(major: int) -> str:

@@ -29,8 +29,8 @@ from typing import Callable, Iterable, Optional
 
 from ..contract.op import PLUGIN_LIBRARY_NAME
 from ..errors import UserError, warn
-from ..fileio import atomic_path, check_output_dir
-from ..runtime.plugin_library import (cache_dir, checkout_root, default_library_dir,
+from ..fileio import atomic_path, check_output_dir, user_cache_dir
+from ..runtime.plugin_library import (checkout_root, default_library_dir,
                                       importable_tensorrt_version, major_dir_name,
                                       plugin_library_tensorrt_version)
 
@@ -70,7 +70,7 @@ def plugin_source_dir() -> Path:
 
 def default_build_dir() -> Path:
     root = checkout_root()
-    return (root / "build" / "plugins") if root else cache_dir() / "build"
+    return (root / "build" / "plugins") if root else user_cache_dir("build")
 
 
 # --------------------------------------------------------------------------------------------------------

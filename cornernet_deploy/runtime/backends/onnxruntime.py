@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -42,6 +41,7 @@ from ...contract.op import CORNER_POOL
 from ...contract.metadata import METADATA_KEY, check_graph_outputs, parse_metadata, read_metadata
 from ...contract.precision import EXPORT_PRECISIONS
 from ...errors import UserError
+from ...fileio import user_cache_dir
 from . import registry
 from .base import Backend, ms_between, now_ns
 
@@ -67,8 +67,7 @@ _TENSORRT_PROVIDER_LIBRARY = "libonnxruntime_providers_tensorrt.so"
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cornernet_deploy" / "onnxruntime-tensorrt"
+    return user_cache_dir("onnxruntime-tensorrt")
 
 
 def provider_chain(provider: str, available: List[str], *, device_id: int = 0,

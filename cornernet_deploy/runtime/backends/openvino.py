@@ -47,6 +47,7 @@ import numpy as np
 from ...contract.metadata import METADATA_KEY, ModelMetadata, parse_metadata
 from ...contract.precision import COMPUTE_PRECISIONS
 from ...errors import UserError, warn
+from ...fileio import user_cache_dir
 from . import registry
 from .base import Backend
 
@@ -62,8 +63,7 @@ _INSTALL = "pip install 'cornernet-deploy[openvino]'"
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cornernet_deploy" / "openvino"
+    return user_cache_dir("openvino")
 
 
 class _SignalStack(ctypes.Structure):      # stack_t of <signal.h> on Linux (x86-64, aarch64)
