@@ -36,8 +36,9 @@ from cornernet_deploy.profiling import profile  # noqa: E402  (cpu_model for the
 
 
 def executed_batches(url, model):
-    from cornernet_deploy.serving.client import batch_sizes_executed
-    return batch_sizes_executed(url, model)
+    """The statistics before a load, once the answers already sent are counted in them."""
+    from cornernet_deploy.serving.client import settled_batch_sizes
+    return settled_batch_sizes(url, model)
 
 
 def mean_batch(delta):

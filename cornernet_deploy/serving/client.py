@@ -138,8 +138,25 @@ def batch_sizes_executed(url: str, model: str) -> dict:
             for s in stats["model_stats"] for b in s.get("batch_stats", [])}
 
 
+def settled_batch_sizes(url: str, model: str, quiet_s: float = 0.3, timeout_s: float = 30.0) -> dict:
+    """``batch_sizes_executed`` once it has not changed for ``quiet_s``: the snapshot to take
+    before a measured load, with no request in flight. Triton adds an execution to its statistics
+    after it has sent the answer, so a read right after an earlier answer can miss that answer's
+    execution, which ``executed_since`` would then count as part of the load."""
+    deadline = time.monotonic() + timeout_s
+    last, since = batch_sizes_executed(url, model), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Triton's statistics of {model} kept changing for {timeout_s:g} s")
+        time.sleep(0.05)
+        now = batch_sizes_executed(url, model)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def executed_since(url: str, model: str, before: dict, images: int, timeout_s: float = 30.0) -> dict:
-    """{batch size: executions} since the statistics ``before`` (``batch_sizes_executed``), read
+    """{batch size: executions} since the statistics ``before`` (``settled_batch_sizes``), read
     once they count ``images`` images. Triton adds an execution to its statistics after it has
     sent the answers, so a read right after the last answer can miss the last executions; this
     polls (every 50 ms) and raises TimeoutError after ``timeout_s``."""
