@@ -122,6 +122,7 @@ class Artifacts:
     made again."""
 
     MANIFEST = "artifacts.json"
+    # what each kind is made from: the one statement of it (making and check_folder both read it)
     NEEDS = {"onnx-int8": "onnx", "engine-fp32": "onnx", "engine-fp16": "onnx", "engine-int8": "onnx-int8"}
 
     def __init__(self, model, folder, *, calib=None, calib_images: int = 100, arch=None,
@@ -267,7 +268,7 @@ class Artifacts:
 
     def _onnx_int8(self) -> Path:
         images = self._calibration()
-        source = self.get("onnx")
+        source = self.get(self.NEEDS["onnx-int8"])
         path = self.path("onnx-int8")
         key = _digest({"step": "quantize", "toolkit": __version__, "source": sha256_file(source),
                        "calibration": [sha256_file(p) for p in images],
@@ -279,9 +280,9 @@ class Artifacts:
                           progress=self.progress, show_bar=self.progress is not None)
         return self._make(path, key, make, f"INT8, calibrated on {len(images)} images")
 
-    def _engine(self, precision: str, source_kind: str) -> Path:
+    def _engine(self, precision: str) -> Path:
         from ..tensorrt.builder import build_engine
-        source = self.get(source_kind)
+        source = self.get(self.NEEDS[f"engine-{precision}"])
         path = self.path(f"engine-{precision}")
         key = _digest({"step": "build", "toolkit": __version__, "source": sha256_file(source),
                        "precision": precision})
@@ -290,13 +291,13 @@ class Artifacts:
                           f"TensorRT {precision} engine")
 
     def _engine_fp32(self):
-        return self._engine("fp32", "onnx")
+        return self._engine("fp32")
 
     def _engine_fp16(self):
-        return self._engine("fp16", "onnx")
+        return self._engine("fp16")
 
     def _engine_int8(self):
-        return self._engine("int8", "onnx-int8")
+        return self._engine("int8")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,10 +88,10 @@ def parse_source(text) -> SourceSpec:
         scheme = match.group(1).lower()
         if scheme == "file":
             return parse_source(text[len("file://"):])
-        if scheme not in URL_SCHEMES:
-            raise UserError(f"{hide_credentials(text)}: unknown URL scheme '{scheme}' (OpenCV's FFmpeg reads "
-                            f"{', '.join(URL_SCHEMES)})")
         shown = hide_credentials(text)
+        if scheme not in URL_SCHEMES:
+            raise UserError(f"{shown}: unknown URL scheme '{scheme}' (OpenCV's FFmpeg reads "
+                            f"{', '.join(URL_SCHEMES)})")
         host_and_path = re.sub(r"^[^/?#]*@", "", shown[match.end():])   # no user name in a file name
         return SourceSpec(shown, "url", text, True, _safe_name(f"{scheme}-{host_and_path}"))
     if text.isdigit() and not Path(text).exists():
