@@ -167,6 +167,8 @@ def run(args) -> int:
     backends = _backends(args.backend, models)
     precisions = _pair(args.precision, "--precision", registry.precisions(), "precision")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    # a folder's images are read before the models load, so a wrong --images costs nothing
+    images = load_images(args.images, limit=args.num_images, note=say) if args.images else None
 
     opened = []
     try:
@@ -177,9 +179,7 @@ def run(args) -> int:
                                        provider=provider, arch=args.arch))
         a, b = opened
         tolerance = choose_tolerance(profile, [a.precision, b.precision])
-        if args.images:
-            images = load_images(args.images, limit=args.num_images, note=say)
-        else:
+        if images is None:
             hw = tuple(a.input_hw or b.input_hw or a.spec.input_size)
             images = generated_images(args.num_images, hw)
         report = compare_backends(a, b, images, tolerance, min_score=args.min_score,

@@ -89,6 +89,8 @@ def run(args) -> int:
     inputs = model_inputs(args.models) + [("--images", args.images)]
     check_report_outputs(args.json, args.plot, inputs)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    # a folder's images are read before the models load, so a wrong --images costs nothing
+    images = load_images(args.images, limit=args.num_images, note=say) if args.images else None
 
     opened = []
     try:
@@ -109,8 +111,7 @@ def run(args) -> int:
             if b.input_hw and tuple(b.input_hw) != canvas:
                 say(f"note: {b.label} takes {b.input_hw[0]}x{b.input_hw[1]} inputs, the first "
                     f"fixed-size model {canvas[0]}x{canvas[1]}: their rows do different work")
-        if args.images:
-            images = load_images(args.images, limit=args.num_images, note=say)
+        if images is not None:
             source = str(args.images)
         else:
             images = generated_images(args.num_images, canvas)

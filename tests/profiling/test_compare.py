@@ -385,3 +385,13 @@ def test_json_path_is_checked_before_loading_anything(tmp_path, capsys):
     assert main(["compare", "nope.onnx", "nope.onnx", "--json", str(tmp_path / "a_file" / "c.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --json ") and "is a file, not a folder" in err and "\n" not in err
+
+
+def test_images_option_is_checked_before_loading_anything(tmp_path, capsys):
+    image_file = tmp_path / "scene.png"
+    image_file.write_bytes(b"\x89PNG\r\n\x1a\n")
+    # the models do not exist: the --images error must come first, as the --json one does
+    assert main(["compare", "nope.onnx", "nope.onnx", "--images", str(image_file)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: {image_file}: --images must be a directory of images"
+    assert "loading" not in captured.err + captured.out

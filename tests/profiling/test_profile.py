@@ -392,3 +392,13 @@ def test_output_paths_are_checked_before_loading_anything(option, name, tmp_path
     assert main(["profile", "missing.onnx", option, str(target)]) == 2      # not "missing.onnx: ..."
     err = capsys.readouterr().err.strip()
     assert err == f"error: {option} {target}: {tmp_path / 'a_file'} is a file, not a folder"
+
+
+def test_images_option_is_checked_before_loading_anything(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # the model does not exist: the --images error must come first
+    assert main(["profile", "missing.onnx", "--images", str(empty)]) == 2
+    captured = capsys.readouterr()
+    assert "folder holds no images" in captured.err and "missing.onnx" not in captured.err
+    assert "loading" not in captured.err + captured.out
